@@ -1,0 +1,279 @@
+"""Read a dataset folder (``items.csv`` + ``interactions.csv``, or Parquet) into a :class:`Dataset`.
+
+Every problem with the input becomes either one :class:`DataError` that names the file, row or field,
+or one :class:`DataWarning` that says how many rows were skipped and why.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from avrec.data.dataset import Dataset, build_dataset
+from avrec.errors import DataError, DataWarning
+
+ITEM_REQUIRED = ("item_id",)
+INTERACTION_REQUIRED = ("user_id", "item_id")
+WEIGHT_COLUMNS = ("plays", "weight")
+
+
+@dataclass
+class DataConfig:
+    """How raw interactions become positives.
+
+    ``rating_threshold``: keep only rows with rating >= threshold (rows without a rating are kept).
+    ``events``: keep only these event types (None keeps all).
+    ``weighting``: "binary" (every positive weighs 1), "value" (plays/weight/rating as given) or
+    "log" (1 + log1p(value), the usual damping for play counts).
+    ``min_user_interactions`` / ``min_item_interactions``: drop rarer users/items (one pass).
+    """
+
+    rating_threshold: float | None = None
+    events: list[str] | None = None
+    weighting: str = "binary"
+    min_user_interactions: int = 0
+    min_item_interactions: int = 0
+    enrich: list[str] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        if self.weighting not in ("binary", "value", "log"):
+            raise DataError(f"data.weighting must be binary, value or log, not {self.weighting!r}")
+
+
+def sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _find(folder: Path, stem: str) -> Path:
+    for ext in (".csv", ".parquet", ".csv.gz", ".tsv"):
+        p = folder / f"{stem}{ext}"
+        if p.exists():
+            return p
+    raise DataError(f"{folder}: no {stem}.csv or {stem}.parquet in the dataset folder")
+
+
+def _line_of_offset(raw: bytes, offset: int) -> int:
+    return raw.count(b"\n", 0, offset) + 1
+
+
+def read_table(path: Path) -> pd.DataFrame:
+    """Read a CSV/TSV/Parquet file as strings, turning parser failures into one-line DataErrors."""
+    path = Path(path)
+    if path.suffix == ".parquet":
+        try:
+            df = pd.read_parquet(path)
+        except Exception as e:  # pyarrow raises many types for a broken file
+            raise DataError(f"{path}: not a readable Parquet file ({e})") from None
+        df = df.astype(object).where(df.notna(), "").astype(str)
+        if df.empty and len(df.columns) == 0:
+            raise DataError(f"{path}: the file is empty")
+        return df
+    raw = path.read_bytes()
+    if not raw.strip():
+        raise DataError(f"{path}: the file is empty")
+    try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError as e:
+        line = _line_of_offset(raw, e.start)
+        raise DataError(f"{path}: line {line} is not valid UTF-8 (byte 0x{raw[e.start]:02x}); save the file as UTF-8") from None
+    sep = "\t" if path.suffix == ".tsv" else ","
+    try:
+        df = pd.read_csv(io.StringIO(text), sep=sep, dtype=str, keep_default_na=False, na_filter=False)
+    except pd.errors.ParserError as e:
+        raise DataError(f"{path}: malformed CSV: {_short_parser_message(e)}") from None
+    except pd.errors.EmptyDataError:
+        raise DataError(f"{path}: the file is empty") from None
+    df.columns = [str(c).strip() for c in df.columns]
+    ragged = _ragged_rows(text, sep, len(df.columns))
+    if ragged:
+        raise DataError(
+            f"{path}: line {ragged[0]} has fewer fields than the header's {len(df.columns)}"
+            + (f" ({len(ragged)} such lines)" if len(ragged) > 1 else "")
+        )
+    return df
+
+
+def _short_parser_message(e: Exception) -> str:
+    msg = str(e).strip().splitlines()[-1]
+    return msg.replace("Error tokenizing data. C error: ", "")
+
+
+def _ragged_rows(text: str, sep: str, n_columns: int) -> list[int]:
+    """Line numbers of rows with too few fields (pandas silently pads those with empty values)."""
+    if n_columns <= 1:
+        return []
+    import csv
+
+    bad = []
+    reader = csv.reader(io.StringIO(text), delimiter=sep)
+    for row in reader:
+        if row and len(row) < n_columns and any(cell.strip() for cell in row):
+            bad.append(reader.line_num)
+    return bad
+
+
+def _require_columns(df: pd.DataFrame, required: tuple[str, ...], path: Path) -> None:
+    missing = [c for c in required if c not in df.columns]
+    if missing:
+        raise DataError(
+            f"{path}: missing required column {missing[0]!r} (found: {', '.join(map(str, df.columns)) or 'none'})"
+        )
+
+
+def clean_items(df: pd.DataFrame, path: Path | str = "items") -> pd.DataFrame:
+    """Validate an item frame: required id, unique ids, strings everywhere."""
+    path = Path(path)
+    _require_columns(df, ITEM_REQUIRED, path)
+    df = df.copy()
+    for c in df.columns:
+        df[c] = df[c].fillna("").astype(str).str.strip()
+    empty = df["item_id"] == ""
+    if empty.any():
+        warnings.warn(DataWarning(f"{path}: skipped {int(empty.sum())} row(s) with an empty item_id"), stacklevel=2)
+        df = df[~empty]
+    dup = df["item_id"].duplicated(keep=False)
+    if dup.any():
+        first = df.loc[dup, "item_id"].iloc[0]
+        rows = (np.flatnonzero(df["item_id"].to_numpy() == first) + 2).tolist()[:3]
+        raise DataError(
+            f"{path}: duplicate item_id {first!r} (data rows at lines {', '.join(map(str, rows))}); "
+            f"{int(df['item_id'].duplicated().sum())} duplicate id(s) in all"
+        )
+    if len(df) == 0:
+        raise DataError(f"{path}: no items")
+    return df.reset_index(drop=True)
+
+
+def _numeric(series: pd.Series, name: str, path: Path) -> tuple[pd.Series, np.ndarray]:
+    """Parse a numeric column; returns values and a mask of rows that are not usable numbers."""
+    raw = series.astype(str).str.strip()
+    values = pd.to_numeric(raw.where(raw != "", None), errors="coerce")
+    bad = values.isna().to_numpy() | ~np.isfinite(values.fillna(0).to_numpy(dtype=float))
+    return values, bad
+
+
+def clean_interactions(
+    df: pd.DataFrame, item_ids: pd.Series | set[str], config: DataConfig, path: Path | str = "interactions"
+) -> pd.DataFrame:
+    """Validate and filter an interaction frame; returns user_id, item_id, weight, timestamp (+ rating, event)."""
+    path = Path(path)
+    _require_columns(df, INTERACTION_REQUIRED, path)
+    if len(df) == 0:
+        raise DataError(f"{path}: the file has a header but no interactions")
+    df = df.copy()
+    df["user_id"] = df["user_id"].astype(str).str.strip()
+    df["item_id"] = df["item_id"].astype(str).str.strip()
+    keep = np.ones(len(df), dtype=bool)
+    line = np.arange(len(df)) + 2  # header is line 1
+
+    def drop(mask: np.ndarray, why: str) -> None:
+        nonlocal keep
+        mask = mask & keep
+        if mask.any():
+            warnings.warn(
+                DataWarning(f"{path}: skipped {int(mask.sum())} row(s) {why} (first at line {line[mask][0]})"),
+                stacklevel=3,
+            )
+            keep &= ~mask
+
+    drop(((df["user_id"] == "") | (df["item_id"] == "")).to_numpy(), "with an empty user_id or item_id")
+
+    rating = None
+    if "rating" in df.columns:
+        rating, bad = _numeric(df["rating"], "rating", path)
+        has_text = (df["rating"].astype(str).str.strip() != "").to_numpy()
+        drop(bad & has_text, "with a non-numeric or NaN rating")
+        rating = rating.to_numpy(dtype=float)
+
+    value = None
+    for col in WEIGHT_COLUMNS:
+        if col in df.columns:
+            parsed, bad = _numeric(df[col], col, path)
+            drop(bad, f"with a non-numeric or NaN {col}")
+            value = parsed.to_numpy(dtype=float)
+            drop(np.nan_to_num(value, nan=1.0) <= 0, f"with {col} <= 0")
+            break
+
+    ts = np.full(len(df), -1, dtype=np.int64)
+    if "timestamp" in df.columns:
+        parsed, bad = _numeric(df["timestamp"], "timestamp", path)
+        has_text = (df["timestamp"].astype(str).str.strip() != "").to_numpy()
+        drop(bad & has_text, "with a non-numeric timestamp")
+        ts = np.nan_to_num(parsed.to_numpy(dtype=float), nan=-1).astype(np.int64)
+
+    known = df["item_id"].isin(item_ids).to_numpy()
+    drop(~known, "that name an item missing from items")
+
+    if config.rating_threshold is not None and rating is not None:
+        below = np.nan_to_num(rating, nan=np.inf) < config.rating_threshold
+        keep &= ~below
+    if config.events is not None and "event" in df.columns:
+        keep &= df["event"].astype(str).str.strip().isin(config.events).to_numpy()
+
+    if value is None:
+        value = rating if (rating is not None and config.weighting != "binary") else np.ones(len(df))
+    value = np.nan_to_num(value, nan=1.0)
+    if config.weighting == "binary":
+        weight = np.ones(len(df))
+    elif config.weighting == "log":
+        weight = 1.0 + np.log1p(np.maximum(value, 0))
+    else:
+        weight = value
+    drop(weight <= 0, "with a weight <= 0")
+
+    out = pd.DataFrame(
+        {"user_id": df["user_id"], "item_id": df["item_id"], "weight": weight.astype(np.float32), "timestamp": ts}
+    )
+    if rating is not None:
+        out["rating"] = rating
+    if "event" in df.columns:
+        out["event"] = df["event"].astype(str)
+    out = out[keep].reset_index(drop=True)
+    if len(out) == 0:
+        raise DataError(f"{path}: no interactions left after validation and filtering")
+    return _min_counts(out, config)
+
+
+def _min_counts(df: pd.DataFrame, config: DataConfig) -> pd.DataFrame:
+    if config.min_item_interactions > 1:
+        counts = df.groupby("item_id")["user_id"].transform("nunique")
+        df = df[counts >= config.min_item_interactions]
+    if config.min_user_interactions > 1:
+        counts = df.groupby("user_id")["item_id"].transform("nunique")
+        df = df[counts >= config.min_user_interactions]
+    if len(df) == 0:
+        raise DataError("no interactions left after the min_user/min_item filters")
+    return df.reset_index(drop=True)
+
+
+def load_folder(folder: str | Path, config: DataConfig | None = None, name: str | None = None) -> Dataset:
+    """Load a dataset folder in the avrec format (see README: "Dataset folder format")."""
+    folder = Path(folder)
+    config = config or DataConfig()
+    if not folder.is_dir():
+        raise DataError(f"{folder}: not a dataset folder (no such directory)")
+    items_path = _find(folder, "items")
+    inter_path = _find(folder, "interactions")
+    items = clean_items(read_table(items_path), items_path)
+    inter = clean_interactions(read_table(inter_path), set(items["item_id"]), config, inter_path)
+    checksums = {p.name: sha256_file(p) for p in (items_path, inter_path)}
+    return build_dataset(items, inter, name=name or folder.name, checksums=checksums)
+
+
+def write_folder(dataset_items: pd.DataFrame, interactions: pd.DataFrame, folder: str | Path) -> Path:
+    """Write frames in the dataset folder format (used by converters and tests)."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    dataset_items.to_csv(folder / "items.csv", index=False)
+    interactions.to_csv(folder / "interactions.csv", index=False)
+    return folder

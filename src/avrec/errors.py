@@ -1,0 +1,19 @@
+"""Exceptions that the CLI turns into exit codes: user errors (2) versus internal errors (1)."""
+
+from __future__ import annotations
+
+
+class AvrecError(Exception):
+    """Base class of every error avrec raises on purpose."""
+
+
+class DataError(AvrecError, ValueError):
+    """Bad input data: the message names the file, row or field at fault."""
+
+
+class ConfigError(AvrecError, ValueError):
+    """A bad configuration value, file or model name."""
+
+
+class DataWarning(UserWarning):
+    """Input rows that were skipped or repaired; the message carries a count."""

@@ -1,0 +1,67 @@
+"""Item-based kNN with cosine similarity (optionally shrunk), keeping the top neighbours per item."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import scipy.sparse as sp
+
+from avrec.models.base import Recommender, csr_from_tensors, csr_to_tensors
+
+
+def top_neighbours(sim: sp.csr_matrix, k: int) -> sp.csr_matrix:
+    """Keep the k largest entries of each row of a sparse similarity matrix."""
+    sim = sp.csr_matrix(sim)
+    rows, cols, vals = [], [], []
+    for r in range(sim.shape[0]):
+        start, end = sim.indptr[r], sim.indptr[r + 1]
+        if end == start:
+            continue
+        v = sim.data[start:end]
+        c = sim.indices[start:end]
+        if len(v) > k:
+            keep = np.argpartition(-v, k - 1)[:k]
+            v, c = v[keep], c[keep]
+        rows.append(np.full(len(v), r))
+        cols.append(c)
+        vals.append(v)
+    if not rows:
+        return sp.csr_matrix(sim.shape, dtype=np.float32)
+    return sp.csr_matrix((np.concatenate(vals), (np.concatenate(rows), np.concatenate(cols))), shape=sim.shape, dtype=np.float32)
+
+
+@dataclass
+class ItemKNNConfig:
+    neighbours: int = 100
+    shrink: float = 10.0
+
+
+class ItemKNN(Recommender):
+    name = "itemknn"
+    Config = ItemKNNConfig
+
+    def _fit(self, dataset, valid, valid_candidates) -> None:
+        x = sp.csc_matrix(self.seen, dtype=np.float32)
+        co = (x.T @ x).tocsr()
+        co.setdiag(0)
+        co.eliminate_zeros()
+        norms = np.sqrt(np.asarray(x.multiply(x).sum(axis=0)).ravel())
+        co = co.tocoo()
+        denom = norms[co.row] * norms[co.col] + self.config.shrink
+        sim = sp.csr_matrix((co.data / np.maximum(denom, 1e-9), (co.row, co.col)), shape=co.shape)
+        # neighbours of item j (rows of sim.T) scored by a user's items: scores = X @ S with S[i, j] = sim(i, j)
+        self.similarity = top_neighbours(sim, self.config.neighbours).T.tocsr()
+
+    def _score(self, user_idx, item_idx):
+        return self._score_history(self.seen[user_idx], item_idx)
+
+    def _score_history(self, history, item_idx):
+        s = self.similarity if item_idx is None else self.similarity[:, item_idx]
+        return (sp.csr_matrix(history, dtype=np.float32) @ s).toarray()
+
+    def _state(self):
+        return csr_to_tensors("similarity", self.similarity)
+
+    def _load_state(self, state):
+        self.similarity = csr_from_tensors("similarity", state)

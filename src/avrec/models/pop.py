@@ -1,0 +1,25 @@
+"""Most-popular baseline: every user gets the items with the most training users."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from avrec.models.base import Recommender
+
+
+@dataclass
+class PopularityConfig:
+    pass
+
+
+class Popularity(Recommender):
+    name = "pop"
+    Config = PopularityConfig
+
+    def _fit(self, dataset, valid, valid_candidates) -> None:
+        pass
+
+    def _score(self, user_idx: np.ndarray, item_idx: np.ndarray | None) -> np.ndarray:
+        return self._popularity_scores(len(user_idx), item_idx)
