@@ -15,6 +15,8 @@ _MODELS: dict[str, str] = {
     "ease": "avrec.models.ease:EASE",
     "als": "avrec.models.als:ALS",
     "bpr": "avrec.models.bpr:BPR",
+    "kgpath": "avrec.models.kgpath:KGPathScorer",
+    "tfidf": "avrec.models.tfidf:TfidfKNN",
 }
 
 
