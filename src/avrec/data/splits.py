@@ -82,6 +82,7 @@ class Split:
             "protocol": self.protocol,
             "dataset": self.train.name,
             "checksums": self.train.checksums,
+            "user_ids": [str(u) for u in self.train.user_ids],
             "valid_candidates": None if self.valid_candidates is None else [ids[i] for i in self.valid_candidates],
             "test_candidates": None if self.test_candidates is None else [ids[i] for i in self.test_candidates],
         }
@@ -100,6 +101,15 @@ class Split:
         frames = {n: pd.read_csv(folder / f"{n}.csv", dtype={"user_id": str, "item_id": str}) for n in ("train", "valid", "test")}
         everything = pd.concat(frames.values(), ignore_index=True)
         full = build_dataset(items, everything, name=meta["dataset"], checksums=meta.get("checksums"))
+        if meta.get("user_ids") is not None:
+            # keep the saved user order (and users without interactions) so indices match the original split
+            user_ids = np.asarray(meta["user_ids"], dtype=object)
+            user_idx = pd.Index(user_ids).get_indexer(everything["user_id"].astype(str))
+            if (user_idx < 0).any():
+                bad = everything["user_id"][user_idx < 0].iloc[0]
+                raise DataError(f"{folder}: user_id {bad!r} is not listed in meta.json")
+            full = Dataset(items=full.items, user_ids=user_ids, user_idx=user_idx, item_idx=full.item_idx,
+                           weight=full.weight, timestamp=full.timestamp, name=full.name, checksums=full.checksums)
         sizes = np.cumsum([0] + [len(f) for f in frames.values()])
         parts = [full.subset(np.arange(full.n_interactions)[sizes[i] : sizes[i + 1]]) for i in range(3)]
 
@@ -179,16 +189,28 @@ def temporal_leave_one_out(dataset: Dataset, seed: int = 2026) -> Split:
 
 
 def global_temporal_split(dataset: Dataset, ratios=(0.8, 0.1, 0.1), seed: int = 2026) -> Split:
-    """One time cut for all users: the oldest 80% trains, the next 10% validates, the newest 10% tests."""
+    """One time cut for all users: the oldest 80% trains, the next 10% validates, the newest 10% tests.
+
+    ``seed`` is recorded but unused: the split depends only on the timestamps.
+    """
     ds = _dedupe(dataset)
     if not ds.has_timestamps:
         raise DataError("global_temporal split needs a timestamp on every interaction")
-    order = np.argsort(ds.timestamp, kind="stable")
+    # The cuts are timestamps, not row counts: interactions that share the cut second all land on the
+    # older side, so every training interaction is strictly older than every validation one, and so on.
+    ts = np.sort(ds.timestamp)
     n = ds.n_interactions
     cut1, cut2 = int(n * ratios[0]), int(n * (ratios[0] + ratios[1]))
+    t1 = ts[cut1 - 1] if cut1 > 0 else ts[0] - 1
+    t2 = ts[cut2 - 1] if cut2 > 0 else ts[0] - 1
     part = np.zeros(n, dtype=np.int8)
-    part[order[cut1:cut2]] = 1
-    part[order[cut2:]] = 2
+    part[ds.timestamp > t1] = 1
+    part[ds.timestamp > t2] = 2
+    if not (part == 2).any():
+        raise DataError(
+            f"global_temporal split: no interaction is newer than the test cut (t={int(t2)}); "
+            "the timestamps have too few distinct values"
+        )
     return Split(*_parts(ds, part), method="global_temporal", seed=seed)
 
 
