@@ -219,9 +219,11 @@ def lastfm_frames(folder: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
 
 def load_lastfm(config: DataConfig, data_dir=None) -> Dataset:
     """hetrec2011-lastfm-2k: 92,834 user–artist play counts, 1,892 users, 17,632 artists."""
-    from avrec.data.download import fetch
+    folder = _local_copy(("hetrec2011-lastfm-2k", "lastfm-2k"), "user_artists.dat", data_dir)
+    if folder is None:
+        from avrec.data.download import fetch
 
-    folder = _local_copy(("hetrec2011-lastfm-2k", "lastfm-2k"), "user_artists.dat", data_dir) or fetch("lastfm-2k")
+        folder = fetch("lastfm-2k")
     items, plays = lastfm_frames(folder)
     checksums = {p: sha256_file(folder / p) for p in ("artists.dat", "user_artists.dat")}
     return _finish(items, plays, config, "lastfm-2k", checksums, data_dir)
@@ -253,5 +255,9 @@ def load_dataset(source: str | Path, config: DataConfig | None = None, data_dir=
         return ds
     raise DataError(f"{source}: neither a dataset folder nor a built-in dataset ({', '.join(sorted(BUILTIN))})")
 
+
+from avrec.data.download import register_loaders as _register_downloads  # noqa: E402  (ml-100k, ml-1m, ml-25m)
+
+_register_downloads()
 
 __all__ = ["load_dataset", "BUILTIN", "data_dirs", "register_builtin"]

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import re
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -67,18 +68,22 @@ def _line_of_offset(raw: bytes, offset: int) -> int:
 
 
 def read_table(path: Path) -> pd.DataFrame:
-    """Read a CSV/TSV/Parquet file as strings, turning parser failures into one-line DataErrors."""
+    """Read a CSV/TSV/Parquet file as strings, turning parser failures into one-line DataErrors.
+
+    Rows with more fields than the header and rows with fewer (which pandas would silently pad or
+    shift) are errors that name the line.
+    """
     path = Path(path)
     if path.suffix == ".parquet":
-        try:
-            df = pd.read_parquet(path)
-        except Exception as e:  # pyarrow raises many types for a broken file
-            raise DataError(f"{path}: not a readable Parquet file ({e})") from None
-        df = df.astype(object).where(df.notna(), "").astype(str)
-        if df.empty and len(df.columns) == 0:
-            raise DataError(f"{path}: the file is empty")
-        return df
+        return _read_parquet(path)
     raw = path.read_bytes()
+    if path.suffix == ".gz":
+        import gzip
+
+        try:
+            raw = gzip.decompress(raw)
+        except (OSError, EOFError) as e:
+            raise DataError(f"{path}: not a readable gzip file ({e})") from None
     if not raw.strip():
         raise DataError(f"{path}: the file is empty")
     try:
@@ -86,38 +91,82 @@ def read_table(path: Path) -> pd.DataFrame:
     except UnicodeDecodeError as e:
         line = _line_of_offset(raw, e.start)
         raise DataError(f"{path}: line {line} is not valid UTF-8 (byte 0x{raw[e.start]:02x}); save the file as UTF-8") from None
-    sep = "\t" if path.suffix == ".tsv" else ","
-    try:
-        df = pd.read_csv(io.StringIO(text), sep=sep, dtype=str, keep_default_na=False, na_filter=False)
-    except pd.errors.ParserError as e:
-        raise DataError(f"{path}: malformed CSV: {_short_parser_message(e)}") from None
-    except pd.errors.EmptyDataError:
-        raise DataError(f"{path}: the file is empty") from None
+    sep = "\t" if path.suffix == ".tsv" or path.name.endswith(".tsv.gz") else ","
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", pd.errors.ParserWarning)
+        try:
+            df = pd.read_csv(
+                io.StringIO(text), sep=sep, dtype=str, keep_default_na=False, na_filter=False, index_col=False
+            )
+        except pd.errors.ParserError as e:
+            raise DataError(f"{path}: {_short_parser_message(e)}") from None
+        except pd.errors.EmptyDataError:
+            raise DataError(f"{path}: the file is empty") from None
     df.columns = [str(c).strip() for c in df.columns]
-    ragged = _ragged_rows(text, sep, len(df.columns))
-    if ragged:
-        raise DataError(
-            f"{path}: line {ragged[0]} has fewer fields than the header's {len(df.columns)}"
-            + (f" ({len(ragged)} such lines)" if len(ragged) > 1 else "")
-        )
+    n = len(df.columns)
+    if any(issubclass(w.category, pd.errors.ParserWarning) for w in caught):
+        # index_col=False makes pandas drop extra trailing fields with only a warning: find the line.
+        too_many = _ragged_rows(text, sep, n, too_many=True)
+        raise DataError(_ragged_message(path, too_many or [0], n, "more"))
+    # Rows with too few fields come back padded with "" in the last column: only then scan the text.
+    if n > 1 and len(df) and (df.iloc[:, -1] == "").any():
+        too_few = _ragged_rows(text, sep, n)
+        if too_few:
+            raise DataError(_ragged_message(path, too_few, n, "fewer"))
     return df
+
+
+def _read_parquet(path: Path) -> pd.DataFrame:
+    try:
+        df = pd.read_parquet(path)
+    except Exception as e:  # pyarrow raises many types for a broken file
+        raise DataError(f"{path}: not a readable Parquet file ({e})") from None
+    if len(df.columns) == 0:
+        raise DataError(f"{path}: the file is empty")
+    for c in df.columns:  # datetime timestamps become unix seconds, as in the CSV format
+        if pd.api.types.is_datetime64_any_dtype(df[c]):
+            values = df[c]
+            if getattr(values.dt, "tz", None) is not None:
+                values = values.dt.tz_convert("UTC").dt.tz_localize(None)
+            seconds = (values - pd.Timestamp(0)) // pd.Timedelta(seconds=1)
+            df[c] = seconds.astype("Int64").astype(object).where(values.notna(), "")
+    df = df.astype(object).where(df.notna(), "").astype(str)
+    df.columns = [str(c).strip() for c in df.columns]
+    return df
+
+
+def _ragged_message(path: Path, lines: list[int], n_columns: int, what: str) -> str:
+    where = f"line {lines[0]}" if lines[0] else "a row"
+    more = f" ({len(lines)} such lines)" if len(lines) > 1 else ""
+    return f"{path}: {where} has {what} fields than the header's {n_columns}{more}"
+
+
+_EXPECTED = re.compile(r"Expected (\d+) fields in line (\d+), saw (\d+)")
 
 
 def _short_parser_message(e: Exception) -> str:
     msg = str(e).strip().splitlines()[-1]
-    return msg.replace("Error tokenizing data. C error: ", "")
+    m = _EXPECTED.search(msg)
+    if m:
+        return f"line {m.group(2)} has {m.group(3)} fields, more than the header's {m.group(1)}"
+    return "malformed CSV: " + msg.replace("Error tokenizing data. C error: ", "")
 
 
-def _ragged_rows(text: str, sep: str, n_columns: int) -> list[int]:
-    """Line numbers of rows with too few fields (pandas silently pads those with empty values)."""
-    if n_columns <= 1:
+def _ragged_rows(text: str, sep: str, n_columns: int, too_many: bool = False) -> list[int]:
+    """Line numbers of rows with too few (or, with ``too_many``, too many) fields.
+
+    Only called when the pandas parse hints at such rows, so big clean files are not scanned twice.
+    """
+    if n_columns <= 1 and not too_many:
         return []
     import csv
 
     bad = []
     reader = csv.reader(io.StringIO(text), delimiter=sep)
     for row in reader:
-        if row and len(row) < n_columns and any(cell.strip() for cell in row):
+        if not row or not any(cell.strip() for cell in row):
+            continue
+        if (len(row) > n_columns) if too_many else (len(row) < n_columns):
             bad.append(reader.line_num)
     return bad
 
@@ -144,7 +193,7 @@ def clean_items(df: pd.DataFrame, path: Path | str = "items") -> pd.DataFrame:
     dup = df["item_id"].duplicated(keep=False)
     if dup.any():
         first = df.loc[dup, "item_id"].iloc[0]
-        rows = (np.flatnonzero(df["item_id"].to_numpy() == first) + 2).tolist()[:3]
+        rows = (df.index[df["item_id"] == first].to_numpy() + 2).tolist()[:3]  # + header, 1-based
         raise DataError(
             f"{path}: duplicate item_id {first!r} (data rows at lines {', '.join(map(str, rows))}); "
             f"{int(df['item_id'].duplicated().sum())} duplicate id(s) in all"
