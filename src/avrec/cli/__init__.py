@@ -14,6 +14,7 @@ import warnings
 #: Modules that add subcommands; each defines ``register(subparsers)``.
 COMMAND_MODULES = [
     "avrec.cli.core",
+    "avrec.cli.serve",
 ]
 
 

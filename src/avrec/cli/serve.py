@@ -1,0 +1,175 @@
+"""``avrec serve`` (HTTP API + web page) and ``avrec update`` (fold stored feedback into a model folder)."""
+
+from __future__ import annotations
+
+import argparse
+import ipaddress
+import json
+import logging
+import sys
+from dataclasses import fields
+from pathlib import Path
+
+from avrec.errors import ConfigError, DataError
+
+
+def default_store(model_dir: Path) -> Path:
+    """The event store used when ``--store`` is not given: next to the model folder, never inside it."""
+    model_dir = Path(model_dir).resolve()
+    return model_dir.parent / f"{model_dir.name}-events.sqlite3"
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "serve",
+        help="serve a fitted model over HTTP (API, web page, metrics)",
+        description="Serve MODEL_DIR with FastAPI + uvicorn: /recommend, /search, /feedback, ..., the web page "
+        "at / and OpenAPI docs at /docs. Writes need X-API-Key = $AVREC_API_KEY (or serve.api_key in --config). "
+        "The model folder is reloaded without downtime when a new model is saved there.",
+    )
+    p.add_argument("model_dir", metavar="MODEL_DIR", help="a folder written by `avrec fit --out`")
+    p.add_argument("--host", default=None, help="interface to bind (default 127.0.0.1)")
+    p.add_argument("--port", type=int, default=None, help="port (default 8000; 0 picks a free one)")
+    p.add_argument("--store", default=None, help="SQLite event store (default: MODEL_DIR-events.sqlite3 beside it)")
+    p.add_argument("--config", default=None, help="TOML/YAML file with a [serve] table (api_key, port, ...)")
+    p.add_argument("--insecure-dev", action="store_true",
+                   help="accept writes without an API key when none is configured (loopback only; for demos)")
+    p.add_argument("--no-search", action="store_true", help="do not build the natural-language search index")
+    p.add_argument("--watch-interval", type=float, default=None,
+                   help="seconds between checks of MODEL_DIR for a new model (0 disables; default 2)")
+    p.add_argument("--log-level", default="warning", choices=["critical", "error", "warning", "info", "debug"])
+    p.set_defaults(func=cmd_serve)
+
+    u = sub.add_parser(
+        "update",
+        help="fold the feedback and items in an event store into a model folder, without a full retrain",
+        description="Adds stored items (for models that score new items), adds every user's positive events "
+        "(play, like, rating >= threshold) to the training matrix, appends new users when the model scores "
+        "users from their history (EASE, itemknn, tfidf, pop) and recomputes popularity; then saves the "
+        "model in place. A server watching MODEL_DIR picks the result up without a restart.",
+    )
+    u.add_argument("model_dir", metavar="MODEL_DIR")
+    u.add_argument("--store", default=None, help="the event store (default: MODEL_DIR-events.sqlite3 beside it)")
+    u.add_argument("--out", default=None, help="write the updated model here instead of in place")
+    u.add_argument("--rating-threshold", type=float, default=None, help="'rate' events at or above count as positive")
+    u.add_argument("--dry-run", action="store_true", help="report what would change; write nothing")
+    u.set_defaults(func=cmd_update)
+
+
+def _serve_settings(args: argparse.Namespace):
+    from avrec.config import apply_overrides, read_config_file
+    from avrec.serve.service import ServeConfig
+
+    table: dict = {}
+    if args.config:
+        data = read_config_file(args.config)
+        table = dict(data.get("serve", data) if isinstance(data.get("serve"), dict) else {})
+    host = args.host or table.pop("host", None) or "127.0.0.1"
+    port = args.port if args.port is not None else int(table.pop("port", 8000))
+    store = args.store or table.pop("store", None)
+    table.pop("host", None), table.pop("port", None), table.pop("store", None)
+    known = {f.name for f in fields(ServeConfig)}
+    unknown = sorted(set(table) - known)
+    if unknown:
+        raise ConfigError(f"{args.config}: unknown serve setting(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}")
+    config = apply_overrides(ServeConfig(), table) if table else ServeConfig()
+    if args.insecure_dev:
+        config.insecure_dev = True
+    if args.no_search:
+        config.search = False
+    if args.watch_interval is not None:
+        config.watch_interval = args.watch_interval
+    if not 0 <= port <= 65535:
+        raise ConfigError(f"--port must be between 0 and 65535, not {port}")
+    return host, port, store, config
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    try:
+        import uvicorn
+    except ImportError:
+        raise ConfigError("serving needs fastapi and uvicorn: pip install fastapi uvicorn") from None
+    from avrec.serve.app import create_app
+    from avrec.serve.service import RecommenderService
+    from avrec.serve.store import EventStore
+
+    model_dir = Path(args.model_dir)
+    if not (model_dir / "config.json").exists():
+        raise DataError(f"{model_dir}: not a model folder (no config.json); create one with `avrec fit --out`")
+    host, port, store_path, config = _serve_settings(args)
+    if config.insecure_dev and not _is_loopback(host):
+        raise ConfigError(f"--insecure-dev only binds a loopback address (127.0.0.1), not {host}")
+    if not _is_loopback(host):
+        print(f"warning: binding {host}: the API is reachable from other machines", file=sys.stderr)
+    logging.basicConfig(level=args.log_level.upper(), format="%(levelname)s %(name)s: %(message)s")
+    store = EventStore(store_path or default_store(model_dir))
+    service = RecommenderService(model_dir, store, config)
+    app = create_app(service)
+    server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level=args.log_level, access_log=False,
+                                           timeout_graceful_shutdown=5))
+    _announce(server, host, service, store)
+    server.run()
+    store.close()
+    return 0
+
+
+def _announce(server, host: str, service, store) -> None:
+    """Print the URL once uvicorn is listening (the real port, also when --port 0 picked one)."""
+    original = server.startup
+
+    async def startup(sockets=None):
+        await original(sockets=sockets)
+        port = None
+        for s in getattr(server, "servers", []):
+            for sock in s.sockets:
+                port = sock.getsockname()[1]
+        shown = "127.0.0.1" if host in ("0.0.0.0", "localhost") else host
+        writes = service.health()["writes"]
+        print(f"avrec: serving {service.state.model.name} model ({service.state.model.n_items} items) "
+              f"from {service.model_dir}", flush=True)
+        print(f"avrec: event store {store.path}; writes: {writes}", flush=True)
+        print(f"avrec: open http://{shown}:{port}/  (API docs: http://{shown}:{port}/docs)", flush=True)
+
+    server.startup = startup
+
+
+def cmd_update(args: argparse.Namespace) -> int:
+    from avrec.models.base import Recommender
+    from avrec.serve.service import ServeConfig, fold_events, save_model_atomically
+    from avrec.serve.store import EventStore
+
+    model_dir = Path(args.model_dir)
+    store_path = Path(args.store) if args.store else default_store(model_dir)
+    if not store_path.exists():
+        raise DataError(f"{store_path}: no event store there (give --store PATH)")
+    model = Recommender.load(model_dir)
+    threshold = args.rating_threshold if args.rating_threshold is not None else ServeConfig().rating_threshold
+    with EventStore(store_path) as store:
+        summary = fold_events(model, store, rating_threshold=threshold)
+        out = Path(args.out) if args.out else model_dir
+        summary["store"] = str(store_path)
+        summary["out"] = str(out)
+        if not args.dry_run:
+            if out == model_dir:
+                save_model_atomically(model, model_dir)
+            else:
+                model.save(out)
+            store.set_meta("last_update_event_id", str(summary["events_folded_upto"]))
+    print(json.dumps(summary, indent=2))
+    if summary["users_not_added"]:
+        print(f"note: {summary['users_not_added']} new user(s) not added: the {model.name} model learns per-user "
+              "parameters; the server keeps serving them by fold-in from the store until the next `avrec fit`",
+              file=sys.stderr)
+    if summary["items_skipped"]:
+        print(f"note: {summary['items_skipped']} stored item(s) not added: the {model.name} model cannot score "
+              "items without interactions (they stay searchable in the server)", file=sys.stderr)
+    return 0
