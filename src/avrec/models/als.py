@@ -10,6 +10,13 @@ import scipy.sparse as sp
 from avrec.models.base import Recommender
 
 
+def _single_threaded_blas():
+    """Limit BLAS to one thread while implicit runs its own parallel loops (its documented advice)."""
+    from threadpoolctl import threadpool_limits
+
+    return threadpool_limits(1, "blas")
+
+
 @dataclass
 class ALSConfig:
     factors: int = 128
@@ -28,15 +35,17 @@ class ALS(Recommender):
         from implicit.cpu.als import AlternatingLeastSquares
 
         c = self.config
-        return AlternatingLeastSquares(
-            factors=c.factors, regularization=c.regularization, alpha=c.alpha,
-            iterations=c.iterations, random_state=c.seed, num_threads=0,
-        )
+        with _single_threaded_blas():  # implicit warns (and slows down) when BLAS runs its own threads
+            return AlternatingLeastSquares(
+                factors=c.factors, regularization=c.regularization, alpha=c.alpha,
+                iterations=c.iterations, random_state=c.seed, num_threads=0,
+            )
 
     def _fit(self, dataset, valid, valid_candidates) -> None:
         x = dataset.matrix(binary=not self.config.use_weights).astype(np.float32)
         model = self._implicit_model()
-        model.fit(x, show_progress=False)
+        with _single_threaded_blas():
+            model.fit(x, show_progress=False)
         self.user_factors = np.asarray(model.user_factors, dtype=np.float32)
         self.item_factors = np.asarray(model.item_factors, dtype=np.float32)
         self._model = model
@@ -52,7 +61,8 @@ class ALS(Recommender):
             self._model.user_factors = self.user_factors
             self._model.item_factors = self.item_factors
         history = sp.csr_matrix(history, dtype=np.float32)
-        users = self._model.recalculate_user(np.arange(history.shape[0]), history)
+        with _single_threaded_blas():
+            users = self._model.recalculate_user(np.arange(history.shape[0]), history)
         items = self.item_factors if item_idx is None else self.item_factors[item_idx]
         return np.atleast_2d(users) @ items.T
 

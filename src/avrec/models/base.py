@@ -47,6 +47,11 @@ def topk_from_scores(scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray
     return idx, val
 
 
+def _check_k(k) -> None:
+    if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
+        raise ConfigError(f"k must be a whole number of at least 1, not {k!r}")
+
+
 def csr_to_tensors(prefix: str, m: sp.csr_matrix) -> dict[str, np.ndarray]:
     m = sp.csr_matrix(m)
     return {
@@ -71,13 +76,14 @@ class Recommender(ABC):
     scores_cold_items: ClassVar[bool] = False
 
     def __init__(self, config: Any = None, **overrides: Any) -> None:
+        from avrec.config import apply_overrides
+
         if config is None:
             config = self.Config()
         elif isinstance(config, dict):
-            config = self.Config(**config)
+            # typed and checked like --set values: unknown keys give a ConfigError listing the valid ones
+            config = apply_overrides(self.Config(), config) if is_dataclass(self.Config) else self.Config(**config)
         if overrides:
-            from avrec.config import apply_overrides
-
             config = apply_overrides(config, overrides)
         self.config = config
         self.items: pd.DataFrame | None = None
@@ -224,8 +230,7 @@ class Recommender(ABC):
         (popularity for most models); ``known_users`` tells which those are.
         """
         self._check_fitted()
-        if k < 1:
-            raise ConfigError(f"k must be at least 1, not {k}")
+        _check_k(k)
         users = [str(u) for u in users]
         cand_idx = None if candidates is None else np.unique(self._items_to_index(list(candidates)))
         uidx = np.fromiter((self.user_index.get(u, -1) for u in users), dtype=np.int64, count=len(users))
@@ -240,8 +245,11 @@ class Recommender(ABC):
         unknown = np.flatnonzero(uidx < 0)
         if len(unknown):
             empty = sp.csr_matrix((len(unknown), self.n_items), dtype=np.float32)
-            scores = self._score_history(empty, cand_idx)
-            self._rank_into(scores, None, cand_idx, k, out_idx[unknown], out_val[unknown])
+            scores = np.asarray(self._score_history(empty, cand_idx), dtype=np.float32)
+            idx = np.empty((len(unknown), k), dtype=np.int64)
+            val = np.empty((len(unknown), k), dtype=np.float32)
+            self._rank_into(scores, None, cand_idx, k, idx, val)  # fancy-indexed rows are copies: fill, then assign
+            out_idx[unknown], out_val[unknown] = idx, val
         return self._to_ids(out_idx), out_val
 
     def recommend_history(
@@ -249,6 +257,7 @@ class Recommender(ABC):
     ) -> tuple[np.ndarray, np.ndarray]:
         """Fold in users the model has not seen, each given as a list of item ids, without a retrain."""
         self._check_fitted()
+        _check_k(k)
         rows, cols = [], []
         for r, history in enumerate(histories):
             idx = self._items_to_index(list(history), what=f"history {r}")
@@ -267,6 +276,7 @@ class Recommender(ABC):
     def similar_items(self, item_ids, k: int = 10) -> tuple[np.ndarray, np.ndarray]:
         """The K items most similar to each given item (the item itself excluded)."""
         self._check_fitted()
+        _check_k(k)
         idx = self._items_to_index(list(item_ids), what="items")
         vectors = self._item_vectors()
         if vectors is not None:
