@@ -1,0 +1,388 @@
+"""HTTP API tests: response shapes, bad input (4xx JSON, never 500), auth, online feedback, items, reload,
+metrics, ``avrec update`` and natural-language search — on a tiny generated catalogue (two taste clusters)."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from serve_fixtures import ROMANCE, SCIFI, fit_tiny, tiny_dataset
+
+pytest.importorskip("fastapi")
+pytest.importorskip("httpx")
+from fastapi.testclient import TestClient  # noqa: E402
+
+from avrec.models.base import Recommender  # noqa: E402
+from avrec.serve import EventStore, RecommenderService, ServeConfig, create_app  # noqa: E402
+from avrec.serve.service import fold_events, scores_from_history  # noqa: E402
+
+KEY = "test-key"
+H = {"X-API-Key": KEY}
+
+
+@pytest.fixture()
+def model_dir(tmp_path: Path) -> Path:
+    return fit_tiny(tmp_path / "model", "itemknn")
+
+
+def make_client(model_dir: Path, tmp_path: Path, **config) -> TestClient:
+    config.setdefault("search", False)
+    config.setdefault("watch_interval", 0)
+    config.setdefault("api_key", KEY)
+    store = EventStore(tmp_path / "events.sqlite3")
+    service = RecommenderService(model_dir, store, ServeConfig(**config))
+    return TestClient(create_app(service, watch=config["watch_interval"] > 0))
+
+
+@pytest.fixture()
+def client(model_dir: Path, tmp_path: Path):
+    with make_client(model_dir, tmp_path) as c:
+        yield c
+
+
+def ids(response) -> list[str]:
+    return [it["item_id"] for it in response.json()["items"]]
+
+
+# ---- shapes --------------------------------------------------------------------------------------
+def test_recommend_shape_for_known_user(client):
+    r = client.get("/recommend", params={"user_id": "u0", "k": 5})
+    assert r.status_code == 200
+    body = r.json()
+    assert set(body) == {"user_id", "fallback", "items"}
+    assert body["user_id"] == "u0" and body["fallback"] is False
+    assert len(body["items"]) == 5
+    for it in body["items"]:
+        assert set(it) == {"item_id", "score", "title"}  # explanation only when asked for
+        assert isinstance(it["score"], float) and it["title"]
+    seen = set(tiny_dataset().history("u0"))
+    assert not seen & set(ids(r)), "seen items must be excluded"
+    assert set(ids(r)) <= set(SCIFI), "a sci-fi user gets sci-fi"
+    scores = [it["score"] for it in body["items"]]
+    assert scores == sorted(scores, reverse=True)
+
+
+def test_recommend_explain_and_details(client):
+    body = client.get("/recommend", params={"user_id": "u20", "k": 3, "explain": "true", "details": "true"}).json()
+    for it in body["items"]:
+        assert isinstance(it["explanation"], str) and len(it["explanation"]) > 10
+        assert it["media_type"] == "movie" and "Romance" in it["genres"]
+
+
+def test_unknown_user_gets_popular_fallback(client):
+    body = client.get("/recommend", params={"user_id": "nobody", "k": 4}).json()
+    assert body["fallback"] is True and body["user_id"] == "nobody"
+    pop = tiny_dataset().item_counts()
+    expected = set(np.argsort(-pop, kind="stable")[:4])
+    items = tiny_dataset().item_index
+    got = {items[i] for i in (it["item_id"] for it in body["items"])}
+    assert {pop[i] for i in got} == {pop[i] for i in expected}
+
+
+def test_post_recommend_with_history(client):
+    r = client.post("/recommend", json={"history": ["r1", "r2"], "k": 5})
+    assert r.status_code == 200
+    body = r.json()
+    assert body["fallback"] is False and body["user_id"] is None
+    assert set(ids(r)) <= set(ROMANCE) and not {"r1", "r2"} & set(ids(r))
+    empty = client.post("/recommend", json={"history": [], "k": 3}).json()
+    assert empty["fallback"] is True and len(empty["items"]) == 3
+    assert client.post("/recommend", json={"history": ["nope"]}).status_code == 404
+
+
+def test_similar_items(client):
+    r = client.get("/similar/s3", params={"k": 4})
+    assert r.status_code == 200
+    assert r.json()["item_id"] == "s3"
+    assert len(ids(r)) == 4 and "s3" not in ids(r) and set(ids(r)) <= set(SCIFI)
+
+
+def test_items_history_explain_users(client):
+    item = client.get("/items/s1").json()
+    assert item["item_id"] == "s1" and item["title"] == "Robot Star Voyage 1" and item["recommendable"] is True
+    hist = client.get("/users/u0/history").json()
+    assert hist["known"] is True and {h["item_id"] for h in hist["items"]} == set(tiny_dataset().history("u0"))
+    ex = client.get("/explain", params={"user_id": "u0", "item_id": "s5"}).json()
+    assert set(ex) == {"user_id", "item_id", "text", "evidence"} and ex["text"]
+    users = client.get("/users", params={"limit": 5}).json()
+    assert users["total"] == 30 and len(users["users"]) == 5
+
+
+# ---- bad input: 4xx JSON, never 500 --------------------------------------------------------------
+@pytest.mark.parametrize(
+    ("method", "url", "kwargs", "status", "fragment"),
+    [
+        ("get", "/recommend", {"params": {"user_id": "u0", "k": 0}}, 422, "query.k"),
+        ("get", "/recommend", {"params": {"user_id": "u0", "k": "ten"}}, 422, "query.k"),
+        ("get", "/recommend", {"params": {"user_id": "u0", "k": 100000}}, 422, "query.k"),
+        ("get", "/recommend", {"params": {}}, 422, "query.user_id"),
+        ("get", "/similar/zzz", {}, 404, "zzz"),
+        ("get", "/items/zzz", {}, 404, "zzz"),
+        ("get", "/explain", {"params": {"user_id": "u0", "item_id": "zzz"}}, 404, "zzz"),
+        ("get", "/users/ghost/history", {}, 404, "ghost"),
+        ("get", "/no/such/endpoint", {}, 404, "no such endpoint"),
+        ("get", "/search", {"params": {"q": ""}}, 422, "query.q"),
+        ("post", "/recommend", {"content": b"{not json", "headers": {"Content-Type": "application/json"}}, 422, "JSON"),
+        ("post", "/recommend", {"json": {"history": "s1"}}, 422, "history"),
+        ("post", "/recommend", {"json": {"history": ["s1"], "bogus": 1}}, 422, "bogus"),
+        ("post", "/feedback", {"json": {"user_id": "u0", "item_id": "s1", "event": "love"}, "headers": H}, 422, "event"),
+        ("post", "/feedback", {"json": {"user_id": "u0", "item_id": "s1", "event": "rate"}, "headers": H}, 422, "value"),
+        ("post", "/feedback", {"json": {"user_id": "", "item_id": "s1", "event": "like"}, "headers": H}, 422, "user_id"),
+        ("post", "/feedback", {"json": {"events": []}, "headers": H}, 422, "events"),
+        ("post", "/feedback", {"json": {"user_id": "u0", "item_id": "zzz", "event": "like"}, "headers": H}, 404, "zzz"),
+        ("post", "/feedback", {"json": [1, 2], "headers": H}, 422, "invalid request"),
+        ("post", "/items", {"json": {"title": "no id"}, "headers": H}, 422, "item_id"),
+        ("post", "/items", {"json": {"item_id": "s1", "title": "dup"}, "headers": H}, 409, "already"),
+        ("post", "/items", {"json": {"item_id": "x", "nested": {"a": 1}}, "headers": H}, 422, "nested"),
+    ],
+)
+def test_bad_input_is_a_clear_4xx(client, method, url, kwargs, status, fragment):
+    r = getattr(client, method)(url, **kwargs)
+    assert r.status_code == status, r.text
+    body = r.json()
+    assert isinstance(body["error"], str) and fragment.lower() in body["error"].lower(), body
+
+
+def test_a_rejected_batch_stores_nothing(client):
+    before = client.get("/health").json()["events"]
+    events = [{"user_id": "u0", "item_id": "s1", "event": "play"}, {"user_id": "u0", "item_id": "zzz", "event": "play"}]
+    assert client.post("/feedback", json={"events": events}, headers=H).status_code == 404
+    assert client.get("/health").json()["events"] == before
+
+
+# ---- auth ----------------------------------------------------------------------------------------
+def test_writes_need_the_api_key(client):
+    event = {"user_id": "u0", "item_id": "s1", "event": "like"}
+    assert client.post("/feedback", json=event).status_code == 401
+    assert client.post("/feedback", json=event, headers={"X-API-Key": "wrong"}).status_code == 401
+    assert client.post("/items", json={"item_id": "n1"}).status_code == 401
+    assert client.post("/admin/reload").status_code == 401
+    r = client.post("/feedback", json=event, headers=H)
+    assert r.status_code == 200 and r.json()["stored"] == 1
+
+
+def test_env_key_wins_and_no_key_refuses_writes(model_dir, tmp_path, monkeypatch):
+    event = {"user_id": "u0", "item_id": "s1", "event": "like"}
+    monkeypatch.setenv("AVREC_API_KEY", "from-env")
+    with make_client(model_dir, tmp_path / "a", api_key="in-config") as c:
+        assert c.post("/feedback", json=event, headers={"X-API-Key": "in-config"}).status_code == 401
+        assert c.post("/feedback", json=event, headers={"X-API-Key": "from-env"}).status_code == 200
+    monkeypatch.delenv("AVREC_API_KEY")
+    with make_client(model_dir, tmp_path / "b", api_key=None) as c:
+        r = c.post("/feedback", json=event)
+        assert r.status_code == 403 and "--insecure-dev" in r.json()["error"]
+        assert c.get("/recommend", params={"user_id": "u0"}).status_code == 200  # reads stay open
+    with make_client(model_dir, tmp_path / "c", api_key=None, insecure_dev=True) as c:
+        assert c.post("/feedback", json=event).status_code == 200
+
+
+# ---- online feedback -----------------------------------------------------------------------------
+def test_like_and_skip_change_the_next_list_at_once(client):
+    before = ids(client.get("/recommend", params={"user_id": "u1", "k": 5}))
+    top = before[0]
+    assert client.post("/feedback", json={"user_id": "u1", "item_id": top, "event": "skip"}, headers=H).status_code == 200
+    after_skip = ids(client.get("/recommend", params={"user_id": "u1", "k": 5}))
+    assert top not in after_skip and after_skip != before
+    liked = after_skip[0]
+    client.post("/feedback", json={"events": [{"user_id": "u1", "item_id": liked, "event": "like"}]}, headers=H)
+    after_like = ids(client.get("/recommend", params={"user_id": "u1", "k": 5}))
+    assert liked not in after_like and top not in after_like
+    hist = client.get("/users/u1/history").json()
+    assert [h["event"] for h in hist["items"][:2]] == ["like", "skip"]
+
+
+def test_new_user_is_folded_in_from_feedback(client):
+    assert client.get("/recommend", params={"user_id": "newbie"}).json()["fallback"] is True
+    events = [{"user_id": "newbie", "item_id": i, "event": "play"} for i in ("r3", "r4")]
+    events.append({"user_id": "newbie", "item_id": "r5", "event": "rate", "value": 5})
+    assert client.post("/feedback", json={"events": events}, headers=H).json()["stored"] == 3
+    body = client.get("/recommend", params={"user_id": "newbie", "k": 5}).json()
+    assert body["fallback"] is False
+    got = [it["item_id"] for it in body["items"]]
+    assert set(got) <= set(ROMANCE) and not {"r3", "r4", "r5"} & set(got)
+    assert client.get("/users/newbie/history").json()["n_feedback"] == 3
+
+
+# ---- catalogue additions -------------------------------------------------------------------------
+def test_added_items_to_a_collaborative_model_are_listed_not_recommended(client):
+    r = client.post("/items", json={"items": [{"item_id": "n1", "title": "Brand New", "genres": ["Sci-Fi"]}]},
+                    headers=H)
+    assert r.status_code == 200 and r.json() == {"added": 1, "recommendable": False, "n_items": 41}
+    item = client.get("/items/n1").json()
+    assert item["genres"] == "Sci-Fi" and item["recommendable"] is False
+
+
+def test_added_items_to_a_content_model_are_recommendable(tmp_path):
+    folder = fit_tiny(tmp_path / "kg", "kgpath")
+    with make_client(folder, tmp_path) as c:
+        new = {"item_id": "n-robot", "title": "Robot Star Voyage Returns", "media_type": "movie",
+               "genres": "Sci-Fi|Adventure", "tags": "robots|space|spaceship|aliens"}
+        r = c.post("/items", json=new, headers=H)
+        assert r.status_code == 200 and r.json()["recommendable"] is True
+        got = ids(c.post("/recommend", json={"history": SCIFI[:10], "k": 5}))
+        assert "n-robot" in got
+    # the item is in the store: a new service over the same folder and store has it again
+    store = EventStore(tmp_path / "events.sqlite3")
+    service = RecommenderService(folder, store, ServeConfig(search=False, watch_interval=0))
+    assert "n-robot" in service.state.catalog_index and service.state.model.n_items == 41
+
+
+# ---- operations ----------------------------------------------------------------------------------
+def test_health_metrics_and_docs(client):
+    client.get("/recommend", params={"user_id": "u0"})
+    client.get("/recommend", params={"user_id": "u0", "k": 0})
+    client.post("/feedback", json={"user_id": "u0", "item_id": "s1", "event": "play"}, headers=H)
+    health = client.get("/health").json()
+    assert health["status"] == "ok" and health["model"] == "itemknn" and health["events"] == 1
+    text = client.get("/metrics").text
+    assert 'avrec_http_requests_total{method="GET",route="/recommend",status="200"} 1' in text
+    assert 'avrec_http_requests_total{method="GET",route="/recommend",status="422"} 1' in text
+    assert 'avrec_http_request_duration_seconds_bucket{route="/recommend",le="+Inf"} 2' in text
+    assert "# TYPE avrec_http_request_duration_seconds histogram" in text
+    assert "avrec_events_stored 1" in text
+    assert client.get("/docs").status_code == 200
+    paths = client.get("/openapi.json").json()["paths"]
+    for p in ("/recommend", "/similar/{item_id}", "/search", "/explain", "/feedback", "/items", "/items/{item_id}",
+              "/users/{user_id}/history", "/health", "/metrics"):
+        assert p in paths
+    page = client.get("/")
+    assert page.status_code == 200 and "rec-list" in page.text
+    assert client.get("/static/app.js").status_code == 200
+
+
+def test_store_is_wal_with_full_sync(tmp_path):
+    store = EventStore(tmp_path / "s.sqlite3")
+    assert store._conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    assert store._conn.execute("PRAGMA synchronous").fetchone()[0] == 2  # FULL
+    ids_ = store.add_events([{"user_id": "a", "item_id": "s1", "event": "like"},
+                             {"user_id": "a", "item_id": "s2", "event": "rate", "value": 2}])
+    store.close()
+    again = EventStore(tmp_path / "s.sqlite3")
+    events = again.events("a")
+    assert [e.id for e in events] == ids_ and [e.polarity() for e in events] == [1, -1]
+    assert again.users() == ["a"]
+
+
+# ---- hot reload ----------------------------------------------------------------------------------
+def test_reload_swaps_the_model_without_failing_requests(model_dir, tmp_path):
+    with make_client(model_dir, tmp_path) as c:
+        service = c.app.state.service
+        old_state = service.state
+        errors: list[int] = []
+        stop = threading.Event()
+
+        def hammer() -> None:
+            while not stop.is_set():
+                r = c.get("/recommend", params={"user_id": "u3", "k": 5})
+                if r.status_code != 200:
+                    errors.append(r.status_code)
+
+        threads = [threading.Thread(target=hammer) for _ in range(3)]
+        for t in threads:
+            t.start()
+        fit_tiny(model_dir, "ease", seed=11)  # a new model lands in the folder
+        r = c.post("/admin/reload", headers=H)
+        time.sleep(0.2)
+        stop.set()
+        for t in threads:
+            t.join()
+        assert r.status_code == 200 and r.json()["model"] == "ease"
+        assert errors == []
+        assert service.state is not old_state and c.get("/health").json()["model"] == "ease"
+        assert "avrec_model_reloads_total 1" in c.get("/metrics").text
+
+
+def test_watcher_reloads_a_newly_saved_model(model_dir, tmp_path):
+    with make_client(model_dir, tmp_path, watch_interval=0.1) as c:
+        assert c.get("/health").json()["model"] == "itemknn"
+        time.sleep(0.05)
+        fit_tiny(model_dir, "ease", seed=3)
+        deadline = time.time() + 15
+        while time.time() < deadline and c.get("/health").json()["model"] != "ease":
+            time.sleep(0.1)
+        assert c.get("/health").json()["model"] == "ease"
+
+
+# ---- avrec update ----------------------------------------------------------------------------------
+def test_update_folds_stored_events_into_the_model(model_dir, tmp_path):
+    from avrec.cli import main
+
+    store_path = tmp_path / "events.sqlite3"
+    with EventStore(store_path) as store:
+        store.add_events([
+            {"user_id": "fresh", "item_id": "s1", "event": "like"},
+            {"user_id": "fresh", "item_id": "s2", "event": "play"},
+            {"user_id": "fresh", "item_id": "s3", "event": "skip"},
+            {"user_id": "u0", "item_id": "s19", "event": "like"},
+        ])
+    assert main(["update", str(model_dir), "--store", str(store_path)]) == 0
+    model = Recommender.load(model_dir)
+    assert "fresh" in model.user_index
+    row = model.seen[model.user_index["fresh"]]
+    assert {str(model.item_ids[i]) for i in row.indices} == {"s1", "s2"}
+    assert "s19" in {str(model.item_ids[i]) for i in model.seen[model.user_index["u0"]].indices}
+    assert model.popularity.sum() == model.seen.nnz
+    recs, _ = model.recommend(["fresh"], k=5)
+    assert set(recs[0]) <= set(SCIFI) and not {"s1", "s2"} & set(recs[0])
+    nnz = model.seen.nnz
+    assert main(["update", str(model_dir), "--store", str(store_path)]) == 0  # idempotent
+    assert Recommender.load(model_dir).seen.nnz == nnz
+
+
+def test_update_keeps_factor_model_users_out(tmp_path):
+    folder = fit_tiny(tmp_path / "als", "als")
+    model = Recommender.load(folder)
+    assert not scores_from_history(model)
+    with EventStore(tmp_path / "e.sqlite3") as store:
+        store.add_events([{"user_id": "fresh", "item_id": "s1", "event": "like"},
+                          {"user_id": "u0", "item_id": "s18", "event": "like"}])
+        summary = fold_events(model, store)
+    assert summary["users_added"] == 0 and summary["users_not_added"] == 1
+    assert "fresh" not in model.user_index
+    model.recommend(["u0"], k=3)  # still consistent
+
+
+def test_update_missing_store_is_a_clear_error(model_dir, tmp_path, capsys):
+    from avrec.cli import main
+
+    assert main(["update", str(model_dir), "--store", str(tmp_path / "none.sqlite3")]) == 2
+    assert "no event store" in capsys.readouterr().err
+
+
+# ---- natural-language search (loads the small default text encoder) -----------------------------
+@pytest.fixture()
+def search_client(model_dir, tmp_path):
+    pytest.importorskip("sentence_transformers")
+    try:
+        from avrec.encoders import TextEncoder
+
+        TextEncoder("default")
+    except Exception as e:  # noqa: BLE001
+        pytest.skip(f"default text encoder unavailable: {e}")
+    with make_client(model_dir, tmp_path, search=True, cache_dir=str(tmp_path / "cache")) as c:
+        yield c
+
+
+def test_search_by_a_sentence_personalised_and_new_items(search_client):
+    c = search_client
+    r = c.get("/search", params={"q": "space adventure with robots", "k": 5})
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["personalised"] is False and set(ids(r)) <= set(SCIFI)
+    love = ids(c.get("/search", params={"q": "a love story in Paris", "k": 5}))
+    assert set(love) <= set(ROMANCE)
+    p = c.get("/search", params={"q": "a film", "k": 5, "user_id": "u20"}).json()
+    assert p["personalised"] is True
+    assert sum(i["item_id"] in ROMANCE for i in p["items"]) >= 4
+    new = {"item_id": "n-jazz", "title": "Midnight Jazz Piano", "media_type": "music",
+           "genres": "Jazz", "tags": "piano|rain|melancholy"}
+    assert c.post("/items", json=new, headers=H).status_code == 200
+    hits = ids(c.get("/search", params={"q": "melancholy piano music for a rainy night", "k": 3}))
+    assert hits[0] == "n-jazz"
+    sim = c.get("/similar/n-jazz", params={"k": 3})
+    assert sim.status_code == 200 and len(ids(sim)) == 3
