@@ -192,6 +192,7 @@ def test_default_run_folder_location(tiny, tmp_path, capsys, monkeypatch):
 
 
 def test_exit_codes(tiny, tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # failed runs still leave a run record (status "error") under ./runs
     code, _, err = run_cli(capsys, "fit", tiny, "--model", "nosuchmodel", "--out", tmp_path / "m")
     assert code == 2 and err.startswith("error: unknown model 'nosuchmodel'") and err.count("\n") == 1
     code, _, err = run_cli(capsys, "fit", tmp_path / "missing", "--model", "pop", "--out", tmp_path / "m")
@@ -254,9 +255,9 @@ def test_seed_everything_and_versions():
 
 # ---- the real ml-latest-small ---------------------------------------------------------------------
 def test_ml_latest_small_end_to_end(tmp_path, capsys, ml_small):
-    model_dir = tmp_path / "knn"
-    code, out, err = run_cli(capsys, "fit", "ml-latest-small", "--model", "itemknn", "--out", model_dir,
-                             "--run-dir", tmp_path / "run")
+    model_dir = tmp_path / "als"
+    code, out, err = run_cli(capsys, "fit", "ml-latest-small", "--model", "als", "--set", "factors=16",
+                             "--set", "iterations=4", "--out", model_dir, "--run-dir", tmp_path / "run")
     assert code == 0, err
     assert "610 users, 9,742 items, 100,836 interactions" in out
     users = tmp_path / "users.txt"
@@ -270,6 +271,7 @@ def test_ml_latest_small_end_to_end(tmp_path, capsys, ml_small):
     for user in ("1", "414"):
         assert not set(recs.loc[recs["user_id"] == user, "item_id"]) & set(ml_small.history(user))
     assert recs.loc[recs["user_id"] == "nobody", "item_id"].iloc[0] == "356"  # Forrest Gump, the most rated
+    assert json.loads((model_dir / "config.json").read_text())["config"]["factors"] == 16
     code, out, err = run_cli(capsys, "similar", model_dir, "--item", "1", "--k", "5", "--json")
     assert code == 0, err
     assert len(json.loads(out)["similar"]) == 5
