@@ -1,0 +1,35 @@
+# avrec: `make demo` and `make test` do all the set-up on a fresh machine (package registries only).
+# Every pip install goes through constraints.txt, which pins torch (an unpinned torch pulls a CUDA build).
+
+PYTHON ?= python3.11
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.avrec-installed
+
+.PHONY: install test demo bench bench-peers clean-venv
+
+install: $(STAMP)
+
+# Re-runs only when pyproject.toml or constraints.txt change (or the venv is gone).
+$(STAMP): pyproject.toml constraints.txt
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -c constraints.txt -e '.[test]'
+	touch $(STAMP)
+
+test: install
+	$(BIN)/python -m pytest -q
+
+demo: install
+	$(BIN)/avrec demo
+
+# Every benchmark script present (peers.py has its own target); each writes JSON + markdown under benchmarks/results/.
+bench: install
+	@set -e; for f in $(filter-out benchmarks/peers.py,$(sort $(wildcard benchmarks/*.py))); do \
+		echo "== $$f"; nice -n 10 $(BIN)/python $$f; \
+	done
+
+bench-peers: install
+	nice -n 10 $(BIN)/python benchmarks/peers.py
+
+clean-venv:
+	rm -rf $(VENV)
