@@ -49,7 +49,7 @@ function itemCard(item, withActions) {
     item.explanation ? el("p", { className: "explanation" }, item.explanation) : null,
   );
   if (withActions) {
-    const like = el("button", { className: "like", type: "button", title: "Like" }, "👍 Like");
+    const like = el("button", { className: "like", type: "button", title: "Like" }, "Like");
     const skip = el("button", { className: "skip", type: "button", title: "Skip" }, "Skip");
     like.addEventListener("click", () => sendFeedback(item.item_id, "like"));
     skip.addEventListener("click", () => sendFeedback(item.item_id, "skip"));
