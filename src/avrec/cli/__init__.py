@@ -15,6 +15,7 @@ import warnings
 COMMAND_MODULES = [
     "avrec.cli.core",
     "avrec.cli.serve",
+    "avrec.cli.kg",
 ]
 
 

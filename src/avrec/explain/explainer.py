@@ -41,11 +41,23 @@ TEXT_SPAN_FIELDS = ("overview", "tagline", "description", "lyrics")
 _SENTENCE_END = re.compile(r"(?<=[.!?…])[\"')\]]*\s+(?=[\"'(\[]?[A-Z0-9])")
 
 
+_ABBREVIATIONS = frozenset(
+    "mr mrs ms dr lt st jr sr capt gen col sgt prof rev gov sen rep vs etc no vol ft mt co inc ltd dept fig".split()
+)
+_LAST_WORD = re.compile(r"([^\W\d_]+)\.[\"')\]]*$")
+
+
 def split_sentences(text: str) -> list[str]:
-    """Sentences of a text, each an exact substring of it (stripped of surrounding space)."""
+    """Sentences of a text, each an exact substring of it (stripped of surrounding space).
+
+    A full stop after a title or initial ("Lt. Jim Gordon", "J. R. R. Tolkien") does not end a sentence.
+    """
     text = str(text)
     out, start = [], 0
     for m in _SENTENCE_END.finditer(text):
+        last = _LAST_WORD.search(text[start : m.start()])
+        if last and (last.group(1).casefold() in _ABBREVIATIONS or len(last.group(1)) == 1):
+            continue
         piece = text[start : m.start()].strip()
         if piece:
             out.append(piece)
