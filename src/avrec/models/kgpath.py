@@ -18,7 +18,7 @@ import scipy.sparse as sp
 
 from avrec.errors import ConfigError
 from avrec.kg.graph import KnowledgeGraph, build_kg, kg_item_features
-from avrec.models.base import Recommender, topk_from_scores
+from avrec.models.base import Recommender, _check_k, topk_from_scores
 
 
 @dataclass
@@ -26,13 +26,15 @@ class KGPathConfig:
     """``fields``: item columns that give entities (empty: every entity field). ``min_items``: ignore entities
     on fewer items. ``idf_power``: exponent of the idf weight (0 = plain path counts). ``user_weighting``:
     ``count`` or ``log`` (1 + log of the count, damping one dominant genre). ``item_norm``: ``none``,
-    ``sqrt`` (divide by the root of the item's entity count) or ``l2`` (cosine-like)."""
+    ``sqrt`` (divide by the root of the item's entity count) or ``l2`` (cosine-like). ``popularity_tiebreak``:
+    weight of a popularity term (scaled to [0, 1]) that breaks ties; an empty history gets popularity."""
 
     fields: list[str] = field(default_factory=list)
     min_items: int = 2
     idf_power: float = 1.0
     user_weighting: str = "log"
     item_norm: str = "sqrt"
+    popularity_tiebreak: float = 1e-3
 
     def __post_init__(self) -> None:
         if self.user_weighting not in ("count", "log"):
@@ -87,7 +89,17 @@ class KGPathScorer(Recommender):
 
     def _score_history(self, history, item_idx):
         side = self._item_side if item_idx is None else self._item_side[:, item_idx]
-        return np.asarray((self.user_profiles(history) @ side).toarray(), dtype=np.float32)
+        scores = np.asarray((self.user_profiles(history) @ side).toarray(), dtype=np.float32)
+        # popularity (scaled to at most ``popularity_tiebreak``) orders items the paths cannot separate,
+        # and is the whole score for an empty history
+        pop = self.popularity if item_idx is None else self.popularity[item_idx]
+        top = float(self.popularity.max()) if len(self.popularity) else 0.0
+        if top > 0:
+            scores += np.float32(self.config.popularity_tiebreak / top) * pop.astype(np.float32)[None, :]
+        empty = np.diff(sp.csr_matrix(history).indptr) == 0
+        if empty.any():
+            scores[empty] = pop.astype(np.float32)[None, :]
+        return scores
 
     def _score(self, user_idx, item_idx):
         return self._score_history(self.seen[user_idx], item_idx)
@@ -107,6 +119,7 @@ class KGPathScorer(Recommender):
     def similar_items(self, item_ids, k: int = 10) -> tuple[np.ndarray, np.ndarray]:
         """Items sharing the most (idf-weighted) entities; works for cold and newly added items too."""
         self._check_fitted()
+        _check_k(k)
         idx = self._items_to_index(list(item_ids), what="items")
         f = self.item_features()
         scores = (f[idx] @ f.T).toarray().astype(np.float32)
