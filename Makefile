@@ -32,7 +32,9 @@ bench: install
 		echo "== $$f"; nice -n 10 $(BIN)/python $$f; \
 	done
 
+# Peer libraries live in their own venvs (.venv-lightfm, .venv-recbole, .venv-cornac), never in .venv or CI.
 bench-peers: install
+	bash benchmarks/peers/setup_envs.sh
 	nice -n 10 $(BIN)/python benchmarks/peers.py
 
 clean-venv:
