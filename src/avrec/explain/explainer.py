@@ -265,8 +265,8 @@ class Explainer:
         cfg = self.config
         out: list[tuple[int, list[int]]] = []
         per_field: dict[str, int] = {}
-        for o in order:
-            if counts[o] == 0 or len(out) >= cfg.max_entities:
+        for o in order[counts[order] > 0]:
+            if len(out) >= cfg.max_entities:
                 break
             e = int(cand[o])
             f = str(self._ent_field[e])
