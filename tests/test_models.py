@@ -131,3 +131,20 @@ def test_factor_shapes(name):
     model = create_model(name, factors=8, iterations=5).fit(data)
     assert model.user_factors.shape[0] == data.n_users
     assert model.item_factors.shape[0] == data.n_items
+
+
+def test_bpr_early_stopping_keeps_best_validation_epoch():
+    """With a validation set, BPR keeps the checked epoch with the best validation NDCG@10, and its
+    monitor agrees exactly with evaluate_model on the validation part."""
+    from avrec.data.splits import random_split
+    from avrec.eval.evaluate import evaluate_model
+
+    split = random_split(make_structured_dataset(seed=7), seed=1)
+    model = create_model("bpr", factors=8, learning_rate=0.05, iterations=60, eval_every=5, patience=100)
+    model.fit(split.train, valid=split.valid)
+    assert model.best_iteration % 5 == 0 and 5 <= model.best_iteration <= 60
+    assert model.valid_ndcg == pytest.approx(evaluate_model(model, split, k=10, part="valid")["ndcg@10"], abs=1e-6)
+    plain = create_model("bpr", factors=8, learning_rate=0.05, iterations=60, early_stopping=False)
+    plain.fit(split.train, valid=split.valid)
+    assert plain.best_iteration == 60
+    assert evaluate_model(plain, split, k=10, part="valid")["ndcg@10"] <= model.valid_ndcg + 1e-6
