@@ -282,9 +282,9 @@ class Pipeline(Recommender):
             mask &= keep
         return np.flatnonzero(mask).astype(np.int64)
 
-    def _retrieve(self, user_idx, history, exclude, allowed) -> tuple[np.ndarray, np.ndarray]:
-        """Retriever top-N (indices, scores) for known users (``user_idx``) or for ``history`` rows."""
-        n = self.config.n_candidates
+    def _retrieve(self, user_idx, history, exclude, allowed, n: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """Retriever top-n (indices, scores) for known users (``user_idx``) or for ``history`` rows."""
+        n = n or self.config.n_candidates
         if allowed is not None and len(allowed) == 0:
             rows = len(user_idx) if user_idx is not None else history.shape[0]
             return np.full((rows, n), -1, np.int64), np.full((rows, n), -np.inf, np.float32)
@@ -351,27 +351,60 @@ class Pipeline(Recommender):
         return vec
 
     def _select(self, cands: np.ndarray, rel: np.ndarray, k: int, lam: float) -> np.ndarray:
-        order, _ = self._select_with_scores(cands, rel, k, lam)
+        order, _ = self._select_with_scores(cands, rel, None, k, lam)
         return order
 
-    def _select_with_scores(self, cands, rel, k, lam) -> tuple[np.ndarray, np.ndarray]:
+    def _select_with_scores(self, cands, rel, rscores, k, lam) -> tuple[np.ndarray, np.ndarray]:
+        """Final lists: MMR over the first N (ranked) entries, then the retriever's order beyond N;
+        repeats of an already listed title/year are moved below every distinct item."""
+        n_head = min(self.config.n_candidates, cands.shape[1])
         vectors = self._vectors() if lam < 1 else None
         keys = self._dup_key_array()
         out_i = np.full((len(cands), k), -1, dtype=np.int64)
         out_v = np.full((len(cands), k), -np.inf, dtype=np.float32)
         for r in range(len(cands)):
-            out_i[r], out_v[r] = mmr_select(cands[r], rel[r], vectors, k, lam, keys)
-        # report non-increasing scores in the final order
-        out_v = np.minimum.accumulate(np.where(np.isfinite(out_v), out_v, -np.inf), axis=1).astype(np.float32)
+            head_i, head_v = mmr_select(cands[r, :n_head], rel[r, :n_head], vectors, n_head, lam)
+            ok = head_i >= 0
+            items = list(head_i[ok])
+            values = list(np.minimum.accumulate(head_v[ok].astype(np.float64))) if ok.any() else []
+            low = values[-1] if values else 0.0
+            tail = cands[r, n_head:]
+            tail_ok = tail >= 0
+            if tail_ok.any():
+                ts = rscores[r, n_head:][tail_ok].astype(np.float64) if rscores is not None else None
+                head_r = rscores[r, :n_head] if rscores is not None else None
+                if ts is not None and head_r is not None and np.isfinite(head_r).any():
+                    spread = np.std(head_r[np.isfinite(head_r)]) or 1.0
+                    ts = np.where(np.isfinite(ts), ts, np.nanmin(ts[np.isfinite(ts)]) if np.isfinite(ts).any() else 0.0)
+                    drop = (ts[0] - ts) / spread
+                else:
+                    drop = np.arange(tail_ok.sum(), dtype=np.float64)
+                items.extend(tail[tail_ok])
+                values.extend(low - 1.0 - drop)
+            if keys is not None and items:
+                first, repeats = [], []
+                used: set = set()
+                for it, v in zip(items, values):
+                    (repeats if keys[it] in used else first).append((it, v))
+                    used.add(keys[it])
+                low2 = first[-1][1] if first else 0.0
+                items = [it for it, _ in first] + [it for it, _ in repeats]
+                values = [v for _, v in first] + [low2 - 1.0 - j for j in range(len(repeats))]
+            m = min(k, len(items))
+            out_i[r, :m] = items[:m]
+            out_v[r, :m] = np.minimum.accumulate(np.asarray(values[:m], dtype=np.float64))
         return out_i, out_v
 
     def _run(self, views, user_idx, history, k, exclude, candidates) -> tuple[np.ndarray, np.ndarray]:
         allowed = self._allowed(candidates)
-        cands, rscores = self._retrieve(user_idx, history, exclude, allowed)
+        cands, rscores = self._retrieve(user_idx, history, exclude, allowed, max(k, self.config.n_candidates))
+        n_head = min(self.config.n_candidates, cands.shape[1])
         w = self.blend_weight_
-        cscores = self._rank_scores(views, cands) if w > 0 else np.zeros_like(rscores)
-        rel = self._blend(cands, rscores, cscores, w)
-        return self._select_with_scores(cands, rel, k, self.mmr_lambda_)
+        head = cands[:, :n_head]
+        cscores = self._rank_scores(views, head) if w > 0 else np.zeros(head.shape, np.float32)
+        rel = np.full(cands.shape, -np.inf)
+        rel[:, :n_head] = self._blend(head, rscores[:, :n_head], cscores, w)
+        return self._select_with_scores(cands, rel, rscores, k, self.mmr_lambda_)
 
     # ---- the Recommender hooks -------------------------------------------------------------------
     def topk_indices(self, user_idx, k, *, exclude=None, candidates=None, batch_size=512):
@@ -390,7 +423,10 @@ class Pipeline(Recommender):
 
     def recommend_history(self, histories, k: int = 10, exclude_seen: bool = True, candidates=None):
         """Fold-in users given as item-id lists (oldest first): the whole pipeline, no retrain."""
+        from avrec.models.base import _check_k
+
         self._check_fitted()
+        _check_k(k)
         idx_lists = [self._items_to_index(list(h), what=f"history {r}") for r, h in enumerate(histories)]
         rows = np.repeat(np.arange(len(idx_lists)), [len(h) for h in idx_lists])
         cols = np.concatenate(idx_lists) if idx_lists else np.zeros(0, np.int64)

@@ -1,0 +1,152 @@
+"""The retrieve → rank → re-rank pipeline: the shared model suite plus re-rank behaviour."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from avrec.data.splits import random_split
+from avrec.errors import ConfigError
+from avrec.eval.evaluate import evaluate_model, item_feature_matrix
+from avrec.eval.metrics import intra_list_diversity
+from avrec.models.pipeline import Pipeline, mmr_select
+from avrec.models.registry import available_models, create_model
+from finetune_helpers import tiny_bert_dir
+from model_suite import RecommenderSuite, make_structured_dataset
+
+RETRIEVER = "hybrid" if "hybrid" in available_models() else "ease"
+RETRIEVER_CONFIG = {"max_steps": 150, "use_lm": False} if RETRIEVER == "hybrid" else {}
+
+
+def small_pipeline(**overrides) -> Pipeline:
+    """A pipeline with a tiny cross-encoder that trains in seconds."""
+    settings = dict(
+        retriever=RETRIEVER,
+        retriever_config=dict(RETRIEVER_CONFIG),
+        n_candidates=20,
+        ranker={"model": tiny_bert_dir(), "max_length": 48, "user_max_tokens": 16, "finetune": "full"},
+        pairs={"positives_per_user": 2, "hard_negatives": 2, "random_negatives": 1},
+        train={"batch_size": 16, "lr": 1e-3, "max_steps": 12, "log_every": 0},
+        eval_users=40,
+        tune_users=40,
+    )
+    settings.update(overrides)
+    return create_model("pipeline", **settings)
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(old)
+
+
+class TestPipeline(RecommenderSuite):
+    def make_model(self):
+        return small_pipeline()
+
+
+@pytest.fixture(scope="module")
+def fitted():
+    data = make_structured_dataset()
+    split = random_split(data, seed=0)
+    model = small_pipeline(mmr_lambda=1.0).fit(split.train, valid=split.valid)
+    return data, split, model
+
+
+def test_registered_and_follows_retriever():
+    assert "pipeline" in available_models()
+    assert small_pipeline(retriever="ease").scores_cold_items is False
+    with pytest.raises(ConfigError, match="another pipeline"):
+        create_model("pipeline", retriever="pipeline")
+
+
+def test_blend_weight_is_tuned_on_validation(fitted):
+    _, split, model = fitted
+    tuning = model.fit_report["tuning"]
+    assert 0.0 <= model.blend_weight_ <= 1.0
+    assert model.blend_weight_ in model.config.blend_grid
+    # the chosen weight is at least as good on validation as the retriever's own order
+    assert tuning["valid_ndcg@10"] >= tuning["valid_ndcg@10_retriever_order"] - 1e-12
+    assert "ranker" in model.fit_report and model.fit_report["ranker"]["steps"] == 12
+
+
+def test_weight_zero_reproduces_retriever(fitted):
+    _, split, model = fitted
+    users = np.arange(10)
+    model.blend_weight_, model.mmr_lambda_ = 0.0, 1.0
+    ours, _ = model.topk_indices(users, 10, exclude=split.train.matrix(binary=True)[users])
+    theirs, _ = model.retriever.topk_indices(users, 10, exclude=split.train.matrix(binary=True)[users])
+    assert (ours == theirs).all()
+
+
+def test_mmr_increases_diversity(fitted):
+    data, split, model = fitted
+    feats = item_feature_matrix(split.train)
+    users = np.arange(split.train.n_users)
+    exclude = split.train.matrix(binary=True)
+    model.mmr_lambda_ = 1.0
+    plain, _ = model.topk_indices(users, 10, exclude=exclude)
+    model.mmr_lambda_ = 0.3
+    diverse, _ = model.topk_indices(users, 10, exclude=exclude)
+    assert intra_list_diversity(diverse, feats) > intra_list_diversity(plain, feats)
+    # MMR only reorders the retrieved candidates: same pool, different lists
+    assert not (plain == diverse).all()
+
+
+def test_mmr_select_unit():
+    cands = np.array([0, 1, 2, 3])
+    rel = np.array([3.0, 2.9, 1.0, 0.5])
+    vecs = np.array([[1, 0], [1, 0.01], [0, 1], [0.7, 0.7]], dtype=np.float32)
+    plain, _ = mmr_select(cands, rel, vecs, 3, 1.0)
+    diverse, _ = mmr_select(cands, rel, vecs, 3, 0.3)
+    assert plain.tolist() == [0, 1, 2]
+    assert diverse.tolist()[:2] == [0, 2]  # the near-copy of item 0 is passed over
+
+
+def test_filters_and_blocked_items(fitted):
+    data, split, model = fitted
+    users = list(split.train.user_ids[:6])
+    blocked = ["a00", "a01", "a02", "b00", "b01"]
+    model.config.blocked_items = blocked
+    try:
+        ids, _ = model.recommend(users, k=15)
+        assert not set(ids.ravel()) & set(blocked)
+        hist_ids, _ = model.recommend_history([["a03", "a04"]], k=10)
+        assert not set(hist_ids.ravel()) & set(blocked)
+    finally:
+        model.config.blocked_items = []
+    model.items.loc[model.items["item_id"].str.startswith("b"), "media_type"] = "podcast"
+    model.config.media_types = ["podcast"]
+    try:
+        ids, _ = model.recommend(users, k=5)
+        listed = [i for i in ids.ravel() if i is not None]
+        assert listed and all(i.startswith("b") for i in listed)
+    finally:
+        model.config.media_types = []
+        model.items["media_type"] = "movie"
+
+
+def test_duplicates_are_moved_down(fitted):
+    data, split, model = fitted
+    user = split.train.user_ids[0]
+    ids, _ = model.recommend([user], k=6)
+    first, second = ids[0, 0], ids[0, 1]
+    items = model.items
+    old = items.loc[items["item_id"] == second, ["title", "year"]].copy()
+    items.loc[items["item_id"] == second, ["title", "year"]] = items.loc[items["item_id"] == first, ["title", "year"]].values
+    model._dup_keys = None
+    try:
+        again, _ = model.recommend([user], k=6)
+        assert again[0, 0] == first and second not in set(again[0, :5])
+    finally:
+        items.loc[items["item_id"] == second, ["title", "year"]] = old.values
+        model._dup_keys = None
+
+
+def test_pipeline_not_worse_than_retriever_on_validation_choice(fitted):
+    _, split, model = fitted
+    pipe = evaluate_model(model, split, k=10)["ndcg@10"]
+    assert 0.0 <= pipe <= 1.0
