@@ -29,7 +29,7 @@ import pandas as pd
 import scipy.sparse as sp
 
 from avrec.errors import AvrecError, ConfigError, DataError
-from avrec.models.base import Recommender
+from avrec.models.base import Recommender, topk_from_scores
 from avrec.serve.store import DEFAULT_RATING_THRESHOLD, Event, EventStore
 
 log = logging.getLogger("avrec.serve")
@@ -221,6 +221,7 @@ class ModelState:
         self.search_error: str | None = None
         self.search_ready = threading.Event()
         self.explainer: Any = None
+        self._vectors_lock = threading.Lock()
         self._cooc: sp.csc_matrix | None = None
         self._cooc_norms: np.ndarray | None = None
         self._refresh_catalog()
@@ -238,6 +239,7 @@ class ModelState:
         )
         self.n_model_items = self.model.n_items
         self._cooc = None
+        self.__dict__.pop("_vectors", None)
 
     def item_row(self, item_id: str) -> int:
         row = self.catalog_index.get(str(item_id))
@@ -254,6 +256,20 @@ class ModelState:
         rec["item_id"] = str(self.catalog_ids[row])
         rec["recommendable"] = row < self.n_model_items
         return rec
+
+    def item_vectors(self) -> tuple[np.ndarray, np.ndarray] | None:
+        """The model's item vectors and their norms, computed once per loaded model (None: co-occurrence)."""
+        if not hasattr(self, "_vectors"):
+            with self._vectors_lock:
+                if not hasattr(self, "_vectors"):
+                    v = self.model._item_vectors()
+                    if v is None:
+                        self._vectors = None
+                    else:
+                        v = np.ascontiguousarray(v, dtype=np.float32)
+                        norms = np.linalg.norm(v, axis=1)
+                        self._vectors = (v, np.where(norms > 0, norms, 1.0).astype(np.float32))
+        return self._vectors
 
     def cooccurrence(self) -> tuple[sp.csc_matrix, np.ndarray]:
         """Column-wise training matrix and column norms, for co-occurrence explanations."""
@@ -426,7 +442,7 @@ class RecommenderService:
         history: list[str] = []
         if u is not None:
             row = model.seen[u]
-            history = [str(model.item_ids[i]) for i in row.indices]
+            history = [state.catalog_ids[i] for i in row.indices]
         events = self.user_events(user_id)
         last: dict[str, int] = {}
         for e in events:  # the latest event on an item decides its polarity
@@ -450,9 +466,11 @@ class RecommenderService:
             extra = len(negative)
             fallback = not known and not has_feedback
             if has_feedback:
-                ids, scores = model.recommend_history([history], k=k + extra)
+                ids, scores = self._fold_in(state, history, k + extra)
             elif known:
-                ids, scores = model.recommend([str(user_id)], k=k + extra)
+                u = model.user_index[str(user_id)]
+                idx, scores = model.topk_indices(np.array([u]), k + extra, exclude=model.seen[[u]])
+                ids = self._to_ids(state, idx)
             else:
                 ids, scores = self._popular(state, k + extra)
             items = self._format(state, ids[0], scores[0], k, exclude=negative | set(history))
@@ -471,7 +489,7 @@ class RecommenderService:
             usable = [str(i) for i in dict.fromkeys(history) if str(i) in model.item_index]
             negative = {str(i) for i in exclude}
             if usable:
-                ids, scores = model.recommend_history([usable], k=k + len(negative))
+                ids, scores = self._fold_in(state, usable, k + len(negative))
             else:
                 ids, scores = self._popular(state, k + len(negative) + len(history))
             items = self._format(state, ids[0], scores[0], k, exclude=negative | {str(i) for i in history})
@@ -480,11 +498,31 @@ class RecommenderService:
     @staticmethod
     def _popular(state: ModelState, k: int) -> tuple[np.ndarray, np.ndarray]:
         """The fallback list: the most-interacted items of the training data (same for every model)."""
-        from avrec.models.base import topk_from_scores
-
         pop = np.asarray(state.model.popularity, dtype=np.float32).reshape(1, -1)
         idx, val = topk_from_scores(pop, k)
-        return state.model._to_ids(idx), val
+        return RecommenderService._to_ids(state, idx), val
+
+    @staticmethod
+    def _to_ids(state: ModelState, idx: np.ndarray) -> np.ndarray:
+        """Item ids for index arrays (-1 → None), from the state's cached id array."""
+        out = np.empty(idx.shape, dtype=object)
+        valid = idx >= 0
+        out[valid] = state.catalog_ids[idx[valid]]
+        out[~valid] = None
+        return out
+
+    @staticmethod
+    def _fold_in(state: ModelState, history: list[str], k: int) -> tuple[np.ndarray, np.ndarray]:
+        """``recommend_history`` for one user at index level (the history's items excluded)."""
+        model = state.model
+        cols = np.unique(np.fromiter((state.catalog_index[h] for h in history), dtype=np.int64, count=len(history)))
+        hist = sp.csr_matrix((np.ones(len(cols), np.float32), (np.zeros(len(cols), np.int64), cols)),
+                             shape=(1, model.n_items))
+        scores = np.asarray(model._score_history(hist, None), dtype=np.float32)
+        out_idx = np.full((1, k), -1, dtype=np.int64)
+        out_val = np.full((1, k), -np.inf, dtype=np.float32)
+        model._rank_into(scores, hist, None, k, out_idx, out_val)
+        return RecommenderService._to_ids(state, out_idx), out_val
 
     def _format(self, state: ModelState, ids, scores, k: int, exclude: set[str]) -> list[dict[str, Any]]:
         out = []
@@ -579,7 +617,15 @@ class RecommenderService:
         with state.lock.read():
             row = state.item_row(item_id)
             if row < state.n_model_items:
-                ids, scores = state.model.similar_items([str(item_id)], k=k)
+                vectors = state.item_vectors()
+                if vectors is None:  # co-occurrence models: the model's own (sparse) similarity
+                    ids, scores = state.model.similar_items([str(item_id)], k=k)
+                else:
+                    v, norms = vectors
+                    sims = (v @ v[row]) / (norms * max(norms[row], 1e-12))
+                    sims[row] = -np.inf
+                    top, val = topk_from_scores(sims.astype(np.float32).reshape(1, -1), k)
+                    ids, scores = state.model._to_ids(top), val
                 items = self._format(state, ids[0], scores[0], k, exclude={str(item_id)})
             else:  # an added item the model cannot score: neighbours by text
                 search = self._wait_search(state)
@@ -703,7 +749,7 @@ class RecommenderService:
                 row = model.seen[u]
                 n_train = len(row.indices)
                 for i in row.indices[np.argsort(-model.popularity[row.indices], kind="stable")]:
-                    out.append({"item_id": str(model.item_ids[i]), "title": state.title(int(i)), "source": "train",
+                    out.append({"item_id": state.catalog_ids[i], "title": state.title(int(i)), "source": "train",
                                 "event": None, "value": None, "ts": None})
             return {"user_id": str(user_id), "known": u is not None, "n_train": n_train, "n_feedback": len(events),
                     "items": out[:limit]}

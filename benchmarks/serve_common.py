@@ -1,0 +1,117 @@
+"""Shared helpers for the serving benchmarks: fit a benchmark model, start `avrec serve`, write results."""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import re
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "benchmarks" / "results"
+WORK = ROOT / "benchmarks" / "work"
+URL_LINE = re.compile(r"open (http://127\.0\.0\.1:\d+)/")
+
+
+def ensure_model(model: str, folder: Path | None = None) -> Path:
+    """A model fitted on all of ml-latest-small (embedded), cached under benchmarks/work/."""
+    folder = folder or WORK / f"serve-{model}"
+    if not (folder / "config.json").exists():
+        import warnings
+
+        from avrec.data.builtin import load_dataset
+        from avrec.models.registry import create_model
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            data = load_dataset("ml-latest-small")
+        print(f"fitting {model} on {data.name} -> {folder}", file=sys.stderr)
+        create_model(model).fit(data).save(folder)
+    return folder
+
+
+class Server:
+    """`avrec serve` in a subprocess on a free loopback port; ``url`` once it listens."""
+
+    def __init__(self, model_dir: Path, *extra: str, api_key: str = "bench-key") -> None:
+        self.tmp = Path(tempfile.mkdtemp(prefix="avrec-bench-"))
+        self.store = self.tmp / "events.sqlite3"
+        env = dict(os.environ, AVREC_API_KEY=api_key, PYTHONUNBUFFERED="1")
+        cmd = [sys.executable, "-m", "avrec.cli", "serve", str(model_dir), "--port", "0", "--store", str(self.store),
+               "--watch-interval", "0", *extra]
+        self.log = open(self.tmp / "server.log", "wb")  # noqa: SIM115
+        self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=self.log, env=env)
+        self.url = self._wait_url()
+        threading.Thread(target=self.proc.stdout.read, daemon=True).start()
+
+    def _wait_url(self, timeout: float = 300) -> str:
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            line = self.proc.stdout.readline().decode(errors="replace")
+            if not line and self.proc.poll() is not None:
+                break
+            m = URL_LINE.search(line)
+            if m:
+                return m.group(1)
+        self.proc.kill()
+        raise RuntimeError(f"avrec serve did not start: {(self.tmp / 'server.log').read_text()[-2000:]}")
+
+    def rss_mb(self) -> float:
+        """Resident memory of the server and its children (MiB)."""
+        import psutil
+
+        p = psutil.Process(self.proc.pid)
+        procs = [p, *p.children(recursive=True)]
+        return sum(q.memory_info().rss for q in procs if q.is_running()) / 2**20
+
+    def cpu_seconds(self) -> float:
+        """User + system CPU time used so far by the server and its children."""
+        import psutil
+
+        p = psutil.Process(self.proc.pid)
+        total = 0.0
+        for q in [p, *p.children(recursive=True)]:
+            t = q.cpu_times()
+            total += t.user + t.system
+        return total
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        try:
+            self.proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+        self.log.close()
+
+
+def machine() -> dict[str, Any]:
+    return {
+        "python": platform.python_version(),
+        "cpus": os.cpu_count(),
+        "loadavg_at_start": [round(x, 2) for x in os.getloadavg()],
+        "platform": platform.platform(),
+    }
+
+
+def write_results(name: str, payload: dict[str, Any], markdown: str) -> None:
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    (RESULTS / f"{name}.json").write_text(json.dumps(payload, indent=2) + "\n")
+    (RESULTS / f"{name}.md").write_text(markdown.rstrip() + "\n")
+    print(f"wrote {RESULTS / name}.json and .md", file=sys.stderr)
+
+
+def percentiles(latencies_s: list[float]) -> dict[str, float]:
+    import numpy as np
+
+    if not latencies_s:
+        return {"p50_ms": float("nan"), "p90_ms": float("nan"), "p99_ms": float("nan"), "max_ms": float("nan")}
+    a = np.asarray(latencies_s) * 1000
+    return {"p50_ms": round(float(np.percentile(a, 50)), 2), "p90_ms": round(float(np.percentile(a, 90)), 2),
+            "p99_ms": round(float(np.percentile(a, 99)), 2), "max_ms": round(float(a.max()), 2)}
