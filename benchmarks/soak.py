@@ -1,0 +1,152 @@
+"""Soak test: a steady request rate against `avrec serve` for minutes, checking errors and memory.
+
+Open-loop load (requests start on a fixed schedule, whatever the latency) at --rate req/s for --minutes,
+mixing GET /recommend (known and unknown users), GET /similar, POST /recommend with a history and
+POST /feedback (so the store grows and fold-in runs). The server's resident memory is sampled every
+10 s; "flat" means the last third's median is within 10 % (or 30 MiB) of the first third's after warm-up.
+
+    nice -n 10 python benchmarks/soak.py [--minutes 10] [--rate 300] [--model ease]
+
+Writes benchmarks/results/serve_soak.{json,md}.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import random
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from serve_common import Server, ensure_model, machine, percentiles, write_results  # noqa: E402
+
+KEY = "bench-key"
+
+
+async def soak(server: Server, users: list[str], items: list[str], rate: float, seconds: float,
+               max_in_flight: int = 64) -> dict:
+    import httpx
+
+    rng = random.Random(11)
+    latencies: dict[str, list[float]] = {}
+    errors: dict[str, int] = {}
+    late = 0
+    samples: list[tuple[float, float]] = []
+    in_flight = asyncio.Semaphore(max_in_flight)
+    limits = httpx.Limits(max_connections=max_in_flight, max_keepalive_connections=max_in_flight)
+
+    async with httpx.AsyncClient(base_url=server.url, limits=limits, timeout=30) as client:
+        async def one(kind: str) -> None:
+            async with in_flight:
+                t = time.perf_counter()
+                try:
+                    if kind == "recommend":
+                        r = await client.get("/recommend", params={"user_id": rng.choice(users), "k": 10})
+                    elif kind == "similar":
+                        r = await client.get(f"/similar/{rng.choice(items)}", params={"k": 10})
+                    elif kind == "history":
+                        r = await client.post("/recommend", json={"history": rng.sample(items, 5), "k": 10})
+                    else:
+                        r = await client.post("/feedback", headers={"X-API-Key": KEY}, json={
+                            "user_id": rng.choice(users), "item_id": rng.choice(items),
+                            "event": rng.choice(["play", "like", "skip"])})
+                    ok = r.status_code == 200
+                except httpx.HTTPError:
+                    ok = False
+                latencies.setdefault(kind, []).append(time.perf_counter() - t)
+                if not ok:
+                    errors[kind] = errors.get(kind, 0) + 1
+
+        async def sampler() -> None:
+            start = time.perf_counter()
+            while time.perf_counter() - start < seconds:
+                samples.append((round(time.perf_counter() - start, 1), round(server.rss_mb(), 1)))
+                await asyncio.sleep(10)
+
+        sampling = asyncio.create_task(sampler())
+        tasks = set()
+        start = time.perf_counter()
+        n = 0
+        while True:
+            due = start + n / rate
+            now = time.perf_counter()
+            if due - start >= seconds:
+                break
+            if due > now:
+                await asyncio.sleep(due - now)
+            elif now - due > 1.0:
+                late += 1
+            roll = rng.random()
+            kind = "recommend" if roll < 0.8 else "similar" if roll < 0.88 else "history" if roll < 0.95 else "feedback"
+            task = asyncio.create_task(one(kind))
+            tasks.add(task)
+            task.add_done_callback(tasks.discard)
+            n += 1
+        await asyncio.gather(*tasks)
+        elapsed = time.perf_counter() - start
+        sampling.cancel()
+    samples.append((round(elapsed, 1), round(server.rss_mb(), 1)))
+    return {"requests": n, "seconds": round(elapsed, 1), "achieved_rps": round(n / elapsed, 1),
+            "errors": errors, "schedule_slips_over_1s": late,
+            "latency": {k: {"n": len(v), **percentiles(v)} for k, v in sorted(latencies.items())},
+            "rss_samples": samples}
+
+
+def flat_memory(samples: list[tuple[float, float]]) -> tuple[bool, float, float]:
+    import numpy as np
+
+    values = [m for _, m in samples]
+    if len(values) < 6:
+        return True, values[0], values[-1]
+    third = len(values) // 3
+    first = float(np.median(values[1: 1 + third]))  # skip the very first sample (warm-up)
+    last = float(np.median(values[-third:]))
+    return (last - first) <= max(0.1 * first, 30.0), first, last
+
+
+def main(argv: list[str] | None = None) -> int:
+    import pandas as pd
+
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--minutes", type=float, default=10.0)
+    ap.add_argument("--rate", type=float, default=300.0, help="requests per second (target rate)")
+    ap.add_argument("--model", default="ease")
+    ap.add_argument("--model-dir", type=Path, default=None)
+    args = ap.parse_args(argv)
+
+    model_dir = ensure_model(args.model, args.model_dir)
+    users = pd.read_parquet(model_dir / "catalog" / "users.parquet")["user_id"].astype(str).tolist()
+    users += [f"visitor-{i}" for i in range(len(users) // 9)]
+    catalog = pd.read_parquet(model_dir / "catalog" / "items.parquet")["item_id"].astype(str).tolist()
+    items = catalog[:3000]
+    info = machine()
+    server = Server(model_dir, "--no-search", api_key=KEY)
+    try:
+        result = asyncio.run(soak(server, users, items, args.rate, args.minutes * 60))
+    finally:
+        server.stop()
+    flat, first, last = flat_memory(result["rss_samples"])
+    n_err = sum(result["errors"].values())
+    payload = {"benchmark": "soak", "minutes": args.minutes, "target_rps": args.rate, **result,
+               "total_errors": n_err, "memory_flat": flat, "rss_first_third_mb": first, "rss_last_third_mb": last,
+               "meets_target": n_err == 0 and flat and result["achieved_rps"] >= 0.95 * args.rate,
+               "machine": info,
+               "command": "nice -n 10 python benchmarks/soak.py " + " ".join(argv or sys.argv[1:])}
+    lines = [f"# Soak: {args.minutes} min at {args.rate:g} req/s (open loop), ml-latest-small, {args.model}", "",
+             f"Requests {result['requests']} in {result['seconds']} s ({result['achieved_rps']} req/s scheduled); "
+             f"errors {n_err} {result['errors'] or ''}; schedule slips > 1 s: {result['schedule_slips_over_1s']}.",
+             f"Server RSS: first third {first} MiB, last third {last} MiB -> {'flat' if flat else 'GROWING'}.", "",
+             "| request | n | p50 ms | p90 ms | p99 ms | max ms |", "|---|---|---|---|---|---|"]
+    for kind, v in result["latency"].items():
+        lines.append(f"| {kind} | {v['n']} | {v['p50_ms']} | {v['p90_ms']} | {v['p99_ms']} | {v['max_ms']} |")
+    lines += ["", f"Machine: {info['cpus']} CPUs, load average at start {info['loadavg_at_start']} (shared).",
+              f"Command: `{payload['command']}`"]
+    write_results("serve_soak", payload, "\n".join(lines))
+    print("\n".join(lines))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
