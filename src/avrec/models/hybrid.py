@@ -1,0 +1,460 @@
+"""``hybrid``, avrec's default model: LM item vectors learned into collaborative space, fused with CF.
+
+1. Item features: the item document's LM vector (frozen encoder, cached), its TF-IDF words and its
+   categorical metadata tokens (genres, decade, director, cast, artist, tags, …).
+2. Two towers (see :mod:`avrec.models.towers`) trained with a catalogue softmax; ID embeddings are
+   dropped at random so items and users without interactions are still placed well.
+3. Fusion: per-user standardised scores of the towers and of strong CF models (EASE, ALS) for warm
+   items, and of the towers and TF-IDF kNN for items without interactions; the weights are tuned on
+   validation NDCG@10 (the split's validation part, or an internal hold-out followed by a refit).
+4. Retrieval through FAISS above a catalogue size; new items and new users without a retrain.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import scipy.sparse as sp
+import torch
+
+from avrec.data.dataset import TEXT_FIELDS, Dataset
+from avrec.data.documents import DocumentConfig, build_documents
+from avrec.models.ann import ANNConfig, ANNIndex
+from avrec.models.base import Recommender, csr_from_tensors, csr_to_tensors, topk_from_scores
+from avrec.models.blend import fuse, ndcg_of, standardise, tune_weights
+from avrec.models.features import TokenVocab, item_tokens, tfidf_weight
+from avrec.models.tfidf import TextVectorizer, TfidfConfig
+from avrec.models.towers import ItemFeatures, TowerTrainer, TrainConfig, Towers, history_batch, recency_of
+
+WARM_COMPONENTS = ("ease", "als", "itemknn")
+COLD_COMPONENTS = ("tfidf",)
+
+
+@dataclass
+class HybridConfig:
+    # text and features
+    encoder: str = "default"
+    use_lm: bool = True
+    embedding_cache: str | None = None
+    max_length: int = 256
+    doc_fields: list[str] = field(default_factory=lambda: list(TEXT_FIELDS))
+    use_words: bool = True
+    word_min_df: int = 3
+    use_tokens: bool = True
+    token_min_count: int = 2
+    # towers
+    dim: int = 128
+    hidden: int = 256
+    use_item_ids: bool = True
+    use_user_ids: bool = True
+    id_dropout: float = 0.5
+    user_id_dropout: float = 0.5
+    input_keep: float = 0.5
+    history_len: int = 200
+    # training
+    max_steps: int = 1200
+    batch_users: int = 256
+    lr: float = 3e-3
+    weight_decay: float = 1e-4
+    eval_every: int = 50
+    patience: int = 5
+    seed: int = 2026
+    # fusion
+    blend: list[str] = field(default_factory=lambda: ["ease", "als"])
+    cold_blend: list[str] = field(default_factory=lambda: ["tfidf"])
+    ease_l2: float = 500.0
+    ease_max_items: int = 20000
+    als_factors: int = 128
+    als_regularization: float = 50.0
+    als_alpha: float = 10.0
+    als_iterations: int = 15
+    internal_valid_share: float = 0.1
+    refit: bool = True
+    # retrieval
+    ann_kind: str = "auto"
+    ann_exact_below: int = 50000
+    ann_candidates: int = 500
+
+
+def _component(name: str, cfg: HybridConfig, n_active_items: int) -> Recommender | None:
+    from avrec.models.registry import create_model
+
+    if name == "ease":
+        if n_active_items > cfg.ease_max_items:
+            return None
+        return create_model("ease", l2=cfg.ease_l2, max_items=cfg.ease_max_items)
+    if name == "als":
+        return create_model("als", factors=cfg.als_factors, regularization=cfg.als_regularization,
+                            alpha=cfg.als_alpha, iterations=cfg.als_iterations, seed=cfg.seed)
+    if name == "tfidf":
+        return create_model("tfidf", fields=list(cfg.doc_fields))
+    return create_model(name)
+
+
+def _internal_split(dataset: Dataset, share: float, seed: int):
+    """Hold out ``share`` of the items entirely (cold validation) and ``share`` of each user's rest (warm)."""
+    from avrec.data.splits import cold_item_split, random_split
+
+    cold = cold_item_split(dataset, cold_share=share, valid_share=0.0, seed=seed)
+    warm = random_split(cold.train, ratios=(1 - share, share, 0.0), seed=seed)
+    return warm.train, warm.valid, cold.test, cold.test_candidates
+
+
+class Hybrid(Recommender):
+    name = "hybrid"
+    Config = HybridConfig
+    scores_cold_items = True
+
+    # ---- features ----------------------------------------------------------------------------
+    def _documents(self, items: pd.DataFrame) -> list[str]:
+        return build_documents(items, DocumentConfig(fields=list(self.config.doc_fields)))
+
+    def _encoder(self):
+        from avrec.encoders import TextEncoder
+
+        if getattr(self, "_text_encoder", None) is None:
+            self._text_encoder = TextEncoder(self.config.encoder, max_length=self.config.max_length)
+        return self._text_encoder
+
+    def _lm_vectors(self, docs: list[str]) -> np.ndarray | None:
+        if not self.config.use_lm:
+            return None
+        from avrec.encoders import EmbeddingCache, encode_texts
+
+        cache = None if self.config.embedding_cache == "none" else EmbeddingCache(self.config.embedding_cache)
+        return np.asarray(encode_texts(self._encoder(), docs, cache, show_progress=len(docs) > 256), dtype=np.float32)
+
+    def _fit_features(self, items: pd.DataFrame) -> ItemFeatures:
+        docs = self._documents(items)
+        blocks = []
+        self.word_vectorizer = None
+        if self.config.use_words:
+            self.word_vectorizer = TextVectorizer(TfidfConfig(min_df=self.config.word_min_df, fields=list(self.config.doc_fields)))
+            blocks.append(self.word_vectorizer.fit_transform(docs))
+        self.token_vocab = TokenVocab.fit(item_tokens(items), min_count=self.config.token_min_count)
+        self.token_idf = None
+        if self.config.use_tokens and self.token_vocab.tokens:
+            tok, self.token_idf = tfidf_weight(self.token_vocab.matrix(item_tokens(items)))
+            blocks.append(tok)
+        sparse = sp.csr_matrix(sp.hstack(blocks), dtype=np.float32) if blocks else sp.csr_matrix((len(items), 0), dtype=np.float32)
+        return ItemFeatures(self._lm_vectors(docs), sparse)
+
+    def _transform_features(self, items: pd.DataFrame, docs: list[str] | None = None) -> ItemFeatures:
+        docs = docs if docs is not None else self._documents(items)
+        blocks = []
+        if self.word_vectorizer is not None:
+            blocks.append(self.word_vectorizer.transform(docs))
+        if self.token_idf is not None:
+            tok, _ = tfidf_weight(self.token_vocab.matrix(item_tokens(items)), self.token_idf)
+            blocks.append(tok)
+        sparse = sp.csr_matrix(sp.hstack(blocks), dtype=np.float32) if blocks else sp.csr_matrix((len(docs), 0), dtype=np.float32)
+        return ItemFeatures(self._lm_vectors(docs), sparse)
+
+    # ---- towers ------------------------------------------------------------------------------
+    def _new_towers(self, n_users: int) -> Towers:
+        c = self.config
+        torch.manual_seed(c.seed)
+        lm_dim = 0 if self.features.lm is None else self.features.lm.shape[1]
+        return Towers(self.features.sparse.shape[0], n_users, lm_dim, self.features.sparse.shape[1],
+                      c.dim, c.hidden, c.use_item_ids, c.use_user_ids)
+
+    def _train_config(self, max_steps: int | None = None, patience: int | None = None) -> TrainConfig:
+        c = self.config
+        return TrainConfig(max_steps=max_steps or c.max_steps, batch_users=c.batch_users, lr=c.lr,
+                           weight_decay=c.weight_decay, id_dropout=c.id_dropout, user_id_dropout=c.user_id_dropout,
+                           input_keep=c.input_keep, history_len=c.history_len, eval_every=c.eval_every,
+                           patience=patience if patience is not None else c.patience, seed=c.seed)
+
+    @staticmethod
+    def _timestamps(dataset: Dataset) -> sp.csr_matrix | None:
+        if not dataset.has_timestamps:
+            return None
+        m = sp.csr_matrix((dataset.timestamp.astype(np.float64), (dataset.user_idx, dataset.item_idx)),
+                          shape=(dataset.n_users, dataset.n_items))
+        m.sum_duplicates()
+        return m
+
+    @torch.no_grad()
+    def _item_outputs(self, towers: Towers, warm: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        towers.eval()
+        content = towers.content(*self.features.tensors())
+        vec, bias = towers.items(content, torch.from_numpy(warm.astype(np.float32)))
+        return vec.numpy(), bias.numpy()
+
+    @torch.no_grad()
+    def _user_outputs(self, towers: Towers, item_vecs: np.ndarray, history: sp.csr_matrix,
+                      timestamps: sp.csr_matrix | None, user_idx: np.ndarray | None, batch: int = 1024) -> np.ndarray:
+        """User vectors from history rows (aligned with ``user_idx`` when IDs are used)."""
+        towers.eval()
+        history = sp.csr_matrix(history)
+        out = np.zeros((history.shape[0], towers.dim), dtype=np.float32)
+        iv = torch.from_numpy(item_vecs)
+        for start in range(0, history.shape[0], batch):
+            rows = range(start, min(start + batch, history.shape[0]))
+            hists, recs = [], []
+            for r in rows:
+                s, e = history.indptr[r], history.indptr[r + 1]
+                hists.append(history.indices[s:e])
+                ts = timestamps.data[s:e] if timestamps is not None else np.full(e - s, -1)
+                recs.append(recency_of(np.asarray(ts)))
+            h_idx, h_rec = history_batch(hists, recs, max(self.config.history_len, 1))
+            uid = None if user_idx is None else torch.from_numpy(np.asarray(user_idx[start : start + batch], dtype=np.int64))
+            out[start : start + len(rows)] = towers.users(iv, h_idx, h_rec, uid).numpy()
+        return out
+
+    def _tower_scores(self, user_vecs: np.ndarray, items: np.ndarray) -> np.ndarray:
+        return user_vecs @ self.item_vecs[items].T + self.item_bias[items]
+
+    # ---- fitting -----------------------------------------------------------------------------
+    def _fit(self, dataset: Dataset, valid: Dataset | None, valid_candidates: np.ndarray | None) -> None:
+        c = self.config
+        started = time.perf_counter()
+        self.features = self._fit_features(dataset.items)
+        self.report: dict = {"feature_dim": int(self.features.sparse.shape[1]),
+                             "lm_dim": 0 if self.features.lm is None else int(self.features.lm.shape[1])}
+        self.warm_weights: list[float] = []
+        self.cold_weights: list[float] = []
+        internal = valid is None and c.refit and c.internal_valid_share > 0
+        if internal:
+            train, warm_valid, cold_valid, cold_cands = _internal_split(dataset, c.internal_valid_share, c.seed)
+        else:
+            train = dataset
+            warm_valid = valid if (valid is not None and valid_candidates is None) else None
+            cold_valid = valid if valid_candidates is not None else None
+            cold_cands = valid_candidates
+        best_step = self._train_and_tune(train, warm_valid, cold_valid, cold_cands)
+        if internal:
+            self._train_and_tune(dataset, None, None, None, fixed_steps=max(best_step, c.eval_every))
+        self.report["fit_seconds"] = round(time.perf_counter() - started, 2)
+
+    def _train_and_tune(self, train: Dataset, warm_valid, cold_valid, cold_cands, fixed_steps: int | None = None) -> int:
+        c = self.config
+        seen = train.matrix(binary=True)
+        timestamps = self._timestamps(train)
+        self.fit_seen, self.fit_timestamps = seen, timestamps
+        warm_items = np.asarray(seen.sum(axis=0)).ravel() > 0
+        towers = self._new_towers(train.n_users)
+        trainer = TowerTrainer(towers, self.features, seen, timestamps, warm_items,
+                               self._train_config(fixed_steps, patience=10**9 if fixed_steps else None))
+
+        def validate(model: Towers) -> float:
+            item_vecs, item_bias = self._item_outputs(model, warm_items)
+            total = 0.0
+            for part, cands in ((warm_valid, None), (cold_valid, cold_cands)):
+                if part is None:
+                    continue
+                truth = part.matrix(binary=True)
+                users = np.flatnonzero(np.diff(truth.indptr) > 0)
+                u = self._user_outputs(model, item_vecs, seen[users], None if timestamps is None else timestamps[users], users)
+                items = np.arange(train.n_items) if cands is None else np.asarray(cands)
+                scores = u @ item_vecs[items].T + item_bias[items]
+                total += ndcg_of(scores, None if cands is not None else seen[users], truth[users][:, items] if cands is not None else truth[users])
+            return total
+
+        if warm_valid is None and cold_valid is None:
+            validate = lambda model: 0.0  # noqa: E731  (fixed-length refit: nothing to validate on)
+        best_step, best, curve = trainer.train(validate)
+        self.report["refit_steps" if fixed_steps else "validation_curve"] = curve
+        if not fixed_steps:
+            self.report["best_step"] = best_step
+        self.towers = towers
+        self.item_vecs, self.item_bias = self._item_outputs(towers, warm_items)
+        self.user_vecs = self._user_outputs(towers, self.item_vecs, seen, timestamps, np.arange(train.n_users))
+        self.cold_mask = ~warm_items
+        self._fit_components(train, warm_items)
+        if warm_valid is not None:
+            self.warm_weights, ndcg = self._tune(train, warm_valid, None, self.warm_components)
+            self.report["valid_warm_ndcg@10"] = ndcg
+        if cold_valid is not None:
+            self.cold_weights, ndcg = self._tune(train, cold_valid, np.asarray(cold_cands), self.cold_components)
+            self.report["valid_cold_ndcg@10"] = ndcg
+        self.report["warm_weights"] = dict(zip(["towers", *self.warm_components], self.warm_weights or [1.0] * (1 + len(self.warm_components))))
+        self.report["cold_weights"] = dict(zip(["towers", *self.cold_components], self.cold_weights or [1.0] * (1 + len(self.cold_components))))
+        self._build_ann()
+        return best_step
+
+    def _fit_components(self, train: Dataset, warm_items: np.ndarray) -> None:
+        self.components: dict[str, Recommender] = {}
+        for name in dict.fromkeys([*self.config.blend, *self.config.cold_blend]):
+            model = _component(name, self.config, int(warm_items.sum()))
+            if model is not None:
+                self.components[name] = model.fit(train)
+        self.warm_components = [n for n in self.config.blend if n in self.components]
+        self.cold_components = [n for n in self.config.cold_blend if n in self.components]
+
+    def _tune(self, train: Dataset, part: Dataset, cands: np.ndarray | None, names: list[str]):
+        truth = part.matrix(binary=True)
+        users = np.flatnonzero(np.diff(truth.indptr) > 0)
+        items = np.arange(train.n_items) if cands is None else cands
+        comps = self._components_z(users, None, items, names)
+        exclude = None if cands is not None else self.fit_seen[users]
+        t = truth[users] if cands is None else truth[users][:, items]
+        return tune_weights(comps, exclude, t)
+
+    # ---- scoring -----------------------------------------------------------------------------
+    def _components_z(self, user_idx, history, items: np.ndarray, names: list[str]) -> list[np.ndarray]:
+        """Standardised score matrices: the towers first, then each named component."""
+        if history is None:
+            tower = self._tower_scores(self.user_vecs[user_idx], items)
+        else:
+            u = self._user_outputs(self.towers, self.item_vecs, history, None, None)
+            tower = self._tower_scores(u, items)
+        out = [standardise(tower)]
+        for name in names:
+            comp = self.components[name]
+            scores = np.full((len(tower), len(items)), np.nan, dtype=np.float32)
+            known = items < comp.n_items
+            if name in WARM_COMPONENTS:
+                known &= ~self.cold_mask[items]
+            if known.any():
+                sub = items[known]
+                if history is None:
+                    scores[:, known] = comp._score(user_idx, sub)
+                else:
+                    scores[:, known] = comp._score_history(history[:, : comp.n_items], sub)
+            out.append(standardise(scores))
+        return out
+
+    def _fused(self, user_idx, history, items: np.ndarray) -> np.ndarray:
+        all_cold = bool(self.cold_mask[items].all())
+        names = self.cold_components if all_cold else self.warm_components
+        weights = self.cold_weights if all_cold else self.warm_weights
+        weights = weights or [1.0] * (1 + len(names))
+        return fuse(self._components_z(user_idx, history, items, names), weights)
+
+    def _score(self, user_idx, item_idx):
+        items = np.arange(self.n_items) if item_idx is None else np.asarray(item_idx)
+        return self._fused(np.asarray(user_idx), None, items)
+
+    def _score_history(self, history, item_idx):
+        items = np.arange(self.n_items) if item_idx is None else np.asarray(item_idx)
+        return self._fused(None, sp.csr_matrix(history, dtype=np.float32), items)
+
+    def topk_indices(self, user_idx, k, *, exclude=None, candidates=None, batch_size=512):
+        """Exact fused ranking, or FAISS retrieval of ``ann_candidates`` per user before fusion on big catalogues."""
+        if self.ann is None or candidates is not None:
+            return super().topk_indices(user_idx, k, exclude=exclude, candidates=candidates, batch_size=batch_size)
+        user_idx = np.asarray(user_idx, dtype=np.int64)
+        q = np.hstack([self.user_vecs[user_idx], np.ones((len(user_idx), 1), np.float32)])
+        retrieved, _ = self.ann.search(q, min(self.config.ann_candidates, self.n_items))
+        out_idx = np.full((len(user_idx), k), -1, dtype=np.int64)
+        out_val = np.full((len(user_idx), k), -np.inf, dtype=np.float32)
+        for r, u in enumerate(user_idx):
+            cands = np.unique(retrieved[r][retrieved[r] >= 0])
+            scores = self._fused(np.array([u]), None, cands)
+            self._rank_into(scores, exclude[r] if exclude is not None else None, cands, k, out_idx[r : r + 1], out_val[r : r + 1])
+        return out_idx, out_val
+
+    def _build_ann(self) -> None:
+        cfg = ANNConfig(kind=self.config.ann_kind, exact_below=self.config.ann_exact_below)
+        index = ANNIndex(cfg)
+        if index.resolved_kind(len(self.item_vecs)) == "flat":
+            self.ann = None
+            return
+        self.ann = index.build(np.hstack([self.item_vecs, self.item_bias[:, None]]))
+
+    def _item_vectors(self):
+        return self.item_vecs
+
+    # ---- search and catalogue updates --------------------------------------------------------
+    @torch.no_grad()
+    def encode_query(self, text: str) -> np.ndarray:
+        """A natural-language request as a vector in the item space (cosine with ``_item_vectors``)."""
+        feats = self._transform_features(pd.DataFrame({"item_id": ["query"]}), docs=[str(text)])
+        self.towers.eval()
+        lm, idx, off, w = feats.tensors()
+        return self.towers.content(lm, idx, off, w).numpy()[0]
+
+    def search(self, text: str, k: int = 10) -> tuple[np.ndarray, np.ndarray]:
+        """Items whose vectors best match a natural-language request."""
+        q = self.encode_query(text)
+        v = self.item_vecs / np.maximum(np.linalg.norm(self.item_vecs, axis=1, keepdims=True), 1e-9)
+        scores = (v @ (q / max(np.linalg.norm(q), 1e-9)))[None, :]
+        top, val = topk_from_scores(scores.astype(np.float32), k)
+        return self._to_ids(top)[0], val[0]
+
+    def _add_items(self, new_items: pd.DataFrame) -> None:
+        feats = self._transform_features(new_items)
+        self.features = ItemFeatures(
+            None if self.features.lm is None else np.vstack([self.features.lm, feats.lm]),
+            sp.csr_matrix(sp.vstack([self.features.sparse, feats.sparse]), dtype=np.float32),
+        )
+        with torch.no_grad():
+            self.towers.eval()
+            vec = self.towers.content(*feats.tensors())  # new items have no ID embedding: content alone
+            bias = self.towers.bias_head(vec).squeeze(-1)
+        self.item_vecs = np.vstack([self.item_vecs, vec.numpy()])
+        self.item_bias = np.r_[self.item_bias, bias.numpy()]
+        self.cold_mask = np.r_[self.cold_mask, np.ones(len(new_items), bool)]
+        for comp in self.components.values():
+            if comp.scores_cold_items:
+                comp.add_items(new_items)
+        if self.ann is not None:
+            self.ann.add(np.hstack([vec.numpy(), bias.numpy()[:, None]]))
+
+    # ---- persistence -------------------------------------------------------------------------
+    def _state(self):
+        state = {f"towers.{k}": v.detach().cpu().numpy() for k, v in self.towers.state_dict().items()}
+        state |= {"item_vecs": self.item_vecs, "item_bias": self.item_bias, "user_vecs": self.user_vecs,
+                  "cold_mask": self.cold_mask.astype(np.uint8)}
+        state |= csr_to_tensors("features.sparse", self.features.sparse)
+        if self.features.lm is not None:
+            state["features.lm"] = self.features.lm
+        if self.token_idf is not None:
+            state["token_idf"] = self.token_idf
+        if self.word_vectorizer is not None:
+            state["word_idf"] = self.word_vectorizer.state()[1]
+        return state
+
+    def _load_state(self, state):
+        self._loaded = state
+
+    def _save_extra(self, folder: Path) -> None:
+        meta = {
+            "warm_components": self.warm_components, "cold_components": self.cold_components,
+            "warm_weights": self.warm_weights, "cold_weights": self.cold_weights,
+            "token_vocab": self.token_vocab.tokens, "token_min_count": self.token_vocab.min_count,
+            "word_vocabulary": None if self.word_vectorizer is None else self.word_vectorizer.state()[0],
+            "n_tower_users": int(self.towers.user_id.num_embeddings) if self.towers.user_id is not None else len(self.user_vecs),
+            "report": self.report,
+        }
+        (folder / "hybrid.json").write_text(json.dumps(meta, default=float))
+        for name, comp in self.components.items():
+            comp.save(folder / "components" / name)
+        if self.ann is not None:
+            self.ann.save(folder / "ann.faiss")
+
+    def _load_extra(self, folder: Path) -> None:
+        meta = json.loads((folder / "hybrid.json").read_text())
+        s = self._loaded
+        self.warm_components, self.cold_components = meta["warm_components"], meta["cold_components"]
+        self.warm_weights, self.cold_weights = meta["warm_weights"], meta["cold_weights"]
+        self.report = meta["report"]
+        self.token_vocab = TokenVocab(meta["token_vocab"], meta["token_min_count"])
+        self.token_idf = s.get("token_idf")
+        self.word_vectorizer = None
+        if meta["word_vocabulary"] is not None:
+            self.word_vectorizer = TextVectorizer(TfidfConfig(min_df=self.config.word_min_df))
+            self.word_vectorizer.restore(meta["word_vocabulary"], s["word_idf"])
+        self.features = ItemFeatures(s.get("features.lm"), csr_from_tensors("features.sparse", s))
+        self.item_vecs, self.item_bias, self.user_vecs = s["item_vecs"], s["item_bias"], s["user_vecs"]
+        self.cold_mask = s["cold_mask"].astype(bool)
+        n_fit_items = s["towers.item_id.weight"].shape[0] if "towers.item_id.weight" in s else self.features.sparse.shape[0]
+        lm_dim = 0 if self.features.lm is None else self.features.lm.shape[1]
+        c = self.config
+        self.towers = Towers(n_fit_items, meta["n_tower_users"], lm_dim, self.features.sparse.shape[1], c.dim, c.hidden,
+                             c.use_item_ids, c.use_user_ids)
+        self.towers.load_state_dict({k[len("towers."):]: torch.from_numpy(np.array(v)) for k, v in s.items() if k.startswith("towers.")})
+        self.components = {name: Recommender.load(folder / "components" / name)
+                           for name in dict.fromkeys([*self.warm_components, *self.cold_components])}
+        ann_path = folder / "ann.faiss"
+        self.ann = ANNIndex.load(ann_path, ANNConfig(kind=c.ann_kind, exact_below=c.ann_exact_below)) if ann_path.exists() else None
+        self._loaded = None
+
+
+__all__ = ["Hybrid", "HybridConfig"]

@@ -1,0 +1,218 @@
+"""The two towers of ``hybrid`` and their trainer.
+
+Item tower: LM vector and sparse lexical/categorical features → trainable projection → content vector;
+plus an item-ID embedding that is dropped at random in training (DropoutNet), so the content part alone
+must place an item well — which is all a cold item has.
+
+User tower: attention over the vectors of items in the user's history (recency-aware when timestamps
+exist), plus a user-ID embedding, also dropped at random so that a user folded in from a bare history
+is scored by the same function.
+
+Training is denoising and listwise: each step feeds a random part of each user's history to the user
+tower and asks a softmax over the whole catalogue to put the held-back part on top.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass
+
+import numpy as np
+import scipy.sparse as sp
+import torch
+from torch import nn
+
+
+@dataclass
+class ItemFeatures:
+    """Per-item inputs of the item tower: dense LM vectors (or None) and a sparse weighted feature matrix."""
+
+    lm: np.ndarray | None
+    sparse: sp.csr_matrix
+
+    def rows(self, idx: np.ndarray) -> ItemFeatures:
+        return ItemFeatures(None if self.lm is None else self.lm[idx], self.sparse[idx])
+
+    def tensors(self) -> tuple[torch.Tensor | None, torch.Tensor, torch.Tensor, torch.Tensor]:
+        m = sp.csr_matrix(self.sparse, dtype=np.float32)
+        lm = None if self.lm is None else torch.from_numpy(np.ascontiguousarray(self.lm, dtype=np.float32))
+        return (
+            lm,
+            torch.from_numpy(m.indices.astype(np.int64)),
+            torch.from_numpy(m.indptr[:-1].astype(np.int64)),
+            torch.from_numpy(m.data.astype(np.float32)),
+        )
+
+
+class Towers(nn.Module):
+    def __init__(self, n_items: int, n_users: int, lm_dim: int, n_features: int, dim: int, hidden: int,
+                 use_item_ids: bool, use_user_ids: bool) -> None:
+        super().__init__()
+        self.dim = dim
+        self.lm_proj = nn.Linear(lm_dim, dim) if lm_dim else None
+        self.feature_bag = nn.EmbeddingBag(max(n_features, 1), dim, mode="sum")
+        nn.init.normal_(self.feature_bag.weight, std=0.05)
+        self.mlp = nn.Sequential(nn.Linear(dim, hidden), nn.GELU(), nn.Linear(hidden, dim))
+        self.bias_head = nn.Linear(dim, 1)
+        self.item_id = nn.Embedding(n_items, dim) if use_item_ids else None
+        self.item_id_bias = nn.Embedding(n_items, 1) if use_item_ids else None
+        self.user_id = nn.Embedding(n_users, dim) if use_user_ids else None
+        for emb in (self.item_id, self.user_id):
+            if emb is not None:
+                nn.init.normal_(emb.weight, std=0.01)
+        if self.item_id_bias is not None:
+            nn.init.zeros_(self.item_id_bias.weight)
+        self.query = nn.Parameter(torch.zeros(dim))
+        self.recency = nn.Parameter(torch.zeros(1))
+        self.user_scale = nn.Parameter(torch.ones(1))
+
+    def content(self, lm, feat_idx, feat_offsets, feat_w) -> torch.Tensor:
+        h = self.feature_bag(feat_idx, feat_offsets, per_sample_weights=feat_w)
+        if self.lm_proj is not None and lm is not None:
+            h = h + self.lm_proj(lm)
+        return h + self.mlp(h)
+
+    def items(self, content: torch.Tensor, id_mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Item vectors and biases; ``id_mask`` (n,) says which items may use their ID embedding."""
+        bias = self.bias_head(content).squeeze(-1)
+        if self.item_id is None:
+            return content, bias
+        n = content.shape[0]
+        m = id_mask[:n].unsqueeze(-1)
+        vec = content + m * self.item_id.weight[:n]
+        bias = bias + m.squeeze(-1) * self.item_id_bias.weight[:n, 0]
+        return vec, bias
+
+    def users(self, item_vecs, hist_idx, hist_recency, user_idx=None, user_mask=None) -> torch.Tensor:
+        """Attention-pooled history (padded with -1) plus the (masked) user-ID embedding."""
+        valid = hist_idx >= 0
+        h = item_vecs[hist_idx.clamp(min=0)]
+        logits = h @ self.query + self.recency * hist_recency
+        logits = logits.masked_fill(~valid, -1e9)
+        alpha = torch.softmax(logits, dim=1) * valid
+        alpha = alpha / alpha.sum(dim=1, keepdim=True).clamp(min=1e-9)
+        u = self.user_scale * (alpha.unsqueeze(-1) * h).sum(dim=1)
+        if self.user_id is not None and user_idx is not None:
+            e = self.user_id(user_idx)
+            if user_mask is not None:
+                e = e * user_mask.unsqueeze(-1)
+            u = u + e
+        return u
+
+
+def history_batch(histories: list[np.ndarray], recencies: list[np.ndarray], max_len: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Pad item-index lists (and their recency in [0, 1], 1 = newest) to a (B, L) tensor with -1."""
+    length = max(1, min(max_len, max((len(h) for h in histories), default=1)))
+    idx = np.full((len(histories), length), -1, dtype=np.int64)
+    rec = np.zeros((len(histories), length), dtype=np.float32)
+    for r, (h, t) in enumerate(zip(histories, recencies)):
+        if len(h) > length:  # keep the newest
+            order = np.argsort(-t, kind="stable")[:length]
+            h, t = h[order], t[order]
+        idx[r, : len(h)] = h
+        rec[r, : len(h)] = t
+    return torch.from_numpy(idx), torch.from_numpy(rec)
+
+
+def recency_of(timestamps: np.ndarray) -> np.ndarray:
+    """Rank-based recency in [0, 1] within one history (1 = newest); 0.5 everywhere without timestamps."""
+    if len(timestamps) == 0 or (timestamps < 0).all():
+        return np.full(len(timestamps), 0.5, np.float32)
+    ranks = np.argsort(np.argsort(timestamps, kind="stable"), kind="stable")
+    return (ranks / max(len(timestamps) - 1, 1)).astype(np.float32)
+
+
+@dataclass
+class TrainConfig:
+    max_steps: int
+    batch_users: int
+    lr: float
+    weight_decay: float
+    id_dropout: float
+    user_id_dropout: float
+    input_keep: float
+    history_len: int
+    eval_every: int
+    patience: int
+    seed: int
+
+
+class TowerTrainer:
+    """Trains :class:`Towers` with a catalogue-wide softmax and early stopping on a validation callback."""
+
+    def __init__(self, model: Towers, features: ItemFeatures, seen: sp.csr_matrix, timestamps: sp.csr_matrix | None,
+                 warm_items: np.ndarray, config: TrainConfig) -> None:
+        self.model = model
+        self.features = features.tensors()
+        self.seen = sp.csr_matrix(seen)
+        self.timestamps = timestamps
+        self.warm = torch.from_numpy(warm_items.astype(np.float32))
+        self.config = config
+        self.rng = np.random.default_rng(config.seed)
+        self.train_users = np.flatnonzero(np.diff(self.seen.indptr) >= 2)
+
+    def item_tower(self, id_mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        content = self.model.content(*self.features)
+        return self.model.items(content, id_mask)
+
+    def user_history(self, u: int) -> tuple[np.ndarray, np.ndarray]:
+        s, e = self.seen.indptr[u], self.seen.indptr[u + 1]
+        items = self.seen.indices[s:e]
+        ts = self.timestamps.data[s:e] if self.timestamps is not None else np.full(len(items), -1)
+        return items, recency_of(np.asarray(ts))
+
+    def _step_batch(self):
+        c = self.config
+        users = self.rng.choice(self.train_users, size=min(c.batch_users, len(self.train_users)), replace=False)
+        inputs, recs, targets = [], [], []
+        for u in users:
+            items, rec = self.user_history(u)
+            keep = self.rng.random(len(items)) < c.input_keep
+            if keep.all() or not keep.any():
+                flip = self.rng.integers(len(items))
+                keep[flip] = not keep[flip]
+            inputs.append(items[keep])
+            recs.append(rec[keep])
+            targets.append(items[~keep])
+        return users, inputs, recs, targets
+
+    def train(self, validate) -> tuple[int, float, list[tuple[int, float]]]:
+        """Run until ``max_steps`` or patience runs out; keeps the best state. Returns (best step, best score, curve)."""
+        c = self.config
+        torch.manual_seed(c.seed)
+        opt = torch.optim.AdamW(self.model.parameters(), lr=c.lr, weight_decay=c.weight_decay)
+        n_items = self.seen.shape[1]
+        best_state, best_score, best_step, bad, curve = None, -np.inf, 0, 0, []
+        for step in range(1, c.max_steps + 1):
+            self.model.train()
+            users, inputs, recs, targets = self._step_batch()
+            id_mask = self.warm * (torch.rand(n_items) >= c.id_dropout).float()
+            item_vecs, item_bias = self.item_tower(id_mask)
+            hist_idx, hist_rec = history_batch(inputs, recs, c.history_len)
+            user_mask = (torch.rand(len(users)) >= c.user_id_dropout).float()
+            u = self.model.users(item_vecs, hist_idx, hist_rec, torch.from_numpy(users.astype(np.int64)), user_mask)
+            logits = u @ item_vecs.T + item_bias
+            rows = np.repeat(np.arange(len(users)), [len(h) for h in inputs])
+            logits[torch.from_numpy(rows), torch.from_numpy(np.concatenate(inputs).astype(np.int64))] = -1e9
+            logp = torch.log_softmax(logits, dim=1)
+            t_rows = np.repeat(np.arange(len(users)), [len(t) for t in targets])
+            t_cols = np.concatenate(targets).astype(np.int64)
+            weights = torch.from_numpy((1.0 / np.repeat([len(t) for t in targets], [len(t) for t in targets])).astype(np.float32))
+            loss = -(logp[torch.from_numpy(t_rows), torch.from_numpy(t_cols)] * weights).sum() / len(users)
+            opt.zero_grad()
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(self.model.parameters(), 5.0)
+            opt.step()
+            if step % c.eval_every == 0 or step == c.max_steps:
+                score = float(validate(self.model))
+                curve.append((step, score))
+                if score > best_score + 1e-5:
+                    best_score, best_step, bad = score, step, 0
+                    best_state = copy.deepcopy(self.model.state_dict())
+                else:
+                    bad += 1
+                    if bad >= c.patience:
+                        break
+        if best_state is not None:
+            self.model.load_state_dict(best_state)
+        return best_step, best_score, curve

@@ -1,0 +1,111 @@
+"""hybrid, tfidf and the fusion helpers: the shared model suite plus behaviour specific to fusion."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from avrec.data.splits import cold_item_split, random_split
+from avrec.eval.evaluate import evaluate_model
+from avrec.models.blend import fuse, standardise, tune_weights
+from avrec.models.registry import create_model
+from avrec.models.base import Recommender
+from model_suite import RecommenderSuite, make_structured_dataset
+
+TINY = dict(max_steps=150, eval_every=25, dim=32, hidden=64, batch_users=32, use_lm=True, embedding_cache="none",
+            ease_l2=5.0, als_factors=8, als_regularization=0.5, als_alpha=5.0, internal_valid_share=0.15)
+
+
+class TestTfidf(RecommenderSuite):
+    def make_model(self):
+        return create_model("tfidf", min_df=1)
+
+
+class TestHybrid(RecommenderSuite):
+    def make_model(self):
+        return create_model("hybrid", **TINY)
+
+
+class TestHybridWithoutLM(RecommenderSuite):
+    """The towers must also work from lexical and categorical features alone (use_lm=false)."""
+
+    def make_model(self):
+        return create_model("hybrid", **(TINY | {"use_lm": False}))
+
+
+def test_standardise_and_fuse():
+    s = np.array([[1.0, 2.0, 3.0, np.nan]], dtype=np.float32)
+    z = standardise(s)
+    assert z[0, 3] == 0.0  # missing evidence = the row mean
+    assert np.isclose(z[0, :3].mean(), 0.0, atol=1e-6) and np.isclose(z[0, :3].std(), 1.0, atol=1e-5)
+    assert np.allclose(fuse([z, 2 * z], [1.0, 0.5]), 2 * z)
+
+
+def test_tune_weights_finds_the_informative_component():
+    rng = np.random.default_rng(0)
+    import scipy.sparse as sp
+
+    truth = sp.csr_matrix((rng.random((40, 30)) < 0.1).astype(np.float32))
+    useful = standardise(truth.toarray() + 0.1 * rng.random((40, 30)))
+    noise = standardise(rng.random((40, 30)))
+    weights, score = tune_weights([noise, useful], None, truth)
+    assert weights[1] > 0 and (weights[0] == 0 or weights[1] / max(weights[0], 1e-9) >= 2)
+    assert score > 0.9
+
+
+@pytest.fixture(scope="module")
+def structured():
+    return make_structured_dataset(seed=3)
+
+
+def test_hybrid_tunes_weights_on_the_given_validation(structured):
+    split = random_split(structured, seed=1)
+    model = create_model("hybrid", **TINY).fit(split.train, valid=split.valid)
+    assert len(model.warm_weights) == 1 + len(model.warm_components)
+    assert model.report["valid_warm_ndcg@10"] > 0
+    assert model.report["best_step"] >= TINY["eval_every"]
+
+
+def test_hybrid_cold_protocol_uses_text(structured):
+    split = cold_item_split(structured, cold_share=0.25, valid_share=0.15, seed=2)
+    model = create_model("hybrid", **TINY).fit(split.train, valid=split.valid, valid_candidates=split.valid_candidates)
+    assert model.cold_weights and "tfidf" in model.cold_components
+    assert model.cold_mask[split.test_candidates].all()
+    ndcg = evaluate_model(model, split, 10)["ndcg@10"]
+    pop = evaluate_model(create_model("pop").fit(split.train), split, 10)["ndcg@10"]
+    assert ndcg > pop + 0.1  # popularity knows nothing about cold items; text does
+
+
+def test_search_and_fold_in(structured):
+    model = create_model("hybrid", **TINY).fit(structured)
+    ids, scores = model.search("a starship crew in deep space fights aliens", k=5)
+    assert sum(str(i).startswith("a") for i in ids) >= 4
+    a_items = [i for i in model.item_ids if str(i).startswith("a")][:5]
+    rec, _ = model.recommend_history([a_items], k=5)
+    assert sum(str(i).startswith("a") for i in rec[0]) >= 4
+
+
+def test_ann_path_matches_exact_ranking(structured):
+    exact = create_model("hybrid", **TINY).fit(structured)
+    ann = create_model("hybrid", **(TINY | {"ann_kind": "hnsw", "ann_candidates": 60})).fit(structured)
+    assert ann.ann is not None and exact.ann is None
+    users = list(structured.user_ids[:10])
+    a, _ = exact.recommend(users, k=5)
+    b, _ = ann.recommend(users, k=5)
+    overlap = np.mean([len(set(x) & set(y)) / 5 for x, y in zip(a, b)])
+    assert overlap >= 0.8
+
+
+def test_add_items_survives_save_load(structured, tmp_path):
+    model = create_model("hybrid", **TINY).fit(structured)
+    new = pd.DataFrame({"item_id": ["a_new"], "title": ["Starship Nebula"], "genres": ["Sci-Fi"],
+                        "overview": ["An astronaut crew flies a starship through a nebula in deep space."]})
+    model.add_items(new)
+    model.save(tmp_path / "m")
+    loaded = Recommender.load(tmp_path / "m")
+    assert "a_new" in set(loaded.item_ids)
+    users = list(structured.user_ids[:6])
+    x, sx = model.recommend(users, k=10, candidates=[i for i in model.item_ids if str(i).startswith(("a_new", "a_cold", "b_cold"))])
+    y, sy = loaded.recommend(users, k=10, candidates=[i for i in model.item_ids if str(i).startswith(("a_new", "a_cold", "b_cold"))])
+    assert (x == y).all() and np.allclose(sx, sy, atol=1e-5)
