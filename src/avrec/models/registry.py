@@ -17,6 +17,7 @@ _MODELS: dict[str, str] = {
     "bpr": "avrec.models.bpr:BPR",
     "kgpath": "avrec.models.kgpath:KGPathScorer",
     "tfidf": "avrec.models.tfidf:TfidfKNN",
+    "hybrid": "avrec.models.hybrid:Hybrid",
     "pipeline": "avrec.models.pipeline:Pipeline",
 }
 
