@@ -11,7 +11,7 @@ Output (other programs depend on this exact shape)::
   model's own item space (cosine of ``model._item_vectors()``; item co-occurrence over ``model.seen`` for
   models without vectors; knowledge-graph features for the ``kgpath`` model and for cold candidates).
 - ``entity``: knowledge-graph entities linked to the candidate and to the listed history items, ranked by
-  (number of history items sharing it) × idf.
+  (1 + log of the number of history items sharing it) × idf × (0.1 + the best history weight among them).
 - ``text``: one sentence of the candidate's overview (or tagline, description, lyrics) that occurs verbatim
   in its item document and overlaps most with the user's taste. Taste is read from the history items'
   structured metadata (tags, keywords, genres, people), never from their free text, so one item's prose
@@ -257,9 +257,15 @@ class Explainer:
         sub = sp.csc_matrix(self.adjacency[history][:, cand])
         counts = np.diff(sub.indptr)
         # (#history items sharing it) × idf, with the count damped (1 + log) so that an entity on half the
-        # catalogue (country USA) shared by 200 history items does not outrank a director shared by two;
-        # entities on more than ``generic_share`` of the items come after every specific one.
-        score = np.where(counts > 0, 1.0 + np.log(np.maximum(counts, 1)), 0.0) * self.idf[cand]
+        # catalogue (country USA) shared by 200 history items does not outrank a director shared by two,
+        # times (0.1 + the best model weight among those history items) so that an entity shared with the
+        # items the model finds closest comes first; entities on more than ``generic_share`` of the items
+        # come after every specific one.
+        best_w = np.zeros(len(cand), dtype=np.float64)
+        pos_w = np.maximum(weights, 0.0)
+        for o in np.flatnonzero(counts):
+            best_w[o] = pos_w[sub.indices[sub.indptr[o] : sub.indptr[o + 1]]].max()
+        score = np.where(counts > 0, 1.0 + np.log(np.maximum(counts, 1)), 0.0) * self.idf[cand] * (0.1 + best_w)
         generic = self._entity_share[cand] > self.config.generic_share
         order = np.lexsort((cand, -score, generic))
         cfg = self.config
