@@ -12,7 +12,9 @@ Protocol
 - Every list is scored here by avrec's own metric code (``evaluate_recommendations``, K=10, seen items
   excluded, cold lists restricted to the candidates). The variant with the best validation NDCG@10 is
   selected and its test metrics are reported, with its fit time and the child's peak resident memory
-  (``ru_maxrss`` from ``wait4``, covering data loading, the whole search and list writing).
+  (``ru_maxrss`` from ``wait4``, covering data loading, the whole search and list writing). Every child
+  runs single-threaded (OMP/MKL/OpenBLAS threads = 1, each library's thread option = 1): the benchmark
+  machine has two shared cores, and oversubscribed OpenMP/torch threads made fits up to 10× slower.
 
 Run ``make bench-peers`` (sets up the peer environments first) or
 ``python benchmarks/peers.py [--datasets ...] [--only ...] [--quick]``.
@@ -79,7 +81,7 @@ CONTENDERS: list[Contender] = [
     Contender("recbole-lightgcn", "RecBole LightGCN", "recbole", "run_recbole.py", "LightGCN"),
     Contender("recbole-ease", "RecBole EASE", "recbole", "run_recbole.py", "EASE"),
     Contender("recbole-multivae", "RecBole MultiVAE", "recbole", "run_recbole.py", "MultiVAE"),
-    Contender("recbole-slimelastic", "RecBole SLIMElastic", "recbole", "run_recbole.py", "SLIMElastic"),
+    Contender("recbole-slimelastic", "RecBole SLIMElastic", "recbole", "run_recbole.py", "SLIMElastic", timeout_s=2400),
     # Cornac
     Contender("cornac-bpr", "Cornac BPR", "cornac", "run_cornac.py", "BPR"),
     Contender("cornac-ctr", "Cornac CTR (text)", "cornac", "run_cornac.py", "CTR", ("warm", "cold")),
@@ -136,7 +138,7 @@ def env_problem(env: str) -> str | None:
 
 def run_child(cmd: list[str], log: Path, timeout_s: int) -> tuple[int, float, float]:
     """Run ``cmd`` with output to ``log``; returns (exit code, wall seconds, peak RSS in MB)."""
-    env = dict(os.environ, OMP_NUM_THREADS="2", MKL_NUM_THREADS="2", OPENBLAS_NUM_THREADS="2", PYTHONUNBUFFERED="1")
+    env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1", PYTHONUNBUFFERED="1")
     env["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT / "src"), env.get("PYTHONPATH", "")) if p)
     log.parent.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()

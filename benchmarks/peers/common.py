@@ -103,25 +103,18 @@ def load_split(folder: str | Path) -> SplitFiles:
     )
 
 
-def write_topk(
-    split: SplitFiles,
-    part: str,
-    score_fn: Callable[[np.ndarray], np.ndarray],
-    path: str | Path,
-    k: int = 20,
-    batch_size: int = 256,
-    users: np.ndarray | None = None,
-) -> int:
-    """Write the top-``k`` list of every evaluated user of ``part`` to ``path`` (CSV).
+def rank(
+    split: SplitFiles, part: str, score_fn: Callable[[np.ndarray], np.ndarray], k: int = 20, batch_size: int = 256
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(users, top item indices (n, k), their scores) for every evaluated user of ``part``.
 
     ``score_fn(user_indices)`` returns a dense (n_users_batch, n_items) score array over the whole
     catalogue; seen items are masked and, on the cold protocol, only candidates are kept.
-    Returns the number of users written.
     """
-    users = split.eval_users(part) if users is None else users
+    users = split.eval_users(part)
     exclude = split.exclude(part)
     cands = split.candidates(part)
-    rows = []
+    tops, vals = [], []
     for start in range(0, len(users), batch_size):
         batch = users[start : start + batch_size]
         scores = np.asarray(score_fn(batch), dtype=np.float64)
@@ -130,29 +123,48 @@ def write_topk(
         scores = np.where(np.isfinite(scores), scores, -np.inf)
         ex = exclude[batch].tocoo()
         scores[ex.row, ex.col] = -np.inf
-        if cands is not None:
-            sub = scores[:, cands]
-            kk = min(k, sub.shape[1])
-            top = np.argpartition(-sub, kk - 1, axis=1)[:, :kk]
-            top_scores = np.take_along_axis(sub, top, 1)
-            order = np.argsort(-top_scores, axis=1, kind="stable")
-            top = cands[np.take_along_axis(top, order, 1)]
-        else:
-            kk = min(k, scores.shape[1])
-            top = np.argpartition(-scores, kk - 1, axis=1)[:, :kk]
-            top_scores = np.take_along_axis(scores, top, 1)
-            order = np.argsort(-top_scores, axis=1, kind="stable")
-            top = np.take_along_axis(top, order, 1)
-        top_scores = np.take_along_axis(scores, top, 1)
-        for r, u in enumerate(batch):
-            uid = split.user_ids[u]
-            for rank, (i, s) in enumerate(zip(top[r], top_scores[r]), start=1):
-                if np.isfinite(s):
-                    rows.append((uid, split.item_ids[i], rank, float(s)))
+        pool = np.arange(split.n_items) if cands is None else cands
+        sub = scores[:, pool]
+        kk = min(k, sub.shape[1])
+        top = np.argpartition(-sub, kk - 1, axis=1)[:, :kk]
+        order = np.argsort(-np.take_along_axis(sub, top, 1), axis=1, kind="stable")
+        top = pool[np.take_along_axis(top, order, 1)]
+        tops.append(top)
+        vals.append(np.take_along_axis(scores, top, 1))
+    return users, np.vstack(tops), np.vstack(vals)
+
+
+def quick_ndcg(split: SplitFiles, part: str, users: np.ndarray, top: np.ndarray, k: int = 10) -> float:
+    """Mean binary NDCG@k of ranked lists: only for a runner's own early stopping.
+
+    The reported numbers (and the final choice among variants) come from avrec's metric code in peers.py.
+    """
+    truth = split.matrix(part, binary=True).tocsr()
+    total = 0.0
+    discounts = 1.0 / np.log2(np.arange(2, k + 2))
+    for r, u in enumerate(users):
+        rel = set(truth.indices[truth.indptr[u] : truth.indptr[u + 1]].tolist())
+        gains = np.array([1.0 if i in rel else 0.0 for i in top[r, :k]])
+        ideal = discounts[: min(len(rel), k)].sum()
+        total += float(gains @ discounts[: len(gains)]) / ideal if ideal else 0.0
+    return total / max(len(users), 1)
+
+
+def write_topk(
+    split: SplitFiles, part: str, score_fn: Callable[[np.ndarray], np.ndarray], path: str | Path, k: int = 20
+) -> tuple[np.ndarray, np.ndarray]:
+    """Write the top-``k`` list of every evaluated user of ``part`` to ``path`` (CSV); returns (users, top)."""
+    users, top, vals = rank(split, part, score_fn, k)
+    rows = [
+        (split.user_ids[u], split.item_ids[i], rank_ + 1, float(s))
+        for r, u in enumerate(users)
+        for rank_, (i, s) in enumerate(zip(top[r], vals[r]))
+        if np.isfinite(s)
+    ]
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     pd.DataFrame(rows, columns=["user_id", "item_id", "rank", "score"]).to_csv(path, index=False)
-    return len(users)
+    return users, top
 
 
 class VariantWriter:
@@ -164,15 +176,15 @@ class VariantWriter:
         self.info: dict = {"library": library, "version": version, "variants": [], "errors": []}
         self._t0 = time.perf_counter()
 
-    def add(self, label: str, params: dict, fit_s: float, score_fn: Callable[[np.ndarray], np.ndarray]) -> None:
-        """Write ``label``'s lists for both parts from ``score_fn`` and record it."""
+    def add(self, label: str, params: dict, fit_s: float, score_fn: Callable[[np.ndarray], np.ndarray]) -> float:
+        """Write ``label``'s lists for both parts from ``score_fn`` and record it; returns the quick valid NDCG@10."""
         t = time.perf_counter()
-        for part in ("valid", "test"):
-            write_topk(self.split, part, score_fn, self.out / label / f"{part}.csv", k=self.k)
+        ranked = {part: write_topk(self.split, part, score_fn, self.out / label / f"{part}.csv", k=self.k) for part in ("valid", "test")}
         self.info["variants"].append(
             {"label": label, "params": params, "fit_s": round(fit_s, 3), "predict_s": round(time.perf_counter() - t, 3)}
         )
         self.save()
+        return quick_ndcg(self.split, "valid", *ranked["valid"])
 
     def add_lists(self, label: str, params: dict, fit_s: float, lists: dict[str, pd.DataFrame], predict_s: float = 0.0) -> None:
         """Record a variant whose lists the runner built itself (columns user_id, item_id, rank, score)."""
@@ -202,7 +214,7 @@ def runner_args(description: str) -> argparse.Namespace:
     p.add_argument("--model", required=True, help="model name within this runner")
     p.add_argument("--quick", action="store_true", help="fewer epochs and a smaller search (smoke run)")
     p.add_argument("--k", type=int, default=20, help="list length written (the metrics use the first 10)")
-    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--threads", type=int, default=1, help="threads (1: the shared benchmark machine is oversubscribed)")
     return p.parse_args()
 
 
