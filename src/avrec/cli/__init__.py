@@ -16,6 +16,7 @@ COMMAND_MODULES = [
     "avrec.cli.core",
     "avrec.cli.serve",
     "avrec.cli.kg",
+    "avrec.cli.finetune",
 ]
 
 

@@ -499,3 +499,8 @@ class Trainer:
         if torch.cuda.is_available():
             result.peak_gpu_mb = torch.cuda.max_memory_allocated(self.device) / 2**20
         return result
+
+
+def rank_zero() -> bool:
+    """True in the process that writes outputs (the only one without torchrun)."""
+    return dist_info()[0] == 0

@@ -61,6 +61,7 @@ class PipelineConfig:
     media_types: list[str] = field(default_factory=list)
     blocked_items: list[str] = field(default_factory=list)
     tune_users: int = 300
+    internal_valid_share: float = 0.1
     threads: int = 0
 
     def __post_init__(self) -> None:
@@ -161,6 +162,14 @@ class Pipeline(Recommender):
         self.fit_report: dict[str, Any] = {}
 
     # ---- fitting ---------------------------------------------------------------------------------
+    def use_retriever(self, retriever: Recommender) -> Pipeline:
+        """Reuse an already fitted retriever (trained on the same data) in the next ``fit``."""
+        retriever._check_fitted()
+        if retriever.name != self.config.retriever:
+            raise ConfigError(f"pipeline retriever is {self.config.retriever!r}, not {retriever.name!r}")
+        self._prefit_retriever = retriever
+        return self
+
     def _fit(self, dataset, valid, valid_candidates) -> None:
         import time
 
@@ -170,10 +179,19 @@ class Pipeline(Recommender):
 
         cfg = self.config
         self._set_threads()
+        if (valid is None or not valid.n_interactions) and cfg.internal_valid_share > 0:
+            self._fit_with_internal_split(dataset)
+            return
         t0 = time.perf_counter()
-        self.retriever = create_model(cfg.retriever, **cfg.retriever_config)
-        self.retriever.fit(dataset, valid=valid, valid_candidates=valid_candidates)
+        prefit = getattr(self, "_prefit_retriever", None)
+        if prefit is not None:
+            self.retriever, self._prefit_retriever = prefit, None
+        else:
+            self.retriever = create_model(cfg.retriever, **cfg.retriever_config)
+            self.retriever.fit(dataset, valid=valid, valid_candidates=valid_candidates)
         self.fit_report["retriever_seconds"] = time.perf_counter() - t0
+        if self.retriever.n_items != dataset.n_items or len(self.retriever.user_ids) != dataset.n_users:
+            raise ConfigError("the reused retriever was fitted on different data")
         self.recent = recent_items(dataset, cfg.view.max_items)
         if cfg.ranker_path:
             self.ranker = CrossEncoderRanker.load(cfg.ranker_path)
@@ -192,6 +210,32 @@ class Pipeline(Recommender):
             t1 = time.perf_counter()
             self.fit_report["tuning"] = self._tune(dataset, valid, valid_candidates)
             self.fit_report["tuning_seconds"] = time.perf_counter() - t1
+
+    def _fit_with_internal_split(self, dataset) -> None:
+        """No validation given (``avrec fit`` uses every interaction): hold out ``internal_valid_share`` of
+        each user's items, train the ranker and tune the blend there, then refit the retriever on all data."""
+        import time
+
+        from avrec.data.splits import random_split
+        from avrec.finetune.data import recent_items
+        from avrec.models.registry import create_model
+
+        cfg = self.config
+        share = cfg.internal_valid_share
+        inner = random_split(dataset, (1 - share, share, 0.0), seed=cfg.pairs.seed)
+        prefit = getattr(self, "_prefit_retriever", None)
+        self._prefit_retriever = None
+        self._fit(inner.train, inner.valid, None)
+        self.fit_report["internal_valid_share"] = share
+        t0 = time.perf_counter()
+        if prefit is not None:
+            self.retriever = prefit
+        else:
+            self.retriever = create_model(cfg.retriever, **cfg.retriever_config)
+            self.retriever.fit(dataset)
+        self.fit_report["retriever_refit_seconds"] = time.perf_counter() - t0
+        self.recent = recent_items(dataset, cfg.view.max_items)
+        self._reset_caches()
 
     def _set_threads(self) -> None:
         if self.config.threads > 0:
