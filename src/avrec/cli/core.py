@@ -569,9 +569,9 @@ def cmd_data_info(args: argparse.Namespace) -> int:
     ):
         summary.add_row(label, value)
     console.print(summary)
-    cov = Table(title="Text coverage (share of items with a non-empty value)", title_justify="left")
+    cov = Table(title="Text coverage", title_justify="left")
     cov.add_column("field")
-    cov.add_column("coverage", justify="right")
+    cov.add_column("items with a value", justify="right")
     for col, share in info["text_coverage"].items():
         cov.add_row(col, f"{share:.1%}")
     console.print(cov)
