@@ -35,6 +35,8 @@ from avrec.serve.store import DEFAULT_RATING_THRESHOLD, Event, EventStore
 log = logging.getLogger("avrec.serve")
 
 MAX_K = 1000
+#: item vectors wider than this are not used for /similar (co-occurrence instead)
+MAX_VECTOR_DIM = 2048
 
 
 # ---- errors the API maps to HTTP statuses --------------------------------------------------------
@@ -263,7 +265,9 @@ class ModelState:
             with self._vectors_lock:
                 if not hasattr(self, "_vectors"):
                     v = self.model._item_vectors()
-                    if v is None:
+                    # very wide "vectors" (EASE's items × items weights) cost a dense pass per request:
+                    # use co-occurrence for those, as for models without vectors
+                    if v is None or v.shape[1] > MAX_VECTOR_DIM:
                         self._vectors = None
                     else:
                         v = np.ascontiguousarray(v, dtype=np.float32)
@@ -322,6 +326,8 @@ class RecommenderService:
         if stored:
             self._apply_items(state, pd.DataFrame(stored).fillna("").astype(str), encode_search=False)
         state.explainer = self._make_explainer(state.model)
+        # decide /similar's path (and build its vectors) before the first request asks
+        threading.Thread(target=state.item_vectors, name="avrec-item-vectors", daemon=True).start()
         if self.config.search:
             threading.Thread(target=self._build_search, args=(state,), name="avrec-search-index", daemon=True).start()
         else:
@@ -618,8 +624,13 @@ class RecommenderService:
             row = state.item_row(item_id)
             if row < state.n_model_items:
                 vectors = state.item_vectors()
-                if vectors is None:  # co-occurrence models: the model's own (sparse) similarity
-                    ids, scores = state.model.similar_items([str(item_id)], k=k)
+                if vectors is None:  # co-occurrence cosine over the training matrix (sparse, cheap)
+                    x, norms = state.cooccurrence()
+                    co = np.asarray((x[:, [row]].T @ x).todense()).ravel()
+                    sims = co / (np.where(norms > 0, norms, 1.0) * max(norms[row], 1e-12))
+                    sims[row] = -np.inf
+                    top, val = topk_from_scores(sims.astype(np.float32).reshape(1, -1), k)
+                    ids, scores = self._to_ids(state, top), val
                 else:
                     v, norms = vectors
                     sims = (v @ v[row]) / (norms * max(norms[row], 1e-12))
