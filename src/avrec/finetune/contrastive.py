@@ -22,7 +22,7 @@ from torch import nn
 
 from avrec.errors import ConfigError, DataError
 from avrec.finetune.mlm import save_encoder
-from avrec.finetune.ranker import load_encoder, pool
+from avrec.finetune.ranker import freeze_pooler, load_encoder, pool
 from avrec.finetune.trainer import TrainConfig, TrainResult, Trainer, seed_everything
 
 
@@ -63,6 +63,7 @@ class BiEncoder(nn.Module):
         super().__init__()
         self.encoder = encoder
         self.pooling = pooling
+        freeze_pooler(encoder)
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         hidden = self.encoder(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state

@@ -100,6 +100,14 @@ def load_encoder(model: str, dropout: float | None = None) -> tuple[nn.Module, A
     return encoder, tokenizer
 
 
+def freeze_pooler(encoder: nn.Module) -> None:
+    """avrec pools hidden states itself: the encoder's own pooler gets no gradient, so it is frozen
+    (otherwise DDP waits for gradients that never come)."""
+    for name, p in encoder.named_parameters():
+        if name.startswith("pooler.") or ".pooler." in name:
+            p.requires_grad_(False)
+
+
 def count_parameters(module: nn.Module, trainable_only: bool = False) -> int:
     return sum(p.numel() for p in module.parameters() if p.requires_grad or not trainable_only)
 
@@ -173,6 +181,7 @@ class CrossEncoderRanker(nn.Module):
             _encoder, _tokenizer = load_encoder(self.config.model, self.config.dropout)
         self.encoder = _encoder
         self.tokenizer = _tokenizer
+        freeze_pooler(self.encoder)
         hidden = int(getattr(self.encoder.config, "hidden_size", 0) or getattr(self.encoder.config, "d_model"))
         self.head = nn.Linear(hidden, 1)
         self._uses_token_types = "token_type_ids" in _forward_args(self.encoder)
