@@ -60,11 +60,14 @@ def movielens_items(movies: pd.DataFrame, tags: pd.DataFrame | None, links: pd.D
         }
     )
     if tags is not None and len(tags):
+        # tags.csv records what the dataset's own users did (a user who tags a movie has usually rated it),
+        # so these tags would reveal held-out interactions if models read them: they are kept as the
+        # metadata column ``user_tags``, which no model or knowledge graph uses by default.
         t = tags.assign(tag=tags["tag"].astype(str).str.strip().str.lower())
         t = t[t["tag"] != ""]
         counts = t.groupby(["movieId", "tag"]).size().reset_index(name="n").sort_values(["movieId", "n"], ascending=[True, False])
         joined = counts.groupby("movieId")["tag"].agg(lambda s: "|".join(s.head(20)))
-        items["tags"] = items["item_id"].map(joined.rename(index=str)).fillna("")
+        items["user_tags"] = items["item_id"].map(joined.rename(index=str)).fillna("")
     if links is not None:
         lk = links.astype(str).set_index("movieId")
         items["imdb_id"] = items["item_id"].map(lk["imdbId"]).fillna("")
@@ -151,15 +154,7 @@ def enrich_from_hetrec(items: pd.DataFrame, folder: str | Path) -> pd.DataFrame:
     mt["tag"] = mt["tagID"].map(tag_names).fillna("").str.strip().str.lower()
     mt = mt[mt["tag"] != ""].sort_values(["movieID", "w"], ascending=[True, False])
     hetrec_tags = mt.groupby("movieID")["tag"].agg(lambda s: "|".join(s.head(20)))
-    extra = items["item_id"].map(hetrec_tags).fillna("")
-    if "tags" in items.columns:
-        merged = [
-            "|".join(dict.fromkeys([t for t in (a.split("|") + b.split("|")) if t]))
-            for a, b in zip(items["tags"], extra)
-        ]
-        items["tags"] = merged
-    else:
-        items["tags"] = extra
+    items["tags"] = items["item_id"].map(hetrec_tags).fillna("")
     return items
 
 

@@ -42,8 +42,10 @@ ENTITY_TYPES: dict[str, str] = {
     "year": "decade",
 }
 #: Columns never read as entities: ids and free text.
+# user_tags are what the dataset's own users did (see avrec.data.builtin): they would leak held-out interactions.
 NON_ENTITY_COLUMNS = frozenset(
-    {"item_id", "title", "overview", "description", "tagline", "lyrics", "imdb_id", "tmdb_id", "media_type", "url"}
+    {"item_id", "title", "overview", "description", "tagline", "lyrics", "imdb_id", "tmdb_id", "media_type", "url",
+     "user_tags"}
 )
 _SPACES = re.compile(r"\s+")
 _YEAR = re.compile(r"^\s*(\d{4})")

@@ -18,6 +18,7 @@ _MODELS: dict[str, str] = {
     "kgpath": "avrec.models.kgpath:KGPathScorer",
     "tfidf": "avrec.models.tfidf:TfidfKNN",
     "hybrid": "avrec.models.hybrid:Hybrid",
+    "content": "avrec.models.content:ContentModel",
     "pipeline": "avrec.models.pipeline:Pipeline",
 }
 

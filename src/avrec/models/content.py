@@ -1,0 +1,112 @@
+"""``content``: frozen LM item vectors and an attention-pooled user profile, C = Σ αᵢ xᵢ.
+
+For a candidate c, each history item i gets the weight αᵢ(c) = softmax_i(cos(xᵢ, x_c) / τ + log rᵢ),
+where rᵢ halves every ``recency_half_life`` newer items after i (no decay without timestamps).
+The score is cos(C, x_c). τ → ∞ gives the plain averaged profile, which is the weak baseline the
+hybrid model is built to beat; a small τ attends to the history items closest to the candidate.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import scipy.sparse as sp
+
+from avrec.data.dataset import TEXT_FIELDS
+from avrec.data.documents import DocumentConfig, build_documents
+from avrec.models.base import Recommender
+from avrec.models.towers import recency_of
+
+
+@dataclass
+class ContentConfig:
+    encoder: str = "default"
+    embedding_cache: str | None = None
+    max_length: int = 256
+    doc_fields: list[str] = field(default_factory=lambda: list(TEXT_FIELDS))
+    temperature: float = 0.1
+    recency_half_life: float = 0.0  # in items; 0 turns recency weighting off
+    max_history: int = 200
+
+
+class ContentModel(Recommender):
+    name = "content"
+    Config = ContentConfig
+    scores_cold_items = True
+
+    def _encode(self, items) -> np.ndarray:
+        from avrec.encoders import EmbeddingCache, TextEncoder, encode_texts
+
+        if getattr(self, "_encoder", None) is None:
+            self._encoder = TextEncoder(self.config.encoder, max_length=self.config.max_length)
+        docs = build_documents(items, DocumentConfig(fields=list(self.config.doc_fields)))
+        cache = None if self.config.embedding_cache == "none" else EmbeddingCache(self.config.embedding_cache)
+        v = np.asarray(encode_texts(self._encoder, docs, cache, show_progress=len(docs) > 256), dtype=np.float32)
+        return v / np.maximum(np.linalg.norm(v, axis=1, keepdims=True), 1e-9)
+
+    def _fit(self, dataset, valid, valid_candidates) -> None:
+        self.vectors = self._encode(dataset.items)
+        self.timestamps = None
+        if dataset.has_timestamps:
+            m = sp.csr_matrix((dataset.timestamp.astype(np.float64), (dataset.user_idx, dataset.item_idx)),
+                              shape=(dataset.n_users, dataset.n_items))
+            m.sum_duplicates()
+            self.timestamps = m
+
+    def _user_scores(self, items: np.ndarray, ts: np.ndarray | None, cand: np.ndarray) -> np.ndarray:
+        c = self.config
+        if len(items) == 0:
+            return np.zeros(len(cand), dtype=np.float32)
+        if len(items) > c.max_history:
+            keep = np.argsort(-ts)[: c.max_history] if ts is not None else np.arange(c.max_history)
+            items = items[keep]
+            ts = None if ts is None else ts[keep]
+        h = self.vectors[items]
+        sims = h @ self.vectors[cand].T  # (history, candidates)
+        logits = sims / max(c.temperature, 1e-6)
+        if c.recency_half_life > 0 and ts is not None:
+            age = (1.0 - recency_of(ts)) * (len(items) - 1)
+            logits = logits + (-np.log(2.0) * age / c.recency_half_life)[:, None]
+        logits -= logits.max(axis=0, keepdims=True)
+        alpha = np.exp(logits)
+        alpha /= alpha.sum(axis=0, keepdims=True)
+        return (alpha * sims).sum(axis=0)
+
+    def _score_rows(self, history: sp.csr_matrix, timestamps, item_idx) -> np.ndarray:
+        cand = np.arange(self.n_items) if item_idx is None else np.asarray(item_idx)
+        out = np.zeros((history.shape[0], len(cand)), dtype=np.float32)
+        for r in range(history.shape[0]):
+            s, e = history.indptr[r], history.indptr[r + 1]
+            ts = None if timestamps is None else np.asarray(timestamps[r].toarray()).ravel()[history.indices[s:e]]
+            out[r] = self._user_scores(history.indices[s:e], ts, cand)
+        return out
+
+    def _score(self, user_idx, item_idx):
+        ts = None if self.timestamps is None else self.timestamps[user_idx]
+        return self._score_rows(self.seen[user_idx], ts, item_idx)
+
+    def _score_history(self, history, item_idx):
+        return self._score_rows(sp.csr_matrix(history), None, item_idx)
+
+    def _item_vectors(self):
+        return self.vectors
+
+    def _add_items(self, new_items) -> None:
+        self.vectors = np.vstack([self.vectors, self._encode(new_items)])
+        if self.timestamps is not None:
+            self.timestamps = sp.csr_matrix(sp.hstack([self.timestamps, sp.csr_matrix((self.timestamps.shape[0], len(new_items)))]))
+
+    def _state(self):
+        from avrec.models.base import csr_to_tensors
+
+        state = {"vectors": self.vectors}
+        if self.timestamps is not None:
+            state |= csr_to_tensors("timestamps", self.timestamps)
+        return state
+
+    def _load_state(self, state):
+        from avrec.models.base import csr_from_tensors
+
+        self.vectors = state["vectors"]
+        self.timestamps = csr_from_tensors("timestamps", state) if "timestamps.indptr" in state else None
