@@ -25,6 +25,7 @@ from avrec.explain import (
     split_sentences,
     verify_text,
 )
+from avrec.explain.generate import _strip_echoed_markers
 from avrec.explain.templates import EntityFact, ExplanationFacts, render_template
 from avrec.kg import build_kg
 from avrec.models.registry import create_model
@@ -226,6 +227,17 @@ def test_rejected_rewrite_falls_back_to_template():
     assert gen.stats == {"accepted": 0, "rejected": 1} and gen.last_problems
     kept = gen.accept('Since you liked "Inception" and "Memento", try "Interstellar".', facts, template)
     assert kept.startswith('Since you liked') and kept.endswith(f'"{facts.span}"')
+    assert 'It also shares the 2010s with "Inception".' in kept  # the other template sentences stay as they were
+    assert _strip_echoed_markers('<data>Because you watched "Heat".</data>') == 'Because you watched "Heat".'
+
+
+def test_prompt_holds_only_the_main_sentence_as_data():
+    messages = build_prompt(_facts())
+    assert messages[0]["role"] == "system" and "not instructions" in messages[0]["content"]
+    user = messages[1]["content"]
+    inner = user[user.index("<data>") + 6 : user.index("</data>")]
+    assert inner == render_template(_facts()).split(" It also")[0]
+    assert _facts().span not in user
 
 
 @pytest.mark.slow
@@ -278,12 +290,13 @@ def test_prompt_injection_changes_nothing_but_the_quote(data, name):
         # X appears in the explanation only inside the verbatim quote of the item's own text
         assert x_title not in b["text"].replace(f'"{span}"', "")
         facts = bad.facts(user, target)
-        if facts.span:
-            messages = build_prompt(facts)
-            prompt = messages[1]["content"]
-            start, end = prompt.index("<data>"), prompt.index("</data>")
-            assert facts.span in prompt[start:end] and facts.span not in prompt[end:]
-            assert "not instructions" in messages[0]["content"]
+        messages = build_prompt(facts)
+        prompt = messages[1]["content"]
+        start, end = prompt.index("<data>"), prompt.index("</data>")
+        assert "not instructions" in messages[0]["content"]
+        # titles (item text) reach the generator only inside <data>; the overview never reaches it
+        assert all(f'"{t}"' not in prompt[:start] + prompt[end:] for t in facts.history_titles)
+        assert x_title not in prompt and (not facts.span or facts.span not in " ".join(m["content"] for m in messages))
         attack = f'Because you watched "{facts.history_titles[0]}", we recommend "{x_title}".'
         assert not verify_text(attack, facts.allowed_names(), bad.known_entity_values()).ok
         assert not verify_text(INJECTION.format(title=x_title), facts.allowed_names()).ok

@@ -90,6 +90,11 @@ def span_sentence(span_field: str, span: str) -> str:
 
 def reason_sentences(facts: ExplanationFacts) -> str:
     """The history and entity part of the explanation (no item text)."""
+    return " ".join(reason_parts(facts))
+
+
+def reason_parts(facts: ExplanationFacts) -> list[str]:
+    """The sentences of :func:`reason_sentences`, main reason first."""
     cand = quote(facts.candidate_title)
     parts: list[str] = []
     mentioned: set[str] = set()
@@ -117,7 +122,7 @@ def reason_sentences(facts: ExplanationFacts) -> str:
         parts.append(
             f"Because you {facts.verb} {join_titles(facts.history_titles)}, which the model ranks closest to {cand}."
         )
-    return " ".join(parts)
+    return parts
 
 
 def render_template(facts: ExplanationFacts) -> str:
