@@ -58,6 +58,7 @@ class Contender:
     model: str
     protocols: tuple[str, ...] = ("warm",)
     timeout_s: int = 3600
+    datasets: tuple[str, ...] = DATASETS
 
 
 CONTENDERS: list[Contender] = [
@@ -76,12 +77,14 @@ CONTENDERS: list[Contender] = [
     # LightFM
     Contender("lightfm-warp", "LightFM WARP", "lightfm", "run_lightfm.py", "warp"),
     Contender("lightfm-warp-features", "LightFM WARP + item features", "lightfm", "run_lightfm.py", "warp-features", ("warm", "cold")),
+    Contender("lightfm-warp-features-notags", "LightFM WARP + item features without crowd tags", "lightfm", "run_lightfm.py",
+              "warp-features-notags", ("cold",), datasets=("ml-latest-small",)),
     # RecBole (warm only)
     Contender("recbole-bpr", "RecBole BPR", "recbole", "run_recbole.py", "BPR"),
     Contender("recbole-lightgcn", "RecBole LightGCN", "recbole", "run_recbole.py", "LightGCN"),
     Contender("recbole-ease", "RecBole EASE", "recbole", "run_recbole.py", "EASE"),
     Contender("recbole-multivae", "RecBole MultiVAE", "recbole", "run_recbole.py", "MultiVAE"),
-    Contender("recbole-slimelastic", "RecBole SLIMElastic", "recbole", "run_recbole.py", "SLIMElastic", timeout_s=2400),
+    Contender("recbole-slimelastic", "RecBole SLIMElastic", "recbole", "run_recbole.py", "SLIMElastic", timeout_s=1200),
     # Cornac
     Contender("cornac-bpr", "Cornac BPR", "cornac", "run_cornac.py", "BPR"),
     Contender("cornac-ctr", "Cornac CTR (text)", "cornac", "run_cornac.py", "CTR", ("warm", "cold")),
@@ -296,7 +299,7 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     if args.list:
         for c in CONTENDERS:
-            print(f"{c.key:24s} {c.env:8s} {','.join(c.protocols)}")
+            print(f"{c.key:30s} {c.env:8s} {','.join(c.protocols):10s} {','.join(c.datasets)}")
         return 0
     chosen = [c for c in CONTENDERS if not args.only or any(c.key == o or c.key.startswith(o) for o in args.only)]
     if not chosen:
@@ -313,7 +316,7 @@ def main(argv: list[str] | None = None) -> int:
         ensure_splits(dataset)
         for protocol in args.protocols:
             for c in chosen:
-                if protocol not in c.protocols:
+                if protocol not in c.protocols or dataset not in c.datasets:
                     continue
                 try:
                     row = score(c, dataset, protocol, args.quick)
