@@ -107,13 +107,14 @@ def _generation(explainer, pairs) -> dict:
     for user, item in pairs:
         exp = explainer.explain(user, item)
         template = render_template(explainer.facts(user, item))
-        samples.append({"kept": exp["text"] != template, "text": exp["text"],
+        samples.append({"kept": not gen.last_problems, "changed": exp["text"] != template, "text": exp["text"],
                         "problems": list(gen.last_problems)})
     explainer.generator = None
     n = max(len(pairs), 1)
     return {
         "tried": len(pairs),
         "accepted_share": gen.stats["accepted"] / n,
+        "changed_share": sum(s["changed"] for s in samples) / n,
         "seconds_per_rewrite": round((time.perf_counter() - start) / n, 2),
         "rejected_examples": [s for s in samples if not s["kept"]][:3],
         "accepted_examples": [s["text"] for s in samples if s["kept"]][:3],
@@ -141,12 +142,15 @@ def render_markdown(p: dict) -> str:
         )
     gens = [(r["model"], r["generation"]) for r in p["results"] if "generation" in r]
     if gens:
-        lines += ["", "## SmolLM2 rewrites", "", "| model | tried | kept by the verifier | seconds each |", "|---|---:|---:|---:|"]
+        lines += ["", "## SmolLM2 rewrites", "",
+                  "| model | tried | kept by the verifier | kept and different from the template | seconds each |",
+                  "|---|---:|---:|---:|---:|"]
         for model, g in gens:
             if "skipped" in g:
-                lines.append(f"| {model} | - | {g['skipped']} | - |")
+                lines.append(f"| {model} | - | {g['skipped']} | - | - |")
             else:
-                lines.append(f"| {model} | {g['tried']} | {g['accepted_share']:.0%} | {g['seconds_per_rewrite']} |")
+                lines.append(f"| {model} | {g['tried']} | {g['accepted_share']:.0%} | {g['changed_share']:.0%} "
+                             f"| {g['seconds_per_rewrite']} |")
         lines.append("")
         lines.append("Rejected rewrites fall back to the template sentence, so every shown text stays grounded.")
     if p.get("example"):

@@ -228,6 +228,10 @@ def test_rejected_rewrite_falls_back_to_template():
     kept = gen.accept('Since you liked "Inception" and "Memento", try "Interstellar".', facts, template)
     assert kept.startswith('Since you liked') and kept.endswith(f'"{facts.span}"')
     assert 'It also shares the 2010s with "Inception".' in kept  # the other template sentences stay as they were
+    # grounded but empty rewrites are rejected too: they must keep the candidate and a history title
+    assert gen.accept("Christopher Nolan made it.", facts, template) == template
+    assert gen.accept('"Interstellar" is by Christopher Nolan.', facts, template) == template
+    assert "drops every history title" in " ".join(gen.last_problems)
     assert _strip_echoed_markers('<data>Because you watched "Heat".</data>') == 'Because you watched "Heat".'
 
 

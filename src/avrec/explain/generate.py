@@ -222,8 +222,19 @@ class SmolLMGenerator:
 
     def accept(self, generated: str, facts: ExplanationFacts, template: str,
                known_entities: set[str] | None = None) -> str:
-        """Keep ``generated`` (with the quoted span appended) when it passes :func:`verify_text`."""
+        """Keep ``generated`` (plus the other template sentences and the quoted span) when it passes
+        :func:`verify_text`, names the recommended title and keeps at least one history title of the
+        sentence it rewrites."""
         verdict = verify_text(generated, facts.allowed_names(), known_entities)
+        main = reason_parts(facts)[:1]
+        lowered = generated.casefold()
+        if facts.candidate_title.casefold() not in lowered:
+            verdict.problems.append("does not name the recommended title")
+        mentioned = [t for t in facts.history_titles + [n for e in facts.entities for n in e.history_titles]
+                     if main and f'"{t}"' in main[0]]
+        if mentioned and not any(t.casefold() in lowered for t in mentioned):
+            verdict.problems.append("drops every history title of the sentence it rewrites")
+        verdict.ok = not verdict.problems
         self.last_problems = verdict.problems
         if not verdict.ok:
             self.stats["rejected"] += 1
