@@ -251,7 +251,7 @@ def test_ml25m_csv_parser_and_local_copy_wins(tmp_path, monkeypatch):
     items, ratings = movielens_csv_frames(folder)
     assert items["title"].tolist() == ["Heat, The", "Up"]
     assert items["genres"].tolist() == ["Action|Crime", ""]
-    assert items["tags"].tolist() == ["heist", ""]
+    assert items["user_tags"].tolist() == ["heist", ""]  # MovieLens user tags are kept apart from item tags
     # AVREC_DATA holding ml-25m wins over downloading: no server exists and no cache is written.
     monkeypatch.setenv("AVREC_DATA", str(tmp_path / "data"))
     monkeypatch.setenv("AVREC_CACHE", str(tmp_path / "cache"))
