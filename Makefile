@@ -21,9 +21,7 @@ test: install
 
 DEMO_PORT ?= 8000
 demo: install
-	$(BIN)/avrec demo
-	@m=$$($(BIN)/python -c "from avrec.models.registry import available_models as a; print('hybrid' if 'hybrid' in a() else 'ease')"); \
-		$(BIN)/avrec fit ml-latest-small --model $$m --out runs/demo-model
+	$(BIN)/avrec demo --model-out runs/demo-model
 	$(BIN)/avrec serve runs/demo-model --host 127.0.0.1 --port $(DEMO_PORT) --insecure-dev
 
 # Every benchmark script present (peers.py has its own target); each writes JSON + markdown under benchmarks/results/.

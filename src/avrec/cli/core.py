@@ -221,8 +221,12 @@ def metrics_table(results: dict[str, dict[str, float]], k: int, title: str):
     return table
 
 
-def _fit_and_evaluate(dataset_name: str, split, settings: Settings, names: list[str], console) -> dict[str, dict[str, float]]:
-    """Fit each model on ``split.train`` (validation passed for tuning) and score it on the test part."""
+def _fit_and_evaluate(dataset_name: str, split, settings: Settings, names: list[str], console,
+                      on_fitted=None) -> dict[str, dict[str, float]]:
+    """Fit each model on ``split.train`` (validation passed for tuning) and score it on the test part.
+
+    ``on_fitted(name, model)`` is called after each evaluation (the demo saves its serving model there).
+    """
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
     from avrec.eval.evaluate import evaluate_model
@@ -247,6 +251,8 @@ def _fit_and_evaluate(dataset_name: str, split, settings: Settings, names: list[
             metrics["fit_seconds"] = round(fit_s, 3)
             metrics["eval_seconds"] = round(time.perf_counter() - start, 3)
             results[name] = metrics
+            if on_fitted is not None:
+                on_fitted(name, model)
             progress.advance(task)
             console.print(f"{name}: fit {fit_s:.1f} s, NDCG@{k} {metrics[f'ndcg@{k}']:.4f}", highlight=False)
     return results
@@ -431,7 +437,8 @@ def _write_eval_json(out: str | Path, payload: dict[str, Any]) -> Path:
     return write_json(target, payload)
 
 
-def _benchmark(command: str, args, settings: Settings, names: list[str], dataset_name: str) -> tuple[dict, Any]:
+def _benchmark(command: str, args, settings: Settings, names: list[str], dataset_name: str,
+               on_fitted=None) -> tuple[dict, Any]:
     """Shared by evaluate and demo: load, split, fit and score each model, record the run."""
     from avrec.data.builtin import load_dataset
     from avrec.data.splits import make_split
@@ -447,7 +454,7 @@ def _benchmark(command: str, args, settings: Settings, names: list[str], dataset
         run.record_checksums(dataset.checksums)
         with err.status(f"splitting ({settings.split.method}, seed {settings.split.seed})"):
             split = make_split(dataset, settings.split)
-        results = _fit_and_evaluate(dataset.name, split, settings, names, err)
+        results = _fit_and_evaluate(dataset.name, split, settings, names, err, on_fitted)
         payload = {
             "dataset": dataset.name,
             "users": dataset.n_users,
@@ -501,9 +508,19 @@ def cmd_demo(args: argparse.Namespace) -> int:
     first = resolve_settings(raw, [], k=args.k)
     names = demo_models(first.demo)
     settings = resolve_settings(raw, names, k=args.k)  # split default: random 8:1:1, seed 2026
-    payload, run = _benchmark("demo", args, settings, names, settings.demo.dataset)
+    keep = args.model_out and (names[-1] if args.serve_model is None else args.serve_model)
+    if keep and keep not in names:
+        raise ConfigError(f"--serve-model {keep!r} is not among the demo's models ({', '.join(names)})")
+
+    def save_serving_model(name: str, model) -> None:
+        if name == keep:
+            model.save(args.model_out)
+
+    payload, run = _benchmark("demo", args, settings, names, settings.demo.dataset, save_serving_model)
     _stdout_console().print(metrics_table(payload["models"], settings.eval.k, _title(payload)))
     print(f"run record: {run.path}", file=sys.stderr)
+    if keep:
+        print(f"saved the {keep} model (fitted on the training part) to {args.model_out}", file=sys.stderr)
     return 0
 
 
@@ -708,6 +725,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 
     p = sub.add_parser("demo", help="fit the baselines on the embedded ml-latest-small and print a metrics table")
     p.add_argument("--k", type=int, help="list length (default 10)")
+    p.add_argument("--model-out", metavar="MODEL_DIR", help="save one of the fitted models here (for `avrec serve`)")
+    p.add_argument("--serve-model", metavar="NAME", help="which model --model-out saves (default: the last one)")
     _add_settings(p)
     _add_data_dir(p)
     _add_run_dir(p)

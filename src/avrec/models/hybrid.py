@@ -32,7 +32,7 @@ from avrec.models.tfidf import TextVectorizer, TfidfConfig
 from avrec.models.towers import ItemFeatures, TowerTrainer, TrainConfig, Towers, history_batch, recency_of
 
 WARM_COMPONENTS = ("ease", "als", "itemknn")
-COLD_COMPONENTS = ("tfidf",)
+COLD_COMPONENTS = ("tfidf", "kgpath")
 
 
 @dataclass
@@ -48,25 +48,25 @@ class HybridConfig:
     use_tokens: bool = True
     token_min_count: int = 2
     # towers
-    dim: int = 128
-    hidden: int = 256
+    dim: int = 64
+    hidden: int = 128
     use_item_ids: bool = True
     use_user_ids: bool = True
     id_dropout: float = 0.5
     user_id_dropout: float = 0.5
     input_keep: float = 0.5
-    history_len: int = 200
+    history_len: int = 50
     # training
-    max_steps: int = 1200
-    batch_users: int = 256
-    lr: float = 3e-3
+    max_steps: int = 400
+    batch_users: int = 128
+    lr: float = 1e-3
     weight_decay: float = 1e-4
-    eval_every: int = 50
-    patience: int = 5
+    eval_every: int = 20
+    patience: int = 4
     seed: int = 2026
     # fusion
     blend: list[str] = field(default_factory=lambda: ["ease", "als"])
-    cold_blend: list[str] = field(default_factory=lambda: ["tfidf"])
+    cold_blend: list[str] = field(default_factory=lambda: ["tfidf", "kgpath"])
     ease_l2: float = 500.0
     ease_max_items: int = 20000
     als_factors: int = 128

@@ -93,6 +93,10 @@ class TfidfKNN(Recommender):
         return None
 
     def similar_items(self, item_ids, k: int = 10):
+        from avrec.models.base import _check_k
+
+        self._check_fitted()
+        _check_k(k)
         idx = self._items_to_index(list(item_ids), what="items")
         scores = (self.item_matrix[idx] @ self.item_matrix.T).toarray()
         scores[np.arange(len(idx)), idx] = -np.inf

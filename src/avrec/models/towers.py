@@ -147,6 +147,9 @@ class TowerTrainer:
         self.seen = sp.csr_matrix(seen)
         self.timestamps = timestamps
         self.warm = torch.from_numpy(warm_items.astype(np.float32))
+        # Items without training interactions stay out of the softmax: pushing them down as negatives
+        # would teach the towers that "looks like a new item" means "bad", the opposite of cold start.
+        self.never_seen = torch.from_numpy(~warm_items.astype(bool))
         self.config = config
         self.rng = np.random.default_rng(config.seed)
         self.train_users = np.flatnonzero(np.diff(self.seen.indptr) >= 2)
@@ -191,7 +194,7 @@ class TowerTrainer:
             hist_idx, hist_rec = history_batch(inputs, recs, c.history_len)
             user_mask = (torch.rand(len(users)) >= c.user_id_dropout).float()
             u = self.model.users(item_vecs, hist_idx, hist_rec, torch.from_numpy(users.astype(np.int64)), user_mask)
-            logits = u @ item_vecs.T + item_bias
+            logits = (u @ item_vecs.T + item_bias).masked_fill(self.never_seen, -1e9)
             rows = np.repeat(np.arange(len(users)), [len(h) for h in inputs])
             logits[torch.from_numpy(rows), torch.from_numpy(np.concatenate(inputs).astype(np.int64))] = -1e9
             logp = torch.log_softmax(logits, dim=1)
