@@ -279,7 +279,7 @@ def test_prompt_injection_changes_nothing_but_the_quote(data, name):
     np.testing.assert_allclose(sc_clean, sc_bad, rtol=1e-6)
 
     clean, bad = Explainer(clean_model), Explainer(bad_model)
-    for user, rec in zip(users, ids_clean):
+    for user, rec in list(zip(users, ids_clean))[::4]:  # every 4th user of both groups
         for item in rec[:3]:
             if item != target:
                 assert clean.explain(user, item) == bad.explain(user, item)
