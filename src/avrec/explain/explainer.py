@@ -96,7 +96,8 @@ class Explainer:
         self.config = config or ExplainerConfig()
         self.generator = generator
         self.document_config = document_config
-        self._kg_given = kg if kg is not None else getattr(model, "kg", None)
+        self._kg_given = kg
+        self._kg_from_model = kg is None and getattr(model, "kg", None) is not None  # kgpath: follow its graph
         self._n_items = -1
         self._refresh()
 
@@ -106,7 +107,9 @@ class Explainer:
         if self._n_items == model.n_items:
             return
         self._n_items = model.n_items
-        kg = self._kg_given if self._kg_given is not None else build_kg(model.items)
+        kg = model.kg if self._kg_from_model else self._kg_given
+        if kg is None:
+            kg = build_kg(model.items)
         self.kg = kg
         ids = model.item_ids
         if len(kg.item_ids) == len(ids) and all(a == b for a, b in zip(kg.item_ids, ids)):
