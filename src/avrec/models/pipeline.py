@@ -292,6 +292,10 @@ class Pipeline(Recommender):
         from avrec.finetune.data import UserViews
 
         if not getattr(self, "_docs_set", False):
+            import torch
+
+            if torch.cuda.is_available() and self.ranker.device.type != "cuda":
+                self.ranker.to("cuda")  # scoring runs under autocast there
             self.ranker.set_items(build_documents(self.items))
             self._docs_set = True
         if getattr(self, "_views", None) is None:
