@@ -109,3 +109,29 @@ def test_add_items_survives_save_load(structured, tmp_path):
     x, sx = model.recommend(users, k=10, candidates=[i for i in model.item_ids if str(i).startswith(("a_new", "a_cold", "b_cold"))])
     y, sy = loaded.recommend(users, k=10, candidates=[i for i in model.item_ids if str(i).startswith(("a_new", "a_cold", "b_cold"))])
     assert (x == y).all() and np.allclose(sx, sy, atol=1e-5)
+
+
+class TestContent(RecommenderSuite):
+    def make_model(self):
+        return create_model("content", embedding_cache="none")
+
+
+def test_cli_add_items_makes_new_items_recommendable(structured, tmp_path, capsys):
+    from avrec.cli import main
+    from avrec.data.io import write_folder
+
+    folder = write_folder(structured.items, structured.interactions_frame(), tmp_path / "data")
+    assert main(["fit", str(folder), "--model", "tfidf", "--out", str(tmp_path / "m"), "--run-dir", str(tmp_path / "run")]) == 0
+    pd.DataFrame({"item_id": ["a_brand_new"], "title": ["Starship Galaxy"], "genres": ["Sci-Fi"],
+                  "overview": ["A starship crew explores a distant galaxy and fights an alien robot in deep space."]}
+                 ).to_csv(tmp_path / "new.csv", index=False)
+    assert main(["add-items", str(tmp_path / "m"), str(tmp_path / "new.csv")]) == 0
+    assert "added 1 item" in capsys.readouterr().out
+    model = Recommender.load(tmp_path / "m")
+    a_user = next(u for u in structured.user_ids if model.seen[model.user_index[u]].indices.size
+                  and str(model.item_ids[model.seen[model.user_index[u]].indices[0]]).startswith("a"))
+    ids, _ = model.recommend([a_user], k=3, candidates=["a_brand_new", "b_cold", "a_cold"])
+    assert "a_brand_new" in set(ids[0][:2])
+    (tmp_path / "dup.csv").write_text("item_id,title\na_brand_new,again\n")
+    assert main(["add-items", str(tmp_path / "m"), str(tmp_path / "dup.csv")]) == 2
+    assert "already in the catalogue" in capsys.readouterr().err

@@ -428,6 +428,23 @@ def cmd_similar(args: argparse.Namespace) -> int:
     return 0
 
 
+# ---- add-items ------------------------------------------------------------------------------------
+def cmd_add_items(args: argparse.Namespace) -> int:
+    """Make new items recommendable without a retrain (content-aware models), saving the folder in place."""
+    from avrec.data.io import clean_items, read_table
+    from avrec.serve.service import save_model_atomically
+
+    model = _load_model(args.model_dir)
+    path = Path(args.items)
+    if not path.exists():
+        raise DataError(f"{path}: file not found")
+    new_items = clean_items(read_table(path), path)
+    added = model.add_items(new_items)
+    save_model_atomically(model, Path(args.model_dir))
+    print(f"added {added:,} item(s) to {args.model_dir} ({model.name}); the catalogue now has {model.n_items:,} items")
+    return 0
+
+
 # ---- evaluate and demo ----------------------------------------------------------------------------
 def _write_eval_json(out: str | Path, payload: dict[str, Any]) -> Path:
     from avrec.run import write_json
@@ -711,6 +728,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--k", type=int, default=10)
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
     p.set_defaults(func=cmd_similar)
+
+    p = sub.add_parser("add-items", help="add new items to a fitted model without a retrain")
+    p.add_argument("model_dir", metavar="MODEL_DIR")
+    p.add_argument("items", metavar="ITEMS", help="items.csv or items.parquet in the dataset folder format")
+    p.set_defaults(func=cmd_add_items)
 
     p = sub.add_parser("evaluate", help="split, fit on train, score on test; print a table and write JSON")
     p.add_argument("dataset", metavar="DATASET")
