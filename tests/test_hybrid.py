@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import atexit
+import shutil
+import tempfile
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -13,7 +17,10 @@ from avrec.models.registry import create_model
 from avrec.models.base import Recommender
 from model_suite import RecommenderSuite, make_structured_dataset
 
-TINY = dict(max_steps=150, eval_every=25, dim=32, hidden=64, batch_users=32, use_lm=True, embedding_cache="none",
+# One embedding cache for the whole module: each fit re-reads the vectors instead of re-encoding the catalogue.
+CACHE = tempfile.mkdtemp(prefix="avrec-test-embeddings-")
+atexit.register(shutil.rmtree, CACHE, True)
+TINY = dict(max_steps=150, eval_every=25, dim=32, hidden=64, batch_users=32, use_lm=True, embedding_cache=CACHE,
             ease_l2=5.0, als_factors=8, als_regularization=0.5, als_alpha=5.0, internal_valid_share=0.15)
 
 
@@ -113,7 +120,7 @@ def test_add_items_survives_save_load(structured, tmp_path):
 
 class TestContent(RecommenderSuite):
     def make_model(self):
-        return create_model("content", embedding_cache="none")
+        return create_model("content", embedding_cache=CACHE)
 
 
 def test_cli_add_items_makes_new_items_recommendable(structured, tmp_path, capsys):

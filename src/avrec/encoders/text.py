@@ -12,6 +12,7 @@ import contextlib
 import hashlib
 import os
 import re
+import threading
 import warnings
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -110,19 +111,17 @@ def _cpu_budget() -> int | None:
 
 @contextlib.contextmanager
 def _quiet_transformers() -> Iterator[None]:
+    """Hide transformers' weight-loading progress bar (warnings still show)."""
     try:
         from transformers.utils import logging as hf_logging
     except ImportError:
         yield
         return
     was_enabled = hf_logging.is_progress_bar_enabled()
-    level = hf_logging.get_verbosity()
     hf_logging.disable_progress_bar()
-    hf_logging.set_verbosity_error()
     try:
         yield
     finally:
-        hf_logging.set_verbosity(level)
         if was_enabled:
             hf_logging.enable_progress_bar()
 
@@ -143,6 +142,9 @@ def _as_text_list(texts: Sequence[str]) -> list[str]:
         if not isinstance(t, str):
             raise TypeError(f"texts[{i}] is {type(t).__name__}, expected str")
     return out
+
+
+_LOADED: dict[tuple, Any] = {}
 
 
 class TextEncoder:
@@ -178,6 +180,7 @@ class TextEncoder:
         self.batch_size = int(batch_size)
         self.device = device
         self._st: SentenceTransformer | None = None
+        self._load_lock = threading.Lock()
         self._model_id: str | None = None
         self._local_dir: Path | None = None
         self._hub_id: str | None = None
@@ -207,6 +210,17 @@ class TextEncoder:
             f"TextEncoder(model={self.model!r}, pooling={self.pooling!r}, max_length={self.max_length}, "
             f"normalize={self.normalize}, batch_size={self.batch_size}, device={self.device!r})"
         )
+
+    def __getstate__(self) -> dict[str, Any]:
+        """Pickle the settings only; the model reloads lazily on the other side."""
+        state = self.__dict__.copy()
+        state["_st"] = None
+        del state["_load_lock"]
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._load_lock = threading.Lock()
 
     @property
     def model_id(self) -> str:
@@ -241,8 +255,8 @@ class TextEncoder:
         """Encode ``texts`` into a float32 ``(len(texts), dim)`` array, in input order.
 
         Texts are sorted by length once over the whole input (as SentenceTransformer does,
-        so batches carry little padding) and fed batch by batch, which lets the Rich
-        progress bar advance per batch at no throughput cost.
+        so batches carry little padding) and fed batch by batch, so the Rich progress
+        bar advances per batch at no measurable throughput cost.
         """
         items = _as_text_list(texts)
         st = self._load()
@@ -268,18 +282,27 @@ class TextEncoder:
                 )
                 out[idx] = emb
                 if progress is not None:
-                    progress.advance(task, len(idx))
+                    progress.update(task, advance=len(idx), refresh=True)
         return out
 
     def _load(self) -> SentenceTransformer:
         if self._st is not None:
             return self._st
-        with _quiet_transformers():
-            st = self._load_hub() if self._local_dir is None else self._load_local(self._local_dir)
-        self._configure(st)
-        self._set_threads(st)
-        self._st = st
-        return st
+        with self._load_lock:
+            if self._st is None:
+                # One loaded copy per process and configuration: models, the server and tests that build
+                # many encoders for the same weights share it instead of reading the weights again.
+                source = f"{self._local_dir}@{_fingerprint(self._local_dir)}" if self._local_dir else str(self._hub_id)
+                key = (source, self.pooling, self.max_length, self.normalize, str(self.device))
+                st = _LOADED.get(key)
+                if st is None:
+                    with _quiet_transformers():
+                        st = self._load_hub() if self._local_dir is None else self._load_local(self._local_dir)
+                    self._configure(st)
+                    _LOADED[key] = st
+                self._set_threads(st)
+                self._st = st
+        return self._st
 
     def _load_local(self, folder: Path) -> SentenceTransformer:
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -321,7 +344,8 @@ class TextEncoder:
         pool_names = [n for n in names if isinstance(st._modules[n], pooling_cls)]
         if pool_names:
             old = st._modules[pool_names[0]]
-            if old.pooling_mode != self.pooling:
+            mode = getattr(old, "pooling_mode", None) or old.get_pooling_mode_str()
+            if mode != self.pooling:
                 dim = getattr(old, "embedding_dimension", None) or old.word_embedding_dimension
                 st._modules[pool_names[0]] = pooling_cls(
                     dim, self.pooling, include_prompt=getattr(old, "include_prompt", True)
@@ -352,6 +376,7 @@ def _inference_mode() -> contextlib.AbstractContextManager[Any]:
 
 
 def _make_progress() -> Any:
+    """Rich bar redrawn once per batch from the encoding loop; no refresh thread competing for the GIL."""
     from rich.console import Console
     from rich.progress import (
         BarColumn,
@@ -369,5 +394,5 @@ def _make_progress() -> Any:
         TimeElapsedColumn(),
         TimeRemainingColumn(),
         console=Console(stderr=True),
-        transient=False,
+        auto_refresh=False,
     )

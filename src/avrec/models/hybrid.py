@@ -75,6 +75,7 @@ class HybridConfig:
     als_iterations: int = 15
     internal_valid_share: float = 0.1
     refit: bool = True
+    refit_towers: bool = False
     # retrieval
     ann_kind: str = "auto"
     ann_exact_below: int = 50000
@@ -228,8 +229,14 @@ class Hybrid(Recommender):
             cold_valid = valid if valid_candidates is not None else None
             cold_cands = valid_candidates
         best_step = self._train_and_tune(train, warm_valid, cold_valid, cold_cands)
-        if internal:
+        if internal and c.refit_towers:
             self._train_and_tune(dataset, None, None, None, fixed_steps=max(best_step, c.eval_every))
+        elif internal:
+            # The user tower reads histories, so the trained towers serve the full data as they are:
+            # only the item/user vectors and the fused components are recomputed on every interaction.
+            seen = dataset.matrix(binary=True)
+            self.fit_seen, self.fit_timestamps = seen, self._timestamps(dataset)
+            self._finalize(dataset, np.asarray(seen.sum(axis=0)).ravel() > 0)
         self.report["fit_seconds"] = round(time.perf_counter() - started, 2)
 
     def _train_and_tune(self, train: Dataset, warm_valid, cold_valid, cold_cands, fixed_steps: int | None = None) -> int:
@@ -263,10 +270,7 @@ class Hybrid(Recommender):
         if not fixed_steps:
             self.report["best_step"] = best_step
         self.towers = towers
-        self.item_vecs, self.item_bias = self._item_outputs(towers, warm_items)
-        self.user_vecs = self._user_outputs(towers, self.item_vecs, seen, timestamps, np.arange(train.n_users))
-        self.cold_mask = ~warm_items
-        self._fit_components(train, warm_items)
+        self._finalize(train, warm_items)
         if warm_valid is not None:
             self.warm_weights, ndcg = self._tune(train, warm_valid, None, self.warm_components)
             self.report["valid_warm_ndcg@10"] = ndcg
@@ -275,8 +279,16 @@ class Hybrid(Recommender):
             self.report["valid_cold_ndcg@10"] = ndcg
         self.report["warm_weights"] = dict(zip(["towers", *self.warm_components], self.warm_weights or [1.0] * (1 + len(self.warm_components))))
         self.report["cold_weights"] = dict(zip(["towers", *self.cold_components], self.cold_weights or [1.0] * (1 + len(self.cold_components))))
-        self._build_ann()
         return best_step
+
+    def _finalize(self, train: Dataset, warm_items: np.ndarray) -> None:
+        """Item and user vectors from the trained towers, the fused components and the ANN index, on ``train``."""
+        self.item_vecs, self.item_bias = self._item_outputs(self.towers, warm_items)
+        self.user_vecs = self._user_outputs(self.towers, self.item_vecs, self.fit_seen, self.fit_timestamps,
+                                            np.arange(train.n_users))
+        self.cold_mask = ~warm_items
+        self._fit_components(train, warm_items)
+        self._build_ann()
 
     def _fit_components(self, train: Dataset, warm_items: np.ndarray) -> None:
         self.components: dict[str, Recommender] = {}
