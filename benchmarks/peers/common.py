@@ -213,6 +213,7 @@ def runner_args(description: str) -> argparse.Namespace:
     p.add_argument("--out", required=True, help="output folder for <variant>/{valid,test}.csv and info.json")
     p.add_argument("--model", required=True, help="model name within this runner")
     p.add_argument("--quick", action="store_true", help="fewer epochs and a smaller search (smoke run)")
+    p.add_argument("--max-epochs", type=int, default=0, help="cap on training epochs (0: the runner's own budget)")
     p.add_argument("--k", type=int, default=20, help="list length written (the metrics use the first 10)")
     p.add_argument("--threads", type=int, default=1, help="threads (1: the shared benchmark machine is oversubscribed)")
     return p.parse_args()

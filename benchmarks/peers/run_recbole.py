@@ -68,6 +68,8 @@ def main() -> int:
     write_atomic(split, work / "data" / "bench")
     os.chdir(work)  # RecBole writes ./log and ./log_tensorboard relative to the working directory
     epochs = 5 if args.quick else EPOCHS.get(args.model, 1)
+    if args.max_epochs:
+        epochs = min(epochs, args.max_epochs)
     for params in grid(args.model, args.quick):
         config_dict = {
             "data_path": str(work / "data"),
