@@ -150,3 +150,16 @@ def test_pipeline_not_worse_than_retriever_on_validation_choice(fitted):
     _, split, model = fitted
     pipe = evaluate_model(model, split, k=10)["ndcg@10"]
     assert 0.0 <= pipe <= 1.0
+
+
+def test_explain_stage_gives_grounded_evidence_for_every_item(fitted):
+    from avrec.explain import check_explanation
+
+    data, split, model = fitted
+    users = [str(u) for u in split.train.user_ids[:3]] + ["never-seen"]
+    ids, scores, explanations = model.recommend_explained(users, k=4)
+    assert explanations[-1] == [None] * 4  # an unknown user has no history to cite
+    for user, row, expl_row in zip(users[:3], ids[:3], explanations[:3]):
+        for item, expl in zip(row, expl_row):
+            assert expl["user_id"] == user and expl["item_id"] == item and expl["text"]
+            assert check_explanation(expl, model) == []  # every piece of evidence holds in the data

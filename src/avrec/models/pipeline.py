@@ -469,6 +469,26 @@ class Pipeline(Recommender):
             out_i[sl], out_v[sl] = self._run(views, user_idx[sl], None, k, ex, candidates)
         return out_i, out_v
 
+    def recommend_explained(self, users, k: int = 10, exclude_seen: bool = True, candidates=None):
+        """The explain stage: ``recommend`` plus one grounded explanation per recommended item.
+
+        Returns ``(ids, scores, explanations)``; ``explanations[r][j]`` is the
+        ``{"user_id", "item_id", "text", "evidence"}`` dict of :class:`avrec.explain.Explainer`, or None
+        for padding and for users the model has never seen (they have no history to cite).
+        """
+        from avrec.explain import Explainer
+
+        users = [str(u) for u in users]
+        ids, scores = self.recommend(users, k, exclude_seen=exclude_seen, candidates=candidates)
+        if getattr(self, "_explainer", None) is None or self._explainer.model is not self:
+            self._explainer = Explainer(self)
+        known = self.known_users(users)
+        explanations = [
+            [self._explainer.explain(u, i) if (ok and i is not None) else None for i in row]
+            for u, ok, row in zip(users, known, ids)
+        ]
+        return ids, scores, explanations
+
     def recommend_history(self, histories, k: int = 10, exclude_seen: bool = True, candidates=None):
         """Fold-in users given as item-id lists (oldest first): the whole pipeline, no retrain."""
         from avrec.models.base import _check_k
