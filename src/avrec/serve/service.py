@@ -180,34 +180,14 @@ def _minmax(x: np.ndarray) -> np.ndarray:
     return out
 
 
-class _FlatIndex:
-    """Exact FAISS inner-product index with the ``build/add/search`` interface of ``avrec.models.ann``."""
-
-    def build(self, vectors: np.ndarray) -> _FlatIndex:
-        import faiss
-
-        self.index = faiss.IndexFlatIP(vectors.shape[1])
-        self.index.add(np.ascontiguousarray(vectors, dtype=np.float32))
-        return self
-
-    def add(self, vectors: np.ndarray) -> None:
-        self.index.add(np.ascontiguousarray(vectors, dtype=np.float32))
-
-    def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-        scores, idx = self.index.search(np.ascontiguousarray(queries, dtype=np.float32), k)
-        return idx.astype(np.int64), scores
-
-
 class TextSearch:
     """Natural-language search over the catalogue: a query encoder plus a FAISS index of item vectors."""
 
     def __init__(self, encode: Callable[[list[str]], np.ndarray], vectors: np.ndarray, source: str) -> None:
         self._encode = encode
         self.source = source
-        try:
-            from avrec.models.ann import ANNIndex  # exact below 50k items, HNSW above
-        except ImportError:  # the shared ANN layer is absent: exact inner-product search
-            ANNIndex = _FlatIndex  # noqa: N806
+        from avrec.models.ann import ANNIndex  # exact below 50k items, HNSW above
+
         self.index = ANNIndex().build(np.asarray(vectors, dtype=np.float32))
         self.size = len(vectors)
         self._lock = threading.Lock()
