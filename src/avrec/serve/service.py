@@ -180,21 +180,30 @@ def _minmax(x: np.ndarray) -> np.ndarray:
     return out
 
 
+def _unit_rows(x: np.ndarray) -> np.ndarray:
+    x = np.asarray(x, dtype=np.float32)
+    return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-9)
+
+
 class TextSearch:
-    """Natural-language search over the catalogue: a query encoder plus a FAISS index of item vectors."""
+    """Natural-language search over the catalogue: a query encoder plus a FAISS index of item vectors.
+
+    Matching is by cosine: item and query vectors are unit-normalised, so a model's item vectors whose
+    norms grow with popularity do not drown the request's meaning.
+    """
 
     def __init__(self, encode: Callable[[list[str]], np.ndarray], vectors: np.ndarray, source: str) -> None:
         self._encode = encode
         self.source = source
         from avrec.models.ann import ANNIndex  # exact below 50k items, HNSW above
 
-        self.index = ANNIndex().build(np.asarray(vectors, dtype=np.float32))
+        self.index = ANNIndex().build(_unit_rows(vectors))
         self.size = len(vectors)
         self._lock = threading.Lock()
 
     def encode(self, texts: list[str]) -> np.ndarray:
         with self._lock:  # one forward pass at a time: torch shares its thread pool
-            return np.asarray(self._encode(texts), dtype=np.float32).reshape(len(texts), -1)
+            return _unit_rows(np.asarray(self._encode(texts), dtype=np.float32).reshape(len(texts), -1))
 
     def search(self, query: str, k: int) -> tuple[np.ndarray, np.ndarray]:
         q = self.encode([query])
@@ -203,7 +212,7 @@ class TextSearch:
         return idx[0][keep], scores[0][keep]
 
     def add(self, vectors: np.ndarray) -> None:
-        self.index.add(np.asarray(vectors, dtype=np.float32))
+        self.index.add(_unit_rows(vectors))
         self.size += len(vectors)
 
 
@@ -376,7 +385,9 @@ class RecommenderService:
                 search = TextSearch(lambda texts: encoder.encode(texts, show_progress=False), vectors, "encoder")
             with state.lock.write():
                 if len(state.catalog) > len(catalog):  # items added while we encoded
-                    search.add(self._encode_documents(state.catalog.iloc[len(catalog):]))
+                    added = state.catalog.iloc[len(catalog):]
+                    search.add(np.asarray(model._item_vectors())[len(catalog):] if search.source == "model"
+                               else self._encode_documents(added))
                 state.search = search
         except Exception as e:  # noqa: BLE001 - search is one feature; the rest of the API keeps serving
             state.search_error = f"{type(e).__name__}: {e}"
