@@ -36,6 +36,8 @@ def ndcg_of(scores: np.ndarray, exclude: sp.csr_matrix | None, truth: sp.csr_mat
     if exclude is not None:
         r, c = exclude.nonzero()
         s[r, c] = -np.inf
+    if s.shape[0] == 0:  # no validation users (tiny data): nothing to rank
+        return 0.0
     top, _ = topk_from_scores(s, k)
     return float(per_user_metrics(top, truth, k)["ndcg"].mean())
 
