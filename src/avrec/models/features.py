@@ -1,26 +1,20 @@
-"""Item-side features shared by the content-aware models: lexical TF-IDF, categorical tokens, LM vectors.
+"""Categorical item tokens and their TF-IDF weighting, used by the ``hybrid`` item tower.
 
-All three are functions of the item catalogue alone, so items with no interactions get them too.
+They are functions of the item catalogue alone, so items with no interactions get them too.
 """
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
-from avrec.data.documents import DocumentConfig, build_documents
+from avrec.kg.graph import decade_of
 
 #: Multi-valued and categorical fields that become tokens such as ``director:christopher nolan``.
 CATEGORICAL_FIELDS = ("genres", "tags", "director", "cast", "artist", "keywords", "country", "media_type", "decade")
-
-
-def decade_of(year: str) -> str:
-    m = re.match(r"\s*(\d{4})", str(year))
-    return f"{m.group(1)[:3]}0s" if m else ""
 
 
 def item_tokens(items: pd.DataFrame, fields=CATEGORICAL_FIELDS, max_per_field: int = 20) -> list[list[str]]:
@@ -80,25 +74,3 @@ def tfidf_weight(binary: sp.csr_matrix, idf: np.ndarray | None = None) -> tuple[
     norms = np.sqrt(np.asarray(m.multiply(m).sum(axis=1)).ravel())
     m = sp.diags(1 / np.where(norms > 0, norms, 1)).astype(np.float32) @ m
     return sp.csr_matrix(m, dtype=np.float32), idf.astype(np.float32)
-
-
-def documents(items: pd.DataFrame, config: DocumentConfig | None = None) -> list[str]:
-    return build_documents(items, config)
-
-
-def lm_item_vectors(
-    items: pd.DataFrame,
-    encoder: str = "default",
-    doc_config: DocumentConfig | None = None,
-    cache_dir: str | None = None,
-    batch_size: int = 64,
-    max_length: int = 256,
-    show_progress: bool = True,
-) -> tuple[np.ndarray, str]:
-    """LM vectors of the item documents (through the embedding cache) and the encoder's cache id."""
-    from avrec.encoders import EmbeddingCache, TextEncoder, encode_texts
-
-    enc = TextEncoder(encoder, batch_size=batch_size, max_length=max_length)
-    cache = EmbeddingCache(cache_dir) if cache_dir != "none" else None
-    vectors = encode_texts(enc, documents(items, doc_config), cache, show_progress=show_progress)
-    return np.asarray(vectors, dtype=np.float32), enc.model_id
