@@ -26,12 +26,14 @@ demo: install
 
 # Every benchmark script present (peers.py has its own target); each writes JSON + markdown under benchmarks/results/.
 bench: install
+	$(BIN)/python -m pip install -q -c constraints.txt -e '.[test,bench]'
 	@set -e; for f in $(filter-out benchmarks/peers.py,$(sort $(wildcard benchmarks/*.py))); do \
 		echo "== $$f"; nice -n 10 $(BIN)/python $$f; \
 	done
 
 # Peer libraries live in their own venvs (.venv-lightfm, .venv-recbole, .venv-cornac), never in .venv or CI.
 bench-peers: install
+	$(BIN)/python -m pip install -q -c constraints.txt -e '.[test,bench]'
 	bash benchmarks/peers/setup_envs.sh
 	nice -n 10 $(BIN)/python benchmarks/peers.py
 
