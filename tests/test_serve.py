@@ -268,6 +268,54 @@ def test_store_is_wal_with_full_sync(tmp_path):
     assert again.users() == ["a"]
 
 
+def test_store_reads_do_not_wait_for_a_writer(tmp_path):
+    store = EventStore(tmp_path / "s.sqlite3")
+    store.add_events([{"user_id": "a", "item_id": "s1", "event": "like"}])
+    done = threading.Event()
+    with store._lock:  # a writer in the middle of its transaction
+        threading.Thread(target=lambda: (store.events("a"), done.set()), daemon=True).start()
+        assert done.wait(5), "a read waited for the write lock"
+    store.add_events([{"user_id": "a", "item_id": "s2", "event": "play"}])
+    assert [e.item_id for e in store.events("a")] == ["s1", "s2"]  # committed writes are visible at once
+    store.close()
+
+
+def test_quick_reads_run_inline_and_go_to_the_pool_while_a_writer_holds_the_model(model_dir, tmp_path):
+    import asyncio
+
+    from avrec.serve.app import InlineReads
+
+    service = RecommenderService(model_dir, EventStore(tmp_path / "e.sqlite3"),
+                                 ServeConfig(search=False, watch_interval=0))
+    inline = InlineReads(service)
+    loop_threads: list[int] = []
+
+    def where(x):
+        loop_threads.append(threading.get_ident())
+        return service.recommend(x, k=3)
+
+    async def scenario():
+        me = threading.get_ident()
+        assert (await inline("r", where, "u0"))["items"]
+        assert loop_threads[-1] == me  # quick: ran on the loop
+        lock = service.state.lock
+        lock.acquire_write()  # e.g. POST /items adding to the model
+        task = asyncio.create_task(inline("r", where, "u0"))
+        ticks = 0
+        for _ in range(5):  # the loop keeps running while the read waits in a worker thread
+            await asyncio.sleep(0.01)
+            ticks += 1
+        assert not task.done() and ticks == 5
+        lock.release_write()
+        assert (await task)["items"] and loop_threads[-1] != me
+        inline.mean_s["slow"] = 1.0  # an endpoint whose recent calls were slow goes to the pool
+        await inline("slow", where, "u1")
+        assert loop_threads[-1] != me
+
+    asyncio.run(scenario())
+    service.close()
+
+
 # ---- hot reload ----------------------------------------------------------------------------------
 def test_reload_swaps_the_model_without_failing_requests(model_dir, tmp_path):
     with make_client(model_dir, tmp_path) as c:

@@ -120,6 +120,11 @@ class Recommender(ABC):
         """Item vectors whose cosine similarity defines ``similar_items``; None for co-occurrence."""
         return None
 
+    def _item_vector_dim(self) -> int | None:
+        """Width of ``_item_vectors()`` without building them (None: the model has none)."""
+        v = self._item_vectors()
+        return None if v is None else int(np.shape(v)[1])
+
     def _add_items(self, new_items: pd.DataFrame) -> None:
         raise ConfigError(
             f"model {self.name!r} cannot score items without interactions; "

@@ -67,6 +67,9 @@ class EASE(Recommender):
     def _item_vectors(self):
         return self.weights + self.weights.T
 
+    def _item_vector_dim(self):
+        return self.weights.shape[0]  # items × items: too wide to serve as vectors, and costly to build
+
     def _state(self):
         return {"weights": self.weights}
 

@@ -540,6 +540,9 @@ class Pipeline(Recommender):
     def _item_vectors(self):
         return self.retriever._item_vectors()
 
+    def _item_vector_dim(self):
+        return self.retriever._item_vector_dim()
+
     def _add_items(self, new_items: pd.DataFrame) -> None:
         if not self.scores_cold_items:
             raise ConfigError(f"pipeline retriever {self.config.retriever!r} cannot score items without interactions; "

@@ -22,6 +22,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse, PlainTextResponse
 from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, field_validator, model_validator
+from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from avrec.errors import AvrecError
@@ -299,6 +300,35 @@ def _jsonable_errors(errors: list[dict]) -> list[dict]:
             for e in errors[:20]]
 
 
+class InlineReads:
+    """Runs quick reads on the event loop instead of a worker thread.
+
+    Handing each request to the thread pool cost about a fifth of the server's CPU on 2 cores (measured:
+    305 → 383 req/s for GET /recommend with EASE). A read runs inline only while its endpoint's recent mean
+    time is under ``budget_s`` (a pipeline with a cross-encoder or an explanation goes to the pool, where
+    torch releases the GIL) and no writer holds the model (adding items or reloading, which would block
+    the loop).
+    """
+
+    def __init__(self, service: RecommenderService, budget_s: float = 0.004) -> None:
+        self.service = service
+        self.budget_s = budget_s
+        self.mean_s: dict[str, float] = {}
+
+    async def __call__(self, name: str, fn, /, *args, **kwargs):
+        slow = self.mean_s.get(name, 0.0) > self.budget_s or self.service.state.lock.writer_pending
+        start = time.perf_counter()
+        try:
+            if slow:
+                return await run_in_threadpool(fn, *args, **kwargs)
+            return fn(*args, **kwargs)
+        finally:
+            spent = time.perf_counter() - start
+            if not slow or name not in self.mean_s or spent < self.mean_s[name]:
+                # exponential mean; a pooled call only ever lowers it (its wall time includes queueing)
+                self.mean_s[name] = 0.9 * self.mean_s.get(name, spent) + 0.1 * spent
+
+
 # ---- the app -------------------------------------------------------------------------------------
 def create_app(service: RecommenderService, *, watch: bool = True) -> FastAPI:
     """The FastAPI app serving ``service``; with ``watch`` it hot-reloads the model folder when it changes."""
@@ -322,6 +352,7 @@ def create_app(service: RecommenderService, *, watch: bool = True) -> FastAPI:
     app.state.service = service
     app.state.metrics = metrics
     app.add_middleware(MetricsMiddleware, metrics=metrics)
+    inline = InlineReads(service)
 
     @app.exception_handler(RequestValidationError)
     async def _on_validation(request: Request, exc: RequestValidationError):
@@ -362,21 +393,23 @@ def create_app(service: RecommenderService, *, watch: bool = True) -> FastAPI:
 
     # ---- reads ----
     @app.get("/recommend", response_model=RecommendResponse, response_model_exclude_unset=True, tags=["recommend"])
-    def recommend(user_id: UserQ, k: K = 10, explain: bool = False, details: bool = False):
+    async def recommend(user_id: UserQ, k: K = 10, explain: bool = False, details: bool = False):
         """Top-k for a user; unknown users get popular items with ``fallback: true``."""
-        return service.recommend(user_id, k=k, explain=explain, details=details)
+        return await inline(f"recommend/{explain}/{details}", service.recommend, user_id, k=k, explain=explain,
+                            details=details)
 
     @app.post("/recommend", response_model=RecommendResponse, response_model_exclude_unset=True, tags=["recommend"])
-    def recommend_history(body: HistoryRequest):
+    async def recommend_history(body: HistoryRequest):
         """Top-k for an anonymous or new user from a history given in the body."""
-        return service.recommend_for_history(body.history, k=body.k, exclude=body.exclude, explain=body.explain,
-                                             details=body.details, user_id=body.user_id)
+        return await inline(f"history/{body.explain}/{body.details}", service.recommend_for_history, body.history,
+                            k=body.k, exclude=body.exclude, explain=body.explain, details=body.details,
+                            user_id=body.user_id)
 
     @app.get("/similar/{item_id}", response_model=SimilarResponse, response_model_exclude_unset=True,
              tags=["recommend"])
-    def similar(item_id: Annotated[str, PathParam(min_length=1, max_length=256)], k: K = 10):
+    async def similar(item_id: Annotated[str, PathParam(min_length=1, max_length=256)], k: K = 10):
         """Items most similar to one item."""
-        return service.similar(item_id, k=k)
+        return await inline("similar", service.similar, item_id, k=k)
 
     @app.get("/search", response_model=SearchResponse, response_model_exclude_unset=True, tags=["recommend"])
     def search(

@@ -93,6 +93,11 @@ class RWLock:
             self._writer = False
             self._cond.notify_all()
 
+    @property
+    def writer_pending(self) -> bool:
+        """A writer holds the lock or waits for it, so a new reader would block."""
+        return self._writer or self._waiting_writers > 0
+
     def read(self) -> _Guard:
         return _Guard(self.acquire_read, self.release_read)
 
@@ -273,10 +278,11 @@ class ModelState:
         if not hasattr(self, "_vectors"):
             with self._vectors_lock:
                 if not hasattr(self, "_vectors"):
-                    v = self.model._item_vectors()
                     # very wide "vectors" (EASE's items × items weights) cost a dense pass per request:
                     # use co-occurrence for those, as for models without vectors
-                    if v is None or v.shape[1] > MAX_VECTOR_DIM:
+                    dim = self.model._item_vector_dim()
+                    v = None if dim is None or dim > MAX_VECTOR_DIM else self.model._item_vectors()
+                    if v is None:
                         self._vectors = None
                     else:
                         v = np.ascontiguousarray(v, dtype=np.float32)

@@ -93,6 +93,11 @@ class EventStore:
         if str(mode).lower() != "wal":
             raise DataError(f"{self.path}: SQLite refused WAL mode (got {mode!r}); put the store on a local disk")
         self._lock = threading.Lock()
+        # reads get their own connection: under WAL they see every committed write and never wait for a
+        # writer's fsync, so the read path of the API is not held up by /feedback
+        self._read_conn = sqlite3.connect(str(self.path), check_same_thread=False, isolation_level=None, timeout=30)
+        self._read_conn.execute("PRAGMA busy_timeout=30000")
+        self._read_lock = threading.Lock()
 
     # ---- writes --------------------------------------------------------------------------------
     def add_events(self, events: Iterable[dict]) -> list[int]:
@@ -161,8 +166,8 @@ class EventStore:
 
     # ---- reads ---------------------------------------------------------------------------------
     def _query(self, sql: str, args: tuple = ()) -> list[tuple]:
-        with self._lock:
-            return self._conn.execute(sql, args).fetchall()
+        with self._read_lock:
+            return self._read_conn.execute(sql, args).fetchall()
 
     @staticmethod
     def _event(row: tuple) -> Event:
@@ -211,6 +216,8 @@ class EventStore:
         return rows[0][0] if rows else default
 
     def close(self) -> None:
+        with self._read_lock:
+            self._read_conn.close()
         with self._lock:
             self._conn.close()
 
