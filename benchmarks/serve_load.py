@@ -112,16 +112,14 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--duration", type=int, default=30, help="seconds of measured load")
     ap.add_argument("--warmup", type=int, default=3)
     ap.add_argument("--client", choices=["auto", "wrk", "httpx"], default="auto")
-    ap.add_argument("--workers", type=int, default=None, help="avrec serve --workers (default: its own default)")
     ap.add_argument("--name", default="serve_load")
     args = ap.parse_args(argv)
 
     model_dir = ensure_model(args.model, args.model_dir)
     users = user_pool(model_dir)
     client = args.client if args.client != "auto" else ("wrk" if shutil.which("wrk") else "httpx")
-    extra = ["--no-search"] + (["--workers", str(args.workers)] if args.workers else [])
+    extra = ["--no-search"]
     info = machine()
-    workers = args.workers or 1
     server = Server(model_dir, *extra)
     try:
         rss_start = server.rss_mb()
@@ -135,8 +133,8 @@ def main(argv: list[str] | None = None) -> int:
             result = asyncio.run(_httpx_load(server.url, users, args.concurrency, args.duration))
         cpu_ms = (server.cpu_seconds() - cpu0) * 1000 / max(result["requests"], 1)
         result["server_cpu_ms_per_request"] = round(cpu_ms, 3)
-        # what the server could sustain if it had the machine's cores to itself (an estimate, not a measurement)
-        result["cpu_bound_capacity_rps"] = round(1000 * min(info["cpus"], workers) / cpu_ms, 1)
+        # cores the server kept busy on average (event loop, worker threads, BLAS)
+        result["server_cores_busy"] = round(cpu_ms * result["throughput_rps"] / 1000, 2)
         rss_end = server.rss_mb()
         import httpx
 
@@ -162,8 +160,8 @@ def main(argv: list[str] | None = None) -> int:
 | {result['client']} | {args.concurrency} | {result['requests']} | {result['seconds']} | {result['throughput_rps']} | {result.get('p50_ms')} | {result.get('p90_ms')} | {result.get('p99_ms')} | {result['errors']} | {payload['server_rss_mb']['end']} |
 
 Target: >= 300 req/s and 0 errors -> {'met' if payload['meets_target'] else 'NOT met'}.
-Server CPU per request: {result['server_cpu_ms_per_request']} ms, so {result['cpu_bound_capacity_rps']} req/s is what
-{min(info['cpus'], workers)} core(s) of server processes sustain when nothing else runs (estimate from CPU time).
+Server CPU per request: {result['server_cpu_ms_per_request']} ms; the server kept {result['server_cores_busy']} of the
+{info['cpus']} cores busy (wrk used the rest).
 Machine: {info['cpus']} CPUs, load average at start {info['loadavg_at_start']} (shared with other work).
 Command: `{payload['command']}`; server args {extra}.
 """
