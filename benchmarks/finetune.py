@@ -37,12 +37,13 @@ def log(msg: str) -> None:
     print(f"[{time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
 
 
-def load(protocol: str):
+def load(protocol: str, dataset: str = "ml-latest-small"):
     from avrec.data.builtin import load_dataset
     from avrec.data.io import DataConfig
     from avrec.data.splits import cold_item_split, random_split
 
-    ds = load_dataset("ml-latest-small", DataConfig(enrich=["tmdb", "hetrec"]))
+    enrich = ["tmdb", "hetrec"] if dataset == "ml-latest-small" else []
+    ds = load_dataset(dataset, DataConfig(enrich=enrich))
     split = random_split(ds, seed=2026) if protocol == "warm" else cold_item_split(ds, 0.2, 0.1, seed=2026)
     return ds, split
 
@@ -134,13 +135,14 @@ def section_adapt(args) -> dict:
     if "hybrid" not in available_models():
         return {"skipped": "the hybrid model is not registered"}
     work = Path(args.work or tempfile.mkdtemp(prefix="avrec-adapt-"))
-    res = dict(load_results().get("adapt", {}))
+    key = "adapt" if args.dataset == "ml-latest-small" else f"adapt@{args.dataset}"
+    res = dict(load_results().get(key, {}))
     res["settings"] = vars_of(args)
     base_cfg = {"max_length": args.adapt_max_length, **json.loads(args.retriever_config)}
     encoders: dict[str, dict[str, str]] = {}
-    ds, _ = load("warm")
+    ds, _ = load("warm", args.dataset)
     docs = build_documents(ds.items)
-    mlm_dir = work / "mlm"
+    mlm_dir = work / ("mlm" if key == "adapt" else f"mlm-{args.dataset}")
     if not (mlm_dir / "config.json").exists():
         t = time.perf_counter()
         _, r = train_mlm(docs, MLMConfig(max_length=args.adapt_max_length, max_docs=args.mlm_docs,
@@ -148,10 +150,10 @@ def section_adapt(args) -> dict:
                                                 "log_every": 10}), mlm_dir)
         res["mlm_training"] = {"seconds": time.perf_counter() - t, "steps": r.steps, "peak_rss_mb": r.peak_rss_mb,
                                "evals": r.evals}
-        write({"adapt": res})
+        write({key: res})
     for protocol in args.protocols:
-        _, split = load(protocol)
-        con_dir = work / f"contrastive-{protocol}"
+        _, split = load(protocol, args.dataset)
+        con_dir = work / (f"contrastive-{protocol}" if key == "adapt" else f"contrastive-{args.dataset}-{protocol}")
         if not (con_dir / "config.json").exists():
             pairs = co_consumed_pairs(split.train, max_pairs=args.contrastive_pairs)
             t = time.perf_counter()
@@ -161,7 +163,7 @@ def section_adapt(args) -> dict:
             res[f"contrastive_training_{protocol}"] = {"seconds": time.perf_counter() - t, "steps": r.steps,
                                                        "pairs": int(len(pairs)), "peak_rss_mb": r.peak_rss_mb,
                                                        "evals": r.evals}
-            write({"adapt": res})
+            write({key: res})
         encoders[protocol] = {"default": "default", "mlm": str(mlm_dir), "contrastive": str(con_dir)}
         rows = dict(res.get(protocol, {}))
         for name, enc in encoders[protocol].items():
@@ -174,7 +176,7 @@ def section_adapt(args) -> dict:
             rows[name] = {"ndcg@10": m["ndcg@10"], "recall@10": m["recall@10"], "fit_seconds": time.perf_counter() - t}
             log(f"adapt/{protocol}/{name}: NDCG@10 {m['ndcg@10']:.4f}")
             res[protocol] = rows
-            write({"adapt": res})
+            write({key: res})
     return res
 
 
@@ -333,20 +335,23 @@ def render(data: dict) -> str:
             v = at[key]
             lines.append(f"\n{key}: {v.get('steps')} steps in {v.get('seconds', 0):.0f}s, "
                          f"peak RSS {v.get('peak_rss_mb', 0):.0f} MB")
-    ad = data.get("adapt", {})
-    if ad:
+    for key in sorted(k for k in data if k == "adapt" or k.startswith("adapt@")):
+        ad = data[key]
         s = ad.get("settings", {})
-        lines += ["", "## Encoder adaptation: hybrid NDCG@10 with each encoder", "",
-                  f"Encoder max_length {s.get('adapt_max_length')} for every row (the default row uses the same length).", "",
+        name = s.get("dataset", "ml-latest-small")
+        lines += ["", f"## Encoder adaptation: hybrid NDCG@10 with each encoder ({name})", "",
+                  f"Encoder max_length {s.get('adapt_max_length')} for every row (the default row uses the same length); "
+                  f"MLM on up to {s.get('mlm_docs')} item documents, contrastive on up to {s.get('contrastive_pairs')} "
+                  f"co-consumed pairs of each protocol's training part, each capped at {s.get('train_minutes')} min.", "",
                   "| protocol | default | MLM-adapted | contrastive |", "|---|---|---|---|"]
         for p in ("warm", "cold"):
             r = ad.get(p)
             if r:
                 cells = [f"{r[n]['ndcg@10']:.4f}" if n in r else "–" for n in ("default", "mlm", "contrastive")]
                 lines.append(f"| {p} | " + " | ".join(cells) + " |")
-        for key in sorted(k for k in ad if k.endswith("training") or "_training_" in k):
-            v = ad[key]
-            lines.append(f"\n{key}: {v.get('steps')} steps in {v.get('seconds', 0):.0f}s, peak RSS {v.get('peak_rss_mb', 0):.0f} MB")
+        for tkey in sorted(k for k in ad if k.endswith("training") or "_training_" in k):
+            v = ad[tkey]
+            lines.append(f"\n{tkey}: {v.get('steps')} steps in {v.get('seconds', 0):.0f}s, peak RSS {v.get('peak_rss_mb', 0):.0f} MB")
     return "\n".join(lines) + "\n"
 
 
@@ -371,6 +376,7 @@ def main() -> None:
     ap.add_argument("--mlm-docs", type=int, default=3000)
     ap.add_argument("--contrastive-pairs", type=int, default=3000)
     ap.add_argument("--work", default="")
+    ap.add_argument("--dataset", default="ml-latest-small", help="adapt section: ml-latest-small or lastfm-2k")
     args = ap.parse_args()
     args.protocols = [p for p in args.protocols.split(",") if p]
     import torch

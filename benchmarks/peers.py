@@ -70,6 +70,7 @@ CONTENDERS: list[Contender] = [
     Contender("avrec-bpr", "avrec bpr", "main", "run_avrec.py", "bpr"),
     Contender("avrec-tfidf", "avrec tfidf", "main", "run_avrec.py", "tfidf", ("warm", "cold")),
     Contender("avrec-content", "avrec content", "main", "run_avrec.py", "content", ("warm", "cold")),
+    Contender("avrec-kgpath", "avrec kgpath", "main", "run_avrec.py", "kgpath", ("warm", "cold")),
     Contender("avrec-hybrid", "avrec hybrid", "main", "run_avrec.py", "hybrid", ("warm", "cold")),
     # implicit (a dependency of avrec, so it runs from the main .venv through the same file runner)
     Contender("implicit-als", "implicit ALS", "main", "run_implicit.py", "als"),
@@ -210,6 +211,7 @@ def score(contender: Contender, dataset: str, protocol: str, quick: bool, max_ep
         "valid_ndcg@10": tried[best_i]["valid_ndcg@10"],
         "variants": tried,
         "search_note": info.get("search_note", ""),
+        "finished": time.strftime("%Y-%m-%dT%H:%M:%S"),
     }
     if rc != 0:
         row["error"] = log_tail(log)
@@ -268,12 +270,15 @@ def write_markdown(results: dict, path: Path) -> None:
     searches = {}
     for r in rows:
         if r.get("search_note") and r.get("library"):
-            searches.setdefault(r["library"].split()[0], r["search_note"])
+            lib = r["library"].split()[0]
+            # the newest run's note describes the search in force (rows from older runs may predate it)
+            if lib not in searches or r.get("finished", "") >= searches[lib][0]:
+                searches[lib] = (r.get("finished", ""), r["search_note"])
     if searches:
         lines += ["## What was tuned", "",
                   "Each contender's variants were fitted on train and compared on the validation part (NDCG@10, avrec's "
                   "metric); fit s is the selected variant's fit time, peak MB the whole child process's.", ""]
-        for lib, note in sorted(searches.items()):
+        for lib, (_, note) in sorted(searches.items()):
             lines += [f"**{lib}**", "", note, ""]
     notes = results.get("notes", [])
     if notes:

@@ -10,7 +10,7 @@ Search (each model's defaults first):
 - ease: l2 in {250, 500, 1000}.
 - als: factors=128 with (regularization, alpha) in (50, 10), (20, 10), (100, 10), (50, 5), (50, 20).
 - bpr: learning_rate in {0.05, 0.01}.
-- pop, tfidf, content, hybrid: defaults (the content models tune themselves on the validation part).
+- pop, tfidf, content, kgpath, hybrid: defaults (the content models tune themselves on the validation part).
 """
 
 from __future__ import annotations
