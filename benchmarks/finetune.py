@@ -6,6 +6,8 @@ Writes benchmarks/results/finetune.json (sections merge across runs) and finetun
 
     AVREC_DATA=/work/shared/data nice -n 10 .venv/bin/python benchmarks/finetune.py --sections pipeline
     AVREC_DATA=/work/shared/data nice -n 10 .venv/bin/python benchmarks/finetune.py --sections adapt
+    ... --sections adapt --dataset lastfm-2k --protocols cold      # the same on Last.fm
+    ... --sections adapt --split-seed 2027 --protocols cold        # another split (kept apart in the results)
 
 On a shared CPU the cross-encoder is scored only on the retriever's top-N for a seeded subset of test
 users (``--eval-users``); the retriever is evaluated on exactly the same users.
@@ -37,14 +39,14 @@ def log(msg: str) -> None:
     print(f"[{time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
 
 
-def load(protocol: str, dataset: str = "ml-latest-small"):
+def load(protocol: str, dataset: str = "ml-latest-small", seed: int = 2026):
     from avrec.data.builtin import load_dataset
     from avrec.data.io import DataConfig
     from avrec.data.splits import cold_item_split, random_split
 
     enrich = ["tmdb", "hetrec"] if dataset == "ml-latest-small" else []
     ds = load_dataset(dataset, DataConfig(enrich=enrich))
-    split = random_split(ds, seed=2026) if protocol == "warm" else cold_item_split(ds, 0.2, 0.1, seed=2026)
+    split = random_split(ds, seed=seed) if protocol == "warm" else cold_item_split(ds, 0.2, 0.1, seed=seed)
     return ds, split
 
 
@@ -136,13 +138,15 @@ def section_adapt(args) -> dict:
         return {"skipped": "the hybrid model is not registered"}
     work = Path(args.work or tempfile.mkdtemp(prefix="avrec-adapt-"))
     key = "adapt" if args.dataset == "ml-latest-small" else f"adapt@{args.dataset}"
+    if args.split_seed != 2026:
+        key += f"#seed{args.split_seed}"
     res = dict(load_results().get(key, {}))
     res["settings"] = vars_of(args)
     base_cfg = {"max_length": args.adapt_max_length, **json.loads(args.retriever_config)}
     encoders: dict[str, dict[str, str]] = {}
     ds, _ = load("warm", args.dataset)
     docs = build_documents(ds.items)
-    mlm_dir = work / ("mlm" if key == "adapt" else f"mlm-{args.dataset}")
+    mlm_dir = work / ("mlm" if args.dataset == "ml-latest-small" else f"mlm-{args.dataset}")  # text only: any split
     if not (mlm_dir / "config.json").exists():
         t = time.perf_counter()
         _, r = train_mlm(docs, MLMConfig(max_length=args.adapt_max_length, max_docs=args.mlm_docs,
@@ -152,8 +156,9 @@ def section_adapt(args) -> dict:
                                "evals": r.evals}
         write({key: res})
     for protocol in args.protocols:
-        _, split = load(protocol, args.dataset)
-        con_dir = work / (f"contrastive-{protocol}" if key == "adapt" else f"contrastive-{args.dataset}-{protocol}")
+        _, split = load(protocol, args.dataset, args.split_seed)
+        con_dir = work / (f"contrastive-{protocol}" if key == "adapt"
+                          else f"contrastive-{args.dataset}-seed{args.split_seed}-{protocol}")
         if not (con_dir / "config.json").exists():
             pairs = co_consumed_pairs(split.train, max_pairs=args.contrastive_pairs)
             t = time.perf_counter()
@@ -335,10 +340,10 @@ def render(data: dict) -> str:
             v = at[key]
             lines.append(f"\n{key}: {v.get('steps')} steps in {v.get('seconds', 0):.0f}s, "
                          f"peak RSS {v.get('peak_rss_mb', 0):.0f} MB")
-    for key in sorted(k for k in data if k == "adapt" or k.startswith("adapt@")):
+    for key in sorted(k for k in data if k == "adapt" or k.startswith(("adapt@", "adapt#"))):
         ad = data[key]
         s = ad.get("settings", {})
-        name = s.get("dataset", "ml-latest-small")
+        name = s.get("dataset", "ml-latest-small") + f", split seed {s.get('split_seed', 2026)}"
         lines += ["", f"## Encoder adaptation: hybrid NDCG@10 with each encoder ({name})", "",
                   f"Encoder max_length {s.get('adapt_max_length')} for every row (the default row uses the same length); "
                   f"MLM on up to {s.get('mlm_docs')} item documents, contrastive on up to {s.get('contrastive_pairs')} "
@@ -377,6 +382,7 @@ def main() -> None:
     ap.add_argument("--contrastive-pairs", type=int, default=3000)
     ap.add_argument("--work", default="")
     ap.add_argument("--dataset", default="ml-latest-small", help="adapt section: ml-latest-small or lastfm-2k")
+    ap.add_argument("--split-seed", type=int, default=2026, help="adapt section: seed of the warm/cold split")
     args = ap.parse_args()
     args.protocols = [p for p in args.protocols.split(",") if p]
     import torch
