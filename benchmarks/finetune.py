@@ -125,13 +125,40 @@ def section_pipeline(args) -> dict:
     return out
 
 
+def ensure_mlm(docs: list[str], args, out: Path) -> dict | None:
+    """Train the MLM encoder into ``out`` unless a checkpoint is there; its training record, or None."""
+    from avrec.finetune.mlm import MLMConfig, train_mlm
+
+    if (out / "config.json").exists():
+        return None
+    t = time.perf_counter()
+    _, r = train_mlm(docs, MLMConfig(max_length=args.adapt_max_length, max_docs=args.mlm_docs,
+                                     train={"max_minutes": args.train_minutes, "eval_every": 50,
+                                            "log_every": 10}), out)
+    return {"seconds": time.perf_counter() - t, "steps": r.steps, "peak_rss_mb": r.peak_rss_mb,
+            "evals": r.evals, "first_loss": r.losses[:5], "last_loss": r.losses[-5:]}
+
+
+def ensure_contrastive(docs: list[str], train, args, out: Path, eval_every: int) -> dict | None:
+    """Train the contrastive encoder on ``train``'s co-consumed pairs into ``out`` unless it is there."""
+    from avrec.finetune.contrastive import ContrastiveConfig, train_contrastive
+    from avrec.finetune.data import co_consumed_pairs
+
+    if (out / "config.json").exists():
+        return None
+    pairs = co_consumed_pairs(train, max_pairs=args.contrastive_pairs)
+    t = time.perf_counter()
+    _, r = train_contrastive(docs, pairs, ContrastiveConfig(
+        max_length=args.adapt_max_length,
+        train={"max_minutes": args.train_minutes, "eval_every": eval_every, "log_every": 10}), out)
+    return {"seconds": time.perf_counter() - t, "steps": r.steps, "pairs": int(len(pairs)),
+            "peak_rss_mb": r.peak_rss_mb, "evals": r.evals}
+
+
 def section_adapt(args) -> dict:
     """Hybrid warm/cold NDCG@10 with the default encoder, an MLM-adapted one and a contrastive one."""
     from avrec.data.documents import build_documents
     from avrec.eval.evaluate import evaluate_model
-    from avrec.finetune.contrastive import ContrastiveConfig, train_contrastive
-    from avrec.finetune.data import co_consumed_pairs
-    from avrec.finetune.mlm import MLMConfig, train_mlm
     from avrec.models.registry import available_models, create_model
 
     if "hybrid" not in available_models():
@@ -147,27 +174,17 @@ def section_adapt(args) -> dict:
     ds, _ = load("warm", args.dataset)
     docs = build_documents(ds.items)
     mlm_dir = work / ("mlm" if args.dataset == "ml-latest-small" else f"mlm-{args.dataset}")  # text only: any split
-    if not (mlm_dir / "config.json").exists():
-        t = time.perf_counter()
-        _, r = train_mlm(docs, MLMConfig(max_length=args.adapt_max_length, max_docs=args.mlm_docs,
-                                         train={"max_minutes": args.train_minutes, "eval_every": 50,
-                                                "log_every": 10}), mlm_dir)
-        res["mlm_training"] = {"seconds": time.perf_counter() - t, "steps": r.steps, "peak_rss_mb": r.peak_rss_mb,
-                               "evals": r.evals}
+    record = ensure_mlm(docs, args, mlm_dir)
+    if record:
+        res["mlm_training"] = record
         write({key: res})
     for protocol in args.protocols:
         _, split = load(protocol, args.dataset, args.split_seed)
         con_dir = work / (f"contrastive-{protocol}" if key == "adapt"
                           else f"contrastive-{args.dataset}-seed{args.split_seed}-{protocol}")
-        if not (con_dir / "config.json").exists():
-            pairs = co_consumed_pairs(split.train, max_pairs=args.contrastive_pairs)
-            t = time.perf_counter()
-            _, r = train_contrastive(docs, pairs, ContrastiveConfig(
-                max_length=args.adapt_max_length,
-                train={"max_minutes": args.train_minutes, "eval_every": 40, "log_every": 10}), con_dir)
-            res[f"contrastive_training_{protocol}"] = {"seconds": time.perf_counter() - t, "steps": r.steps,
-                                                       "pairs": int(len(pairs)), "peak_rss_mb": r.peak_rss_mb,
-                                                       "evals": r.evals}
+        record = ensure_contrastive(docs, split.train, args, con_dir, eval_every=40)
+        if record:
+            res[f"contrastive_training_{protocol}"] = record
             write({key: res})
         encoders[protocol] = {"default": "default", "mlm": str(mlm_dir), "contrastive": str(con_dir)}
         rows = dict(res.get(protocol, {}))
@@ -215,9 +232,6 @@ def section_adapt_text(args) -> dict:
     from avrec.data.documents import build_documents
     from avrec.encoders import TextEncoder
     from avrec.eval.evaluate import evaluate_model
-    from avrec.finetune.contrastive import ContrastiveConfig, train_contrastive
-    from avrec.finetune.data import co_consumed_pairs
-    from avrec.finetune.mlm import MLMConfig, train_mlm
 
     work = Path(args.work or tempfile.mkdtemp(prefix="avrec-adapt-"))
     work.mkdir(parents=True, exist_ok=True)
@@ -235,26 +249,16 @@ def section_adapt_text(args) -> dict:
         return vec_cache[enc]
 
     mlm_dir = work / "mlm"
-    if not (mlm_dir / "config.json").exists():
-        t = time.perf_counter()
-        _, r = train_mlm(docs, MLMConfig(max_length=args.adapt_max_length, max_docs=args.mlm_docs,
-                                         train={"max_minutes": args.train_minutes, "eval_every": 50,
-                                                "log_every": 10}), mlm_dir)
-        res["mlm_training"] = {"seconds": time.perf_counter() - t, "steps": r.steps, "peak_rss_mb": r.peak_rss_mb,
-                               "evals": r.evals, "first_loss": r.losses[:5], "last_loss": r.losses[-5:]}
+    record = ensure_mlm(docs, args, mlm_dir)
+    if record:
+        res["mlm_training"] = record
         write({"adapt_text": res})
     for protocol in args.protocols:
         _, split = load(protocol)
         con_dir = work / f"contrastive-{protocol}"
-        if not (con_dir / "config.json").exists():
-            pairs = co_consumed_pairs(split.train, max_pairs=args.contrastive_pairs)
-            t = time.perf_counter()
-            _, r = train_contrastive(docs, pairs, ContrastiveConfig(
-                max_length=args.adapt_max_length,
-                train={"max_minutes": args.train_minutes, "eval_every": 30, "log_every": 10}), con_dir)
-            res[f"contrastive_training_{protocol}"] = {"seconds": time.perf_counter() - t, "steps": r.steps,
-                                                       "pairs": int(len(pairs)), "peak_rss_mb": r.peak_rss_mb,
-                                                       "evals": r.evals}
+        record = ensure_contrastive(docs, split.train, args, con_dir, eval_every=30)
+        if record:
+            res[f"contrastive_training_{protocol}"] = record
             write({"adapt_text": res})
         rows = dict(res.get(protocol, {}))
         for name, enc in (("default", "default"), ("mlm", str(mlm_dir)), ("contrastive", str(con_dir))):
