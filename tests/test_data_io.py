@@ -69,6 +69,13 @@ def test_clean_folder_loads_and_validates(tmp_path, capsys):
     assert out.startswith("OK: ds: 3 users, 4 items, 8 interactions; 0 warnings")
 
 
+def test_dataset_named_after_the_folder_even_when_given_as_dot(tmp_path, monkeypatch):
+    folder = make_folder(tmp_path)
+    monkeypatch.chdir(folder)
+    ds, _ = load_quiet(Path("."))
+    assert ds.name == "ds"
+
+
 def test_missing_required_column(tmp_path, capsys):
     folder = make_folder(tmp_path, interactions="user,item_id\nu1,i1\n")
     with pytest.raises(DataError, match=r"interactions\.csv: missing required column 'user_id'"):

@@ -316,7 +316,7 @@ def load_folder(folder: str | Path, config: DataConfig | None = None, name: str 
     items = clean_items(read_table(items_path), items_path)
     inter = clean_interactions(read_table(inter_path), set(items["item_id"]), config, inter_path)
     checksums = {p.name: sha256_file(p) for p in (items_path, inter_path)}
-    return build_dataset(items, inter, name=name or folder.name, checksums=checksums)
+    return build_dataset(items, inter, name=name or folder.resolve().name, checksums=checksums)
 
 
 def write_folder(dataset_items: pd.DataFrame, interactions: pd.DataFrame, folder: str | Path) -> Path:
