@@ -270,3 +270,102 @@ def test_read_table_fast_path_does_not_flag_clean_big_files(tmp_path):
     frame.to_csv(path, index=False)
     df = read_table(path)
     assert len(df) == n and list(df.columns) == ["user_id", "item_id", "rating"]
+
+
+# ---- issue 11: bare carriage returns and duplicate header columns ----------------------------------
+@pytest.mark.parametrize(
+    "name, items, interactions, line",
+    [
+        ("items.csv", "item_id,title,genres\ni1,Alpha,Drama\ni2,Be\rta,Drama\ni3,Gamma,\n", INTERACTIONS, 3),
+        ("items.csv", "item_id,title\ni1,Alpha\ni2,Beta\ni3,Gam\rma\n", INTERACTIONS, 4),
+        ("interactions.csv", ITEMS, "user_id,item_id,rating\nu1,i1,5\nu1,i2,3\nu2,i\r3,4\n", 4),
+        ("interactions.csv", ITEMS, "user_id,item_id,rating\nu1,i1,5,x\ry\nu1,i2,3\n", 2),
+    ],
+    ids=["items-too-few", "items-last-row", "interactions-too-few", "interactions-too-many"],
+)
+def test_bare_carriage_return_in_an_unquoted_field(tmp_path, capsys, name, items, interactions, line):
+    folder = make_folder(tmp_path, items=items, interactions=interactions)
+    needles = (name, f"line {line} has a bare carriage return", "unquoted field")
+    with pytest.raises(DataError) as info:
+        load_folder(folder)
+    for needle in needles:
+        assert needle in str(info.value)
+    code, out, err = validate(folder, capsys)
+    assert code == 2 and out == ""
+    assert_one_error_line(err, *needles)
+
+
+def test_crlf_and_cr_only_files_still_load(tmp_path, capsys):
+    crlf = make_folder(tmp_path / "crlf", items=ITEMS.replace("\n", "\r\n"), interactions=INTERACTIONS.replace("\n", "\r\n"))
+    ds, warns = load_quiet(crlf)
+    assert warns == [] and (ds.n_users, ds.n_items, ds.n_interactions) == (3, 4, 8)
+    assert ds.items["genres"].tolist() == ["Drama|Comedy", "Drama", "", "Horror"]
+    code, out, _ = validate(crlf, capsys)
+    assert code == 0 and out.startswith("OK: ds: 3 users, 4 items, 8 interactions")
+    # a quoted carriage return is data, not a line break
+    quoted = make_folder(tmp_path / "quoted", items='item_id,title\ni1,"A\rB"\ni2,C\n',
+                         interactions="user_id,item_id\nu1,i1\nu1,i2\n")
+    ds, _ = load_quiet(quoted)
+    assert ds.items["title"].tolist() == ["A\rB", "C"]
+    # old Mac line endings (CR only) load, and a ragged row there is still named by its line
+    cr = make_folder(tmp_path / "cr", items=ITEMS.replace("\n", "\r"), interactions=INTERACTIONS.replace("\n", "\r"))
+    ds, _ = load_quiet(cr)
+    assert (ds.n_users, ds.n_items, ds.n_interactions) == (3, 4, 8)
+    ragged = make_folder(tmp_path / "cr-ragged", items=ITEMS.replace("\n", "\r"),
+                         interactions="user_id,item_id,rating\ru1,i1,5\ru1,i2\ru2,i3,4\r")
+    with pytest.raises(DataError, match=r"interactions\.csv: line 3 has fewer fields than the header's 3"):
+        load_folder(ragged)
+    # CRLF with a ragged row keeps the ragged-row message
+    ragged = make_folder(tmp_path / "crlf-ragged", interactions="user_id,item_id,rating\r\nu1,i1,5\r\nu1,i2\r\n")
+    with pytest.raises(DataError, match=r"interactions\.csv: line 3 has fewer fields than the header's 3"):
+        load_folder(ragged)
+
+
+@pytest.mark.parametrize(
+    "items, interactions, name, needles",
+    [
+        ("item_id,title,year,title\ni1,A,1999,B\ni2,C,2000,D\n", INTERACTIONS, "items.csv",
+         ("column 'title' appears twice in the header (columns 2 and 4)",)),
+        ("item_id,title, title\ni1,A,B\ni2,C,D\n", INTERACTIONS, "items.csv",
+         ("column 'title' appears twice in the header (columns 2 and 3)",)),
+        ("item_id,x,x,x\ni1,a,b,c\n", INTERACTIONS, "items.csv",
+         ("column 'x' appears 3 times in the header (columns 2, 3 and 4)",)),
+        (ITEMS, "user_id,item_id,user_id\nu1,i1,u2\n", "interactions.csv",
+         ("column 'user_id' appears twice in the header (columns 1 and 3)",)),
+    ],
+    ids=["items", "whitespace", "three-times", "interactions"],
+)
+def test_duplicate_header_columns(tmp_path, capsys, items, interactions, name, needles):
+    folder = make_folder(tmp_path, items=items, interactions=interactions)
+    with pytest.raises(DataError) as info:
+        load_folder(folder)
+    assert name in str(info.value)
+    for needle in needles:
+        assert needle in str(info.value)
+    code, _, err = validate(folder, capsys)
+    assert code == 2
+    assert_one_error_line(err, name, *needles)
+
+
+def test_header_names_that_only_look_mangled_are_fine(tmp_path):
+    folder = make_folder(tmp_path, items="item_id,title,title.1,v.2\ni1,A,B,C\ni2,D,E,F\n",
+                         interactions="user_id,item_id\nu1,i1\n")
+    ds, _ = load_quiet(folder)
+    assert ds.items.columns.tolist()[:4] == ["item_id", "title", "title.1", "v.2"]
+
+
+@pytest.mark.parametrize("names", [["item_id", "title", "title"], ["item_id", "title ", "title"]])
+def test_duplicate_parquet_columns(tmp_path, capsys, names):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    folder = tmp_path / "pq"
+    folder.mkdir()
+    table = pa.table([pa.array(["i1", "i2"]), pa.array(["A", "B"]), pa.array(["C", "D"])], names=names)
+    pq.write_table(table, folder / "items.parquet")
+    (folder / "interactions.csv").write_text("user_id,item_id\nu1,i1\n")
+    with pytest.raises(DataError, match=r"items\.parquet: column 'title' appears twice in the header \(columns 2 and 3\)"):
+        load_folder(folder)
+    code, _, err = validate(folder, capsys)
+    assert code == 2
+    assert_one_error_line(err, "items.parquet", "column 'title' appears twice")

@@ -102,21 +102,35 @@ def read_table(path: Path) -> pd.DataFrame:
             raise DataError(f"{path}: {_short_parser_message(e)}") from None
         except pd.errors.EmptyDataError:
             raise DataError(f"{path}: the file is empty") from None
+    header = [str(c) for c in df.columns]
+    if any(_MANGLED.fullmatch(c) for c in header):
+        # pandas renames a repeated column "x" to "x.1": read the header row as data to see the real names.
+        first = pd.read_csv(io.StringIO(text), sep=sep, dtype=str, keep_default_na=False, na_filter=False,
+                            header=None, nrows=1, index_col=False)
+        header = [str(c) for c in first.iloc[0].tolist()]
+    _check_unique_columns(path, header)
     df.columns = [str(c).strip() for c in df.columns]
     n = len(df.columns)
     if any(issubclass(w.category, pd.errors.ParserWarning) for w in caught):
         # index_col=False makes pandas drop extra trailing fields with only a warning: find the line.
-        too_many = _ragged_rows(text, sep, n, too_many=True)
+        too_many = _ragged_rows(text, sep, n, path, too_many=True)
         raise DataError(_ragged_message(path, too_many or [0], n, "more"))
     # Rows with too few fields come back padded with "" in the last column: only then scan the text.
     if n > 1 and len(df) and (df.iloc[:, -1] == "").any():
-        too_few = _ragged_rows(text, sep, n)
+        too_few = _ragged_rows(text, sep, n, path)
         if too_few:
             raise DataError(_ragged_message(path, too_few, n, "fewer"))
     return df
 
 
 def _read_parquet(path: Path) -> pd.DataFrame:
+    try:
+        import pyarrow.parquet as pq
+
+        names = pq.read_schema(path).names
+    except Exception as e:  # pyarrow raises many types for a broken file
+        raise DataError(f"{path}: not a readable Parquet file ({e})") from None
+    _check_unique_columns(path, names)
     try:
         df = pd.read_parquet(path)
     except Exception as e:  # pyarrow raises many types for a broken file
@@ -133,6 +147,23 @@ def _read_parquet(path: Path) -> pd.DataFrame:
     df = df.astype(object).where(df.notna(), "").astype(str)
     df.columns = [str(c).strip() for c in df.columns]
     return df
+
+
+#: A column name as pandas writes a repeated one ("title.1"); only then is the header read again.
+_MANGLED = re.compile(r".+\.\d+")
+
+
+def _check_unique_columns(path: Path, names: list[str]) -> None:
+    """A DataError for a column named more than once (names compared with surrounding spaces stripped)."""
+    where: dict[str, list[int]] = {}
+    for position, name in enumerate(names, start=1):
+        where.setdefault(str(name).strip(), []).append(position)
+    for name, positions in where.items():
+        if len(positions) > 1:
+            times = "twice" if len(positions) == 2 else f"{len(positions)} times"
+            columns = ", ".join(map(str, positions[:-1])) + f" and {positions[-1]}"
+            raise DataError(f"{path}: column {name!r} appears {times} in the header (columns {columns}); "
+                            "rename or remove the extra one")
 
 
 def _ragged_message(path: Path, lines: list[int], n_columns: int, what: str) -> str:
@@ -152,22 +183,34 @@ def _short_parser_message(e: Exception) -> str:
     return "malformed CSV: " + msg.replace("Error tokenizing data. C error: ", "")
 
 
-def _ragged_rows(text: str, sep: str, n_columns: int, too_many: bool = False) -> list[int]:
+def _ragged_rows(text: str, sep: str, n_columns: int, path: Path, too_many: bool = False) -> list[int]:
     """Line numbers of rows with too few (or, with ``too_many``, too many) fields.
 
     Only called when the pandas parse hints at such rows, so big clean files are not scanned twice.
+    A carriage return inside an unquoted field (which pandas takes for a line break, splitting the row)
+    is a DataError naming its line.
     """
     if n_columns <= 1 and not too_many:
         return []
     import csv
 
+    if "\r" in text and "\n" not in text:  # old Mac line endings: every CR ends a line
+        text = text.replace("\r", "\n")
     bad = []
     reader = csv.reader(io.StringIO(text), delimiter=sep)
-    for row in reader:
-        if not row or not any(cell.strip() for cell in row):
-            continue
-        if (len(row) > n_columns) if too_many else (len(row) < n_columns):
-            bad.append(reader.line_num)
+    try:
+        for row in reader:
+            if not row or not any(cell.strip() for cell in row):
+                continue
+            if (len(row) > n_columns) if too_many else (len(row) < n_columns):
+                bad.append(reader.line_num)
+    except csv.Error as e:
+        if "new-line character" in str(e):
+            raise DataError(
+                f"{path}: line {reader.line_num} has a bare carriage return (\\r) inside an unquoted field; "
+                "quote the field or remove the character"
+            ) from None
+        raise DataError(f"{path}: line {reader.line_num} is malformed CSV ({e})") from None
     return bad
 
 
