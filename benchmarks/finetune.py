@@ -209,6 +209,7 @@ def _text_profile_model(vectors: np.ndarray):
 
     class TextProfile(Recommender):
         name = "text-profile"
+        scores_cold_items = True  # item vectors come from text, so cold items are scored too
 
         def _fit(self, dataset, valid, valid_candidates):
             v = vectors / np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)

@@ -174,10 +174,79 @@ def test_evaluate_several_models_writes_json(tiny, tmp_path, capsys):
                              "--out", tmp_path / "t.json", "--run-dir", tmp_path / "run2")
     assert code == 0, err
     assert json.loads((tmp_path / "t.json").read_text())["split"]["method"] == "temporal_loo"
-    code, out, err = run_cli(capsys, "evaluate", tiny, "--model", "itemknn", "--split", "cold_item",
+    code, out, err = run_cli(capsys, "evaluate", tiny, "--model", "tfidf", "--split", "cold_item",
                              "--run-dir", tmp_path / "run3")
     assert code == 0, err
     assert json.loads((tmp_path / "run3" / "metrics.json").read_text())["split"]["protocol"] == "cold"
+
+
+def one_error_line(err: str) -> str:
+    lines = [line for line in err.strip().splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: ") and "Traceback" not in err, err
+    return lines[0]
+
+
+def test_evaluate_with_nothing_to_score_exits_2(tmp_path, capsys):
+    folder = tmp_path / "one"
+    folder.mkdir()
+    (folder / "items.csv").write_text("item_id,title\ni1,A\ni2,B\n")
+    (folder / "interactions.csv").write_text("user_id,item_id,timestamp\nu1,i1,100\n")
+    code, out, err = run_cli(capsys, "evaluate", folder, "--model", "pop", "--run-dir", tmp_path / "run")
+    assert code == 2 and "NDCG" not in out
+    line = one_error_line(err)
+    assert ("evaluate: no user has test items under the random split (1 users, 1 interactions); "
+            "users need at least 3 items to be split") in line
+    code, out, err = run_cli(capsys, "evaluate", folder, "--model", "pop", "--split", "temporal_loo",
+                             "--run-dir", tmp_path / "run2")
+    assert code == 2 and "no user has test items under the temporal_loo split" in one_error_line(err)
+
+
+def test_evaluate_cold_item_leaves_out_models_that_cannot_score_cold_items(tiny, tmp_path, capsys):
+    code, out, err = run_cli(capsys, "evaluate", tiny, "--model", "pop,tfidf,itemknn", "--split", "cold_item",
+                             "--run-dir", tmp_path / "run")
+    assert code == 0, err
+    for name in ("pop", "itemknn"):
+        assert f"warning: {name} cannot score items without interactions; left out of the cold_item evaluation" in err
+    payload = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert list(payload["models"]) == ["tfidf"]
+    assert set(payload["left_out"]) == {"pop", "itemknn"}
+    assert "tfidf" in out and "itemknn" not in out
+    # every requested model is such: one error line, exit 2
+    code, out, err = run_cli(capsys, "evaluate", tiny, "--model", "pop,ease", "--split", "cold_item",
+                             "--run-dir", tmp_path / "run2")
+    assert code == 2 and out == ""
+    line = one_error_line(err)
+    assert "pop, ease" in line and "cannot score items without interactions" in line and "cold_item" in line
+    # the warm protocol keeps them
+    code, out, err = run_cli(capsys, "evaluate", tiny, "--model", "pop", "--run-dir", tmp_path / "run3")
+    assert code == 0 and "warning" not in err
+
+
+def test_json_output_keeps_non_ascii_text(tmp_path, capsys):
+    folder = tmp_path / "films-é"
+    folder.mkdir()
+    titles = {"m1": "Amélie", "m2": "千と千尋の神隠し", "m3": "Léon", "m4": "Oldboy"}
+    pd.DataFrame({"item_id": list(titles), "title": list(titles.values()),
+                  "media_type": ["vidéo", "vidéo", "vidéo", "film"]}).to_csv(folder / "items.csv", index=False)
+    rows = [(f"u{u}", i) for u in range(6) for i in (["m1", "m2", "m3"] if u % 2 else ["m1", "m2", "m4"])]
+    pd.DataFrame(rows, columns=["user_id", "item_id"]).to_csv(folder / "interactions.csv", index=False)
+
+    code, out, err = run_cli(capsys, "data", "info", folder, "--json")
+    assert code == 0, err
+    assert '"films-é"' in out and '"vidéo": 3' in out and "\\u" not in out
+    assert json.loads(out)["media_types"] == {"vidéo": 3, "film": 1}
+
+    model_dir = tmp_path / "model"
+    code, _, err = run_cli(capsys, "fit", folder, "--model", "itemknn", "--out", model_dir, "--run-dir", tmp_path / "r")
+    assert code == 0, err
+    code, out, err = run_cli(capsys, "similar", model_dir, "--item", "m1", "--k", "2", "--json")
+    assert code == 0, err
+    assert '"Amélie"' in out and '"千と千尋の神隠し"' in out and "\\u" not in out
+    assert json.loads(out)["item"]["title"] == "Amélie"
+
+    code, out, err = run_cli(capsys, "kg", "stats", folder, "--json")
+    assert code == 0, err
+    assert "\\u" not in out and json.loads(out)["items"] == 4
 
 
 def test_default_run_folder_location(tiny, tmp_path, capsys, monkeypatch):

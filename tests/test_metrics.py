@@ -20,8 +20,10 @@ from avrec.eval.metrics import (
     per_user_metrics,
     ranking_metrics,
 )
+from avrec.errors import ConfigError, DataError
 from avrec.models.ease import EASE
 from avrec.models.itemknn import ItemKNN
+from avrec.models.registry import create_model
 
 
 def truth_matrix(rows: list[list[int]], n_items: int) -> sp.csr_matrix:
@@ -241,7 +243,7 @@ def test_cold_protocol_ranks_only_candidates():
     extra = pd.DataFrame({"user_id": recs.user_id.unique(), "item_id": split.train.item_ids[
         np.setdiff1d(np.arange(split.train.n_items), split.test_candidates)[0]], "rank": 0})
     got = evaluate_recommendations(pd.concat([extra, recs]), split, k=10)
-    assert got == pytest.approx(evaluate_model(model, split, k=10))
+    assert got == pytest.approx(evaluate_model(model, split, k=10, allow_cold_unaware=True))
     assert got["coverage@10"] <= 1.0
 
 
@@ -255,3 +257,49 @@ def test_validation_items_excluded_on_test_only():
     users_v, truth_v, exclude_v, _ = _eval_inputs(split, "valid")
     assert exclude_v.multiply(split.valid.matrix(binary=True)[users_v]).nnz == 0
     assert truth_v.nnz == split.valid.n_interactions
+
+
+# ---- issue 11: nothing to score, and models that cannot score cold items ---------------------------
+def test_no_user_with_test_items_is_a_data_error():
+    items = pd.DataFrame({"item_id": ["i1", "i2"]})
+    inter = pd.DataFrame({"user_id": ["u1", "u2"], "item_id": ["i1", "i2"], "weight": 1.0, "timestamp": [1, 2]})
+    split = random_split(build_dataset(items, inter, name="one"), seed=1)
+    model = create_model("pop").fit(split.train)
+    message = r"evaluate: no user has test items under the random split \(2 users, 2 interactions\); users need at least 3 items to be split"
+    with pytest.raises(DataError, match=message):
+        evaluate_model(model, split, k=10)
+    with pytest.raises(DataError, match=message):
+        evaluate_recommendations(pd.DataFrame({"user_id": ["u1"], "item_id": ["i2"], "rank": [1]}), split, k=10)
+    with pytest.raises(DataError, match=r"no user has validation items under the random split"):
+        evaluate_model(model, split, k=10, part="valid")
+
+
+def test_cold_split_without_test_items_is_a_data_error():
+    split = cold_item_split(small_dataset(seed=2, n_users=6, n_items=20), cold_share=0.01, valid_share=0.0, seed=4)
+    assert len(split.test_candidates) == 0
+    with pytest.raises(DataError, match=r"no user has test items under the cold_item split .*cold_share"):
+        evaluate_model(create_model("tfidf").fit(split.train), split, k=10)
+
+
+@pytest.mark.parametrize("name", ["pop", "itemknn", "ease", "als", "bpr"])
+def test_cold_protocol_refuses_models_that_cannot_score_cold_items(name):
+    split = cold_item_split(small_dataset(seed=2), cold_share=0.2, valid_share=0.1, seed=4)
+    model = create_model(name).fit(split.train)
+    assert model.scores_cold_items is False
+    with pytest.raises(ConfigError, match=rf"{name} cannot score items without interactions.*cold_item"):
+        evaluate_model(model, split, k=10)
+    with pytest.raises(ConfigError, match="cannot score items without interactions"):
+        evaluate_model(model, split, k=10, part="valid")
+    # an explicit opt-in still scores it (benchmarks that show the tie-order reference)
+    metrics = evaluate_model(model, split, k=10, allow_cold_unaware=True)
+    assert 0 <= metrics["ndcg@10"] <= 1
+    # the warm protocol is unaffected
+    warm = random_split(small_dataset(seed=2), seed=4)
+    assert 0 <= evaluate_model(create_model(name).fit(warm.train), warm, k=10)["ndcg@10"] <= 1
+
+
+def test_cold_protocol_accepts_content_models():
+    split = cold_item_split(small_dataset(seed=2), cold_share=0.2, valid_share=0.1, seed=4)
+    model = create_model("tfidf").fit(split.train)
+    assert model.scores_cold_items is True
+    assert 0 <= evaluate_model(model, split, k=10)["ndcg@10"] <= 1

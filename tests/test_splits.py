@@ -221,4 +221,6 @@ def test_save_load_round_trip(data, method, tmp_path):
         if a is not None:
             np.testing.assert_array_equal(a, b)
     model = ItemKNN().fit(split.train)
-    assert evaluate_model(model, loaded) == pytest.approx(evaluate_model(model, split))
+    # the files must reproduce the metrics exactly; whether item-kNN means anything on cold items is beside the point
+    assert evaluate_model(model, loaded, allow_cold_unaware=True) == pytest.approx(
+        evaluate_model(model, split, allow_cold_unaware=True))

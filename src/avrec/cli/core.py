@@ -221,7 +221,35 @@ def metrics_table(results: dict[str, dict[str, float]], k: int, title: str):
     return table
 
 
-def _fit_and_evaluate(dataset_name: str, split, settings: Settings, names: list[str], console,
+def _models_for_split(command: str, split, settings: Settings, names: list[str]) -> tuple[dict[str, Any], list[str]]:
+    """Create each model, checking before any fit that the split has something to score.
+
+    On the cold-item protocol a model that cannot score items without interactions is left out with a
+    warning line (its metrics would only show tie order); when that leaves nothing, a ConfigError.
+    Returns the models to fit and the names left out.
+    """
+    from avrec.eval.evaluate import check_evaluable
+    from avrec.models.registry import create_model
+
+    part = settings.eval.part
+    check_evaluable(split, part)
+    models = {name: create_model(name, settings.models[name]) for name in names}
+    if split.candidates(part) is None:
+        return models, []
+    left_out = [name for name, model in models.items() if not model.scores_cold_items]
+    if left_out and len(left_out) == len(models):
+        raise ConfigError(
+            f"{command}: {', '.join(left_out)} cannot score items without interactions, which the {split.method} "
+            "split ranks, so there is nothing to evaluate; choose a content-aware model (tfidf, content, kgpath, hybrid)"
+        )
+    for name in left_out:
+        print(f"warning: {name} cannot score items without interactions; left out of the {split.method} evaluation",
+              file=sys.stderr)
+        del models[name]
+    return models, left_out
+
+
+def _fit_and_evaluate(dataset_name: str, split, settings: Settings, models: dict[str, Any], console,
                       on_fitted=None) -> dict[str, dict[str, float]]:
     """Fit each model on ``split.train`` (validation passed for tuning) and score it on the test part.
 
@@ -230,7 +258,6 @@ def _fit_and_evaluate(dataset_name: str, split, settings: Settings, names: list[
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
     from avrec.eval.evaluate import evaluate_model
-    from avrec.models.registry import create_model
 
     results: dict[str, dict[str, float]] = {}
     k = settings.eval.k
@@ -238,10 +265,9 @@ def _fit_and_evaluate(dataset_name: str, split, settings: Settings, names: list[
         SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
         console=console, transient=True,
     ) as progress:
-        task = progress.add_task("models", total=len(names))
-        for name in names:
+        task = progress.add_task("models", total=len(models))
+        for name, model in models.items():
             progress.update(task, description=f"fitting {name} on {dataset_name}")
-            model = create_model(name, settings.models[name])
             start = time.perf_counter()
             model.fit(split.train, valid=split.valid, valid_candidates=split.valid_candidates)
             fit_s = time.perf_counter() - start
@@ -415,7 +441,8 @@ def cmd_similar(args: argparse.Namespace) -> int:
         if i is not None
     ]
     if args.json:
-        print(json.dumps({"item": {"item_id": item, "title": title(item)}, "model": model.name, "similar": rows}, indent=1))
+        print(json.dumps({"item": {"item_id": item, "title": title(item)}, "model": model.name, "similar": rows},
+                         indent=1, ensure_ascii=False))
         return 0
     from rich.table import Table
 
@@ -471,7 +498,8 @@ def _benchmark(command: str, args, settings: Settings, names: list[str], dataset
         run.record_checksums(dataset.checksums)
         with err.status(f"splitting ({settings.split.method}, seed {settings.split.seed})"):
             split = make_split(dataset, settings.split)
-        results = _fit_and_evaluate(dataset.name, split, settings, names, err, on_fitted)
+        models, left_out = _models_for_split(command, split, settings, names)
+        results = _fit_and_evaluate(dataset.name, split, settings, models, err, on_fitted)
         payload = {
             "dataset": dataset.name,
             "users": dataset.n_users,
@@ -482,6 +510,8 @@ def _benchmark(command: str, args, settings: Settings, names: list[str], dataset
             "part": settings.eval.part,
             "models": results,
         }
+        if left_out:
+            payload["left_out"] = {name: "cannot score items without interactions" for name in left_out}
         run.record_metrics(payload)
         ok = True
     finally:
@@ -536,8 +566,11 @@ def cmd_demo(args: argparse.Namespace) -> int:
     payload, run = _benchmark("demo", args, settings, names, settings.demo.dataset, save_serving_model)
     _stdout_console().print(metrics_table(payload["models"], settings.eval.k, _title(payload)))
     print(f"run record: {run.path}", file=sys.stderr)
-    if keep:
+    if keep and keep in payload["models"]:
         print(f"saved the {keep} model (fitted on the training part) to {args.model_out}", file=sys.stderr)
+    elif keep:
+        print(f"warning: the {keep} model was left out of the evaluation; nothing saved to {args.model_out}",
+              file=sys.stderr)
     return 0
 
 
@@ -585,7 +618,7 @@ def cmd_data_info(args: argparse.Namespace) -> int:
     dataset = _load(args, settings, _stderr_console())
     info = dataset_info(dataset)
     if args.json:
-        print(json.dumps(info, indent=1))
+        print(json.dumps(info, indent=1, ensure_ascii=False))
         return 0
     console = _stdout_console()
     summary = Table(title=f"Dataset {info['name']}", title_justify="left", show_header=False)

@@ -76,7 +76,7 @@ def cmd_kg_stats(args: argparse.Namespace) -> int:
         kg.meta["dataset"] = name
     stats = kg.stats(top=args.top)
     if args.json:
-        print(json.dumps(stats, indent=2))
+        print(json.dumps(stats, indent=2, ensure_ascii=False))
         return 0
     print(f"{kg.meta.get('dataset', path.name)}: {stats['items']:,} items, {stats['entities']:,} entities, "
           f"{stats['edges']:,} edges; {stats['mean_entities_per_item']} entities per item, "

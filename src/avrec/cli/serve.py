@@ -164,7 +164,7 @@ def cmd_update(args: argparse.Namespace) -> int:
             else:
                 model.save(out)
             store.set_meta("last_update_event_id", str(summary["events_folded_upto"]))
-    print(json.dumps(summary, indent=2))
+    print(json.dumps(summary, indent=2, ensure_ascii=False))
     if summary["users_not_added"]:
         print(f"note: {summary['users_not_added']} new user(s) not added: the {model.name} model learns per-user "
               "parameters; the server keeps serving them by fold-in from the store until the next `avrec fit`",

@@ -12,7 +12,16 @@ import scipy.sparse as sp
 
 from avrec.data.dataset import Dataset
 from avrec.data.splits import Split
+from avrec.errors import ConfigError, DataError
 from avrec.eval.metrics import ranking_metrics
+
+#: Why a split method leaves a part empty, for the "nothing to score" error.
+_EMPTY_PART_HINTS = {
+    "random": "users need at least 3 items to be split",
+    "temporal_loo": "users need at least 3 items to be split",
+    "global_temporal": "too few distinct timestamps fall after the cut",
+    "cold_item": "too few items with interactions to hold out split.{share} of them",
+}
 
 
 def item_feature_matrix(dataset: Dataset, fields=("genres", "tags")) -> sp.csr_matrix:
@@ -32,7 +41,38 @@ def item_feature_matrix(dataset: Dataset, fields=("genres", "tags")) -> sp.csr_m
     return sp.csr_matrix((np.ones(len(rows), np.float32), (rows, cols)), shape=(dataset.n_items, len(vocab)))
 
 
+def check_evaluable(split: Split, part: str = "test") -> None:
+    """Raise a DataError when no user has items in ``part``: every metric would be a meaningless 0."""
+    target = split.part(part)
+    if target.n_interactions > 0:
+        return
+    total = split.train.n_interactions + split.valid.n_interactions + split.test.n_interactions
+    what = "test" if part == "test" else "validation"
+    hint = _EMPTY_PART_HINTS.get(split.method, "")
+    hint = hint.format(share="cold_share" if part == "test" else "cold_valid_share")
+    raise DataError(
+        f"evaluate: no user has {what} items under the {split.method} split "
+        f"({split.train.n_users:,} users, {total:,} interactions)"
+        + (f"; {hint}" if hint else "")
+    )
+
+
+def check_scores_cold_items(model, split: Split, part: str = "test") -> None:
+    """Raise a ConfigError when ``part`` is ranked among cold items and ``model`` cannot score those.
+
+    Such a model gives every cold candidate the same score, so its metrics would only show tie order.
+    """
+    if split.candidates(part) is not None and not getattr(model, "scores_cold_items", False):
+        name = getattr(model, "name", "") or type(model).__name__
+        raise ConfigError(
+            f"{name} cannot score items without interactions, so it cannot be evaluated on the {split.method} "
+            "protocol (its lists would only show tie order); use a content-aware model, or pass "
+            "allow_cold_unaware=True to score it anyway"
+        )
+
+
 def _eval_inputs(split: Split, part: str):
+    check_evaluable(split, part)
     target = split.part(part)
     truth = target.matrix(binary=True)
     users = np.flatnonzero(np.diff(truth.indptr) > 0)
@@ -57,9 +97,18 @@ def _summarise(topk, truth, split: Split, candidates, ks, features) -> dict[str,
     return out
 
 
-def evaluate_model(model, split: Split, k: int | list[int] = 10, part: str = "test", batch_size: int = 512) -> dict[str, float]:
-    """Metrics at each K for a model fitted on ``split.train``."""
+def evaluate_model(model, split: Split, k: int | list[int] = 10, part: str = "test", batch_size: int = 512,
+                   allow_cold_unaware: bool = False) -> dict[str, float]:
+    """Metrics at each K for a model fitted on ``split.train``.
+
+    A DataError when no user has items in ``part``. On the cold-item protocol a model whose
+    ``scores_cold_items`` is False (pop, itemknn, ease, als, bpr) is a ConfigError, unless
+    ``allow_cold_unaware=True`` asks for its (tie-order) numbers anyway, e.g. as a reference row.
+    """
     ks = [k] if isinstance(k, int) else list(k)
+    split.part(part)  # a bad part name first
+    if not allow_cold_unaware:
+        check_scores_cold_items(model, split, part)
     users, truth, exclude, candidates = _eval_inputs(split, part)
     topk, _ = model.topk_indices(users, max(ks), exclude=exclude, candidates=candidates, batch_size=batch_size)
     return _summarise(topk, truth, split, candidates, ks, item_feature_matrix(split.train))
