@@ -17,3 +17,10 @@ class ConfigError(AvrecError, ValueError):
 
 class DataWarning(UserWarning):
     """Input rows that were skipped or repaired; the message carries a count."""
+
+
+class NotApplicable(ConfigError):
+    """A model has nothing to learn from this data (e.g. a metadata model on items without metadata).
+
+    Composite models such as ``hybrid`` leave such a component out of the blend instead of failing.
+    """

@@ -134,6 +134,7 @@ class Recommender(ABC):
     def _clear_caches(self) -> None:
         self._item_index: dict[str, int] | None = None
         self._user_index: dict[str, int] | None = None
+        self._unit_vectors: np.ndarray | sp.csr_matrix | None = None
 
     def _popularity_scores(self, n: int, item_idx: np.ndarray | None) -> np.ndarray:
         pop = self.popularity if item_idx is None else self.popularity[item_idx]
@@ -283,20 +284,30 @@ class Recommender(ABC):
         self._check_fitted()
         _check_k(k)
         idx = self._items_to_index(list(item_ids), what="items")
-        vectors = self._item_vectors()
-        if vectors is not None:
-            v = np.asarray(vectors, dtype=np.float32)
-            norms = np.linalg.norm(v, axis=1, keepdims=True)
-            v = v / np.where(norms > 0, norms, 1)
-            scores = v[idx] @ v.T
-        else:
-            x = sp.csr_matrix(self.seen.T, dtype=np.float32)
-            norms = np.sqrt(np.asarray(x.multiply(x).sum(axis=1)).ravel())
-            x = sp.diags(1 / np.where(norms > 0, norms, 1)) @ x
-            scores = (x[idx] @ x.T).toarray()
+        scores = np.array(self._similarity_rows(idx), dtype=np.float32)
         scores[np.arange(len(idx)), idx] = -np.inf
-        top, val = topk_from_scores(scores.astype(np.float32), k)
+        top, val = topk_from_scores(scores, k)
         return self._to_ids(top), val
+
+    def _similarity_rows(self, idx: np.ndarray) -> np.ndarray:
+        """(len(idx), n_items) similarities: cosine of ``_item_vectors``, else co-occurrence cosine.
+
+        The normalised matrix is built once and cached (cleared by ``_clear_caches``), not per call.
+        """
+        if getattr(self, "_unit_vectors", None) is None:
+            vectors = self._item_vectors()
+            if vectors is not None:
+                v = np.asarray(vectors, dtype=np.float32)
+                norms = np.linalg.norm(v, axis=1, keepdims=True)
+                self._unit_vectors = v / np.where(norms > 0, norms, 1)
+            else:
+                x = sp.csr_matrix(self.seen.T, dtype=np.float32)
+                norms = np.sqrt(np.asarray(x.multiply(x).sum(axis=1)).ravel())
+                self._unit_vectors = sp.csr_matrix(sp.diags(1 / np.where(norms > 0, norms, 1)) @ x)
+        v = self._unit_vectors
+        if sp.issparse(v):
+            return (v[idx] @ v.T).toarray()
+        return v[idx] @ v.T
 
     def _to_ids(self, idx: np.ndarray) -> np.ndarray:
         ids = self.item_ids

@@ -61,11 +61,26 @@ class EASE(Recommender):
         return self._score_history(self.seen[user_idx], item_idx)
 
     def _score_history(self, history: sp.csr_matrix, item_idx):
-        w = self.weights if item_idx is None else self.weights[:, item_idx]
-        return np.asarray(sp.csr_matrix(history, dtype=np.float32) @ w)
+        # sparse history @ dense weights reads only the history's rows; the columns are selected from the
+        # (users × items) product, never from the items × items matrix, which would copy it on every call
+        scores = np.asarray(sp.csr_matrix(history, dtype=np.float32) @ self.weights)
+        return scores if item_idx is None else scores[:, item_idx]
 
     def _item_vectors(self):
         return self.weights + self.weights.T
+
+    def _similarity_rows(self, idx: np.ndarray) -> np.ndarray:
+        """Cosine between rows of W + Wᵀ without building that items × items matrix (as _item_vectors does)."""
+        if getattr(self, "_vector_norms", None) is None:
+            norms = np.empty(self.weights.shape[0], np.float32)
+            for start in range(0, len(norms), 1024):  # row blocks of W + Wᵀ, never the whole matrix
+                block = self.weights[start : start + 1024] + self.weights[:, start : start + 1024].T
+                norms[start : start + 1024] = np.linalg.norm(block, axis=1)
+            self._vector_norms = norms
+        v = self.weights[idx] + self.weights[:, idx].T
+        scores = v @ self.weights.T + v @ self.weights
+        norms = np.where(self._vector_norms > 0, self._vector_norms, 1.0)
+        return scores / norms[idx, None] / norms[None, :]
 
     def _item_vector_dim(self):
         return self.weights.shape[0]  # items × items: too wide to serve as vectors, and costly to build
@@ -75,3 +90,7 @@ class EASE(Recommender):
 
     def _load_state(self, state):
         self.weights = state["weights"]
+
+    def _clear_caches(self) -> None:
+        super()._clear_caches()
+        self._vector_norms = None

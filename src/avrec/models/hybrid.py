@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -24,6 +25,7 @@ import torch
 
 from avrec.data.dataset import TEXT_FIELDS, Dataset
 from avrec.data.documents import DocumentConfig, build_documents
+from avrec.errors import DataWarning, NotApplicable
 from avrec.models.ann import ANNConfig, ANNIndex
 from avrec.models.base import Recommender, csr_from_tensors, csr_to_tensors, topk_from_scores
 from avrec.models.blend import fuse, ndcg_of, standardise, tune_weights
@@ -208,7 +210,10 @@ class Hybrid(Recommender):
             out[start : start + len(rows)] = towers.users(iv, h_idx, h_rec, uid).numpy()
         return out
 
-    def _tower_scores(self, user_vecs: np.ndarray, items: np.ndarray) -> np.ndarray:
+    def _tower_scores(self, user_vecs: np.ndarray, items: np.ndarray | None) -> np.ndarray:
+        """Tower scores over ``items`` (None: the whole catalogue, without copying the item vectors)."""
+        if items is None:
+            return user_vecs @ self.item_vecs.T + self.item_bias
         return user_vecs @ self.item_vecs[items].T + self.item_bias[items]
 
     # ---- fitting -----------------------------------------------------------------------------
@@ -266,6 +271,10 @@ class Hybrid(Recommender):
         if warm_valid is None and cold_valid is None:
             validate = lambda model: 0.0  # noqa: E731  (fixed-length refit: nothing to validate on)
         best_step, best, curve = trainer.train(validate)
+        self.towers_trained = len(trainer.train_users) > 0
+        if not self.towers_trained:
+            warnings.warn(DataWarning("hybrid: no user has two or more interactions, so the towers are not "
+                                      "trained; the other components rank alone"), stacklevel=2)
         self.report["refit_steps" if fixed_steps else "validation_curve"] = curve
         if not fixed_steps:
             self.report["best_step"] = best_step
@@ -277,6 +286,9 @@ class Hybrid(Recommender):
         if cold_valid is not None:
             self.cold_weights, ndcg = self._tune(train, cold_valid, np.asarray(cold_cands), self.cold_components)
             self.report["valid_cold_ndcg@10"] = ndcg
+        if not self.towers_trained:  # untrained towers are noise: weight 0 wherever a component can rank
+            self.warm_weights = [0.0] + [1.0] * len(self.warm_components) if self.warm_components else []
+            self.cold_weights = [0.0] + [1.0] * len(self.cold_components) if self.cold_components else []
         self.report["warm_weights"] = dict(zip(["towers", *self.warm_components], self.warm_weights or [1.0] * (1 + len(self.warm_components))))
         self.report["cold_weights"] = dict(zip(["towers", *self.cold_components], self.cold_weights or [1.0] * (1 + len(self.cold_components))))
         return best_step
@@ -292,10 +304,19 @@ class Hybrid(Recommender):
 
     def _fit_components(self, train: Dataset, warm_items: np.ndarray) -> None:
         self.components: dict[str, Recommender] = {}
+        skipped = {}
         for name in dict.fromkeys([*self.config.blend, *self.config.cold_blend]):
             model = _component(name, self.config, int(warm_items.sum()))
-            if model is not None:
+            if model is None:
+                continue
+            try:
                 self.components[name] = model.fit(train)
+            except NotApplicable as e:  # nothing for it to work with here: left out of the blend
+                skipped[name] = str(e)
+        for name, why in skipped.items():
+            if name not in self.report.get("skipped_components", {}):
+                warnings.warn(DataWarning(f"hybrid: component {name!r} left out ({why})"), stacklevel=2)
+        self.report["skipped_components"] = skipped
         self.warm_components = [n for n in self.config.blend if n in self.components]
         self.cold_components = [n for n in self.config.cold_blend if n in self.components]
 
@@ -311,11 +332,12 @@ class Hybrid(Recommender):
     # ---- scoring -----------------------------------------------------------------------------
     def _components_z(self, user_idx, history, items: np.ndarray, names: list[str]) -> list[np.ndarray]:
         """Standardised score matrices: the towers first, then each named component."""
+        full = len(items) == self.n_items and bool((items == np.arange(self.n_items)).all())
         if history is None:
-            tower = self._tower_scores(self.user_vecs[user_idx], items)
+            tower = self._tower_scores(self.user_vecs[user_idx], None if full else items)
         else:
             u = self._user_outputs(self.towers, self.item_vecs, history, None, None)
-            tower = self._tower_scores(u, items)
+            tower = self._tower_scores(u, None if full else items)
         out = [standardise(tower)]
         for name in names:
             comp = self.components[name]
@@ -324,7 +346,8 @@ class Hybrid(Recommender):
             if name in WARM_COMPONENTS:
                 known &= ~self.cold_mask[items]
             if known.any():
-                sub = items[known]
+                # the whole catalogue in order goes as None, so a component selects no columns at all
+                sub = None if (full and known.all()) else items[known]
                 if history is None:
                     scores[:, known] = comp._score(user_idx, sub)
                 else:

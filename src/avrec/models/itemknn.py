@@ -57,8 +57,9 @@ class ItemKNN(Recommender):
         return self._score_history(self.seen[user_idx], item_idx)
 
     def _score_history(self, history, item_idx):
-        s = self.similarity if item_idx is None else self.similarity[:, item_idx]
-        return (sp.csr_matrix(history, dtype=np.float32) @ s).toarray()
+        # select columns of the (sparse, history-sized) product, never of the items × items similarity
+        s = sp.csr_matrix(sp.csr_matrix(history, dtype=np.float32) @ self.similarity)
+        return (s if item_idx is None else s[:, item_idx]).toarray()
 
     def _state(self):
         return csr_to_tensors("similarity", self.similarity)

@@ -16,9 +16,9 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
-from avrec.errors import ConfigError
+from avrec.errors import ConfigError, NotApplicable
 from avrec.kg.graph import KnowledgeGraph, build_kg, kg_item_features
-from avrec.models.base import Recommender, _check_k, topk_from_scores
+from avrec.models.base import Recommender
 
 
 @dataclass
@@ -59,7 +59,7 @@ class KGPathScorer(Recommender):
         fields = list(self.config.fields) or None
         self.kg = build_kg(dataset.items, fields=fields, min_items=self.config.min_items)
         if self.kg.n_entities == 0:
-            raise ConfigError(
+            raise NotApplicable(
                 "kgpath: the items have no metadata entities (genres, tags, director, ...); use a CF or text model"
             )
         self.entity_weights = (self.kg.idf() ** np.float32(self.config.idf_power)).astype(np.float32)
@@ -88,8 +88,9 @@ class KGPathScorer(Recommender):
         return p
 
     def _score_history(self, history, item_idx):
-        side = self._item_side if item_idx is None else self._item_side[:, item_idx]
-        scores = np.asarray((self.user_profiles(history) @ side).toarray(), dtype=np.float32)
+        # select columns of the product, not of the entities × items matrix (which would copy it)
+        scores = sp.csr_matrix(self.user_profiles(history) @ self._item_side)
+        scores = np.asarray((scores if item_idx is None else scores[:, item_idx]).toarray(), dtype=np.float32)
         # popularity (scaled to at most ``popularity_tiebreak``) orders items the paths cannot separate,
         # and is the whole score for an empty history
         pop = self.popularity if item_idx is None else self.popularity[item_idx]
@@ -116,16 +117,10 @@ class KGPathScorer(Recommender):
             self._features = kg_item_features(self.kg, min_items=1)
         return self._features
 
-    def similar_items(self, item_ids, k: int = 10) -> tuple[np.ndarray, np.ndarray]:
+    def _similarity_rows(self, idx: np.ndarray) -> np.ndarray:
         """Items sharing the most (idf-weighted) entities; works for cold and newly added items too."""
-        self._check_fitted()
-        _check_k(k)
-        idx = self._items_to_index(list(item_ids), what="items")
         f = self.item_features()
-        scores = (f[idx] @ f.T).toarray().astype(np.float32)
-        scores[np.arange(len(idx)), idx] = -np.inf
-        top, val = topk_from_scores(scores, k)
-        return self._to_ids(top), val
+        return (f[idx] @ f.T).toarray()
 
     # ---- catalogue updates -------------------------------------------------------------------
     def _add_items(self, new_items: pd.DataFrame) -> None:

@@ -83,8 +83,10 @@ class TfidfKNN(Recommender):
         return sp.csr_matrix(history, dtype=np.float32) @ self.item_matrix
 
     def _score_history(self, history, item_idx):
-        m = self.item_matrix if item_idx is None else self.item_matrix[item_idx]
-        return (self._profiles(history) @ m.T).toarray()
+        if getattr(self, "_terms_by_items", None) is None:  # cached: a transposed view is copied by each product
+            self._terms_by_items = sp.csr_matrix(self.item_matrix.T)
+        scores = sp.csr_matrix(self._profiles(history) @ self._terms_by_items)
+        return (scores if item_idx is None else scores[:, item_idx]).toarray()
 
     def _score(self, user_idx, item_idx):
         return self._score_history(self.seen[user_idx], item_idx)
@@ -92,18 +94,12 @@ class TfidfKNN(Recommender):
     def _item_vectors(self):
         return None
 
-    def similar_items(self, item_ids, k: int = 10):
-        from avrec.models.base import _check_k
+    def _clear_caches(self) -> None:
+        super()._clear_caches()
+        self._terms_by_items = None
 
-        self._check_fitted()
-        _check_k(k)
-        idx = self._items_to_index(list(item_ids), what="items")
-        scores = (self.item_matrix[idx] @ self.item_matrix.T).toarray()
-        scores[np.arange(len(idx)), idx] = -np.inf
-        from avrec.models.base import topk_from_scores
-
-        top, val = topk_from_scores(scores.astype(np.float32), k)
-        return self._to_ids(top), val
+    def _similarity_rows(self, idx):
+        return (self.item_matrix[idx] @ self.item_matrix.T).toarray()
 
     def _add_items(self, new_items) -> None:
         new = self.vectorizer.transform(self._documents(new_items))

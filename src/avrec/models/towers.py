@@ -182,6 +182,8 @@ class TowerTrainer:
     def train(self, validate) -> tuple[int, float, list[tuple[int, float]]]:
         """Run until ``max_steps`` or patience runs out; keeps the best state. Returns (best step, best score, curve)."""
         c = self.config
+        if len(self.train_users) == 0:  # every step holds part of a history back: needs 2+ items
+            return 0, -np.inf, []
         torch.manual_seed(c.seed)
         opt = torch.optim.AdamW(self.model.parameters(), lr=c.lr, weight_decay=c.weight_decay)
         n_items = self.seen.shape[1]
