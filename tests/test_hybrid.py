@@ -142,3 +142,77 @@ def test_cli_add_items_makes_new_items_recommendable(structured, tmp_path, capsy
     (tmp_path / "dup.csv").write_text("item_id,title\na_brand_new,again\n")
     assert main(["add-items", str(tmp_path / "m"), str(tmp_path / "dup.csv")]) == 2
     assert "already in the catalogue" in capsys.readouterr().err
+
+
+# ---- defects found by a new user (issue 11) ------------------------------------------------------
+def _thin_dataset(n_items: int, n_users: int, per_user: int, seed: int = 0, genres: bool = True):
+    from avrec.data.dataset import build_dataset
+
+    rng = np.random.default_rng(seed)
+    items = {"item_id": [f"i{j}" for j in range(n_items)], "title": [f"Item {j} ({1950 + j % 70})" for j in range(n_items)]}
+    if genres:
+        items["genres"] = [("Drama|Comedy", "Action", "Jazz|Rock")[j % 3] for j in range(n_items)]
+    rows = [(f"u{u}", f"i{j}", 1.0, 0) for u in range(n_users) for j in rng.choice(n_items, per_user, replace=False)]
+    inter = pd.DataFrame(rows, columns=["user_id", "item_id", "weight", "timestamp"])
+    return build_dataset(pd.DataFrame(items), inter, name="thin")
+
+
+@pytest.fixture(scope="module")
+def wide_hybrid():
+    data = _thin_dataset(2000, 200, 15)
+    return create_model("hybrid", use_lm=False, max_steps=10, eval_every=5, dim=16, hidden=32, als_factors=8,
+                        als_iterations=2).fit(data)
+
+
+@pytest.mark.parametrize("call", ["recommend", "recommend_history", "similar_items", "ease_candidates"])
+def test_scoring_one_user_allocates_about_one_score_row(wide_hybrid, call):
+    """Serving one request must not copy an items × items matrix (EASE columns once cost ~1 s per request)."""
+    import tracemalloc
+
+    m = wide_hybrid
+    calls = {
+        "recommend": lambda: m.recommend(["u1"], k=10),
+        "recommend_history": lambda: m.recommend_history([["i1", "i2", "i3"]], k=10),
+        "similar_items": lambda: m.similar_items(["i1"], k=10),
+        "ease_candidates": lambda: m.components["ease"].recommend(["u1"], k=10, candidates=[f"i{j}" for j in range(1500)]),
+    }
+    calls[call]()  # caches (id maps, unit vectors) are built once, outside the measurement
+    tracemalloc.start()
+    calls[call]()
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    row = m.n_items * 4
+    assert peak < 200 * row, f"{call} allocated {peak / row:.0f} score rows"
+
+
+def test_ease_column_selection_matches_full_scores(wide_hybrid):
+    ease = wide_hybrid.components["ease"]
+    users = np.arange(5)
+    cols = np.array([3, 10, 999, 1500])
+    full = ease._score(users, None)
+    assert np.allclose(ease._score(users, cols), full[:, cols], atol=1e-6)
+    sims = ease._similarity_rows(np.array([7]))
+    v = ease.weights + ease.weights.T
+    n = np.linalg.norm(v, axis=1)
+    expect = (v[7] @ v.T) / (n[7] * np.where(n > 0, n, 1))
+    assert np.allclose(sims[0], expect, atol=1e-5)
+
+
+def test_hybrid_fits_when_no_user_has_two_interactions():
+    data = _thin_dataset(6, 6, 1)
+    with pytest.warns(UserWarning, match="no user has two or more interactions"):
+        model = create_model("hybrid", use_lm=False, max_steps=10, eval_every=5, dim=8, hidden=8).fit(data)
+    ids, scores = model.recommend(["u0", "someone-new"], k=3)
+    assert all(i is not None for i in ids[1]) and np.isfinite(scores).all()
+    assert model.warm_weights[0] == 0.0  # untrained towers get no say
+
+
+def test_hybrid_leaves_out_a_component_with_nothing_to_work_with():
+    """Titles only (no genres or tags): kgpath has no entities and is left out instead of failing the fit."""
+    data = _thin_dataset(60, 30, 6, genres=False)
+    with pytest.warns(UserWarning, match="component 'kgpath' left out"):
+        model = create_model("hybrid", use_lm=False, max_steps=10, eval_every=5, dim=8, hidden=8).fit(data)
+    assert "kgpath" not in model.components and "tfidf" in model.cold_components
+    assert "kgpath" in model.report["skipped_components"]
+    ids, _ = model.recommend(["u0"], k=5)
+    assert all(i is not None for i in ids[0])
