@@ -91,6 +91,52 @@ class Server:
         self.log.close()
 
 
+BARE_APP = """
+import os, uvicorn
+from starlette.applications import Starlette
+from starlette.responses import Response
+from starlette.routing import Route
+
+BODY = open(os.environ["BARE_BODY"], "rb").read()
+
+async def recommend(request):
+    return Response(BODY, media_type="application/json")
+
+app = Starlette(routes=[Route("/recommend", recommend)])
+config = uvicorn.Config(app, host="127.0.0.1", port=int(os.environ["BARE_PORT"]), log_level="warning", access_log=False)
+server = uvicorn.Server(config)
+print("open http://127.0.0.1:%d/" % config.port, flush=True)
+server.run()
+"""
+
+
+class BareServer(Server):
+    """The framework's floor: uvicorn (same loop and parser as `avrec serve`) + Starlette returning ``body``."""
+
+    def __init__(self, body: bytes) -> None:  # noqa: D107 (no super().__init__: a different command)
+        import socket
+
+        self.tmp = Path(tempfile.mkdtemp(prefix="avrec-bare-"))
+        (self.tmp / "body.json").write_bytes(body)
+        (self.tmp / "bare.py").write_text(BARE_APP)
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        env = dict(os.environ, BARE_BODY=str(self.tmp / "body.json"), BARE_PORT=str(port), PYTHONUNBUFFERED="1")
+        self.log = open(self.tmp / "server.log", "wb")  # noqa: SIM115
+        self.proc = subprocess.Popen([sys.executable, str(self.tmp / "bare.py")], stdout=subprocess.PIPE,
+                                     stderr=self.log, env=env)
+        self.url = self._wait_url()
+        threading.Thread(target=self.proc.stdout.read, daemon=True).start()
+        deadline = time.time() + 30  # the line is printed before uvicorn binds: wait until it accepts
+        while time.time() < deadline:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                break
+            except OSError:
+                time.sleep(0.1)
+
+
 def machine() -> dict[str, Any]:
     return {
         "python": platform.python_version(),

@@ -396,3 +396,27 @@ def test_convert_lastfm_from_shared_data(tmp_path, capsys, shared_data):
     code, out, err = run_cli(capsys, "data", "validate", tmp_path / "lastfm")
     assert code == 0, err
     assert out.startswith("OK: lastfm: 1,892 users, 17,632 items, 92,834 interactions")
+
+
+def test_serve_rejects_compute_threads_below_one(capsys, tiny, tmp_path):
+    code, _, _ = run_cli(capsys, "fit", tiny, "--model", "pop", "--out", tmp_path / "m")
+    assert code == 0
+    code, _, err = run_cli(capsys, "serve", tmp_path / "m", "--compute-threads", "0")
+    assert code == 2 and "--compute-threads must be at least 1" in err and "Traceback" not in err
+
+
+def test_limit_compute_threads_caps_blas_and_torch():
+    """A server runs requests in parallel; threaded BLAS inside each of them thrashed 2 cores (18 req/s)."""
+    import torch
+    from threadpoolctl import threadpool_info, threadpool_limits
+
+    from avrec.cli.serve import limit_compute_threads
+
+    before = torch.get_num_threads()
+    with threadpool_limits(None):  # restores the BLAS pools on exit
+        limit_compute_threads(1)
+        try:
+            assert all(pool["num_threads"] == 1 for pool in threadpool_info())
+            assert torch.get_num_threads() == 1
+        finally:
+            torch.set_num_threads(before)

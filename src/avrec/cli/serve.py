@@ -47,6 +47,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--watch-interval", type=float, default=None,
                    help="seconds between checks of MODEL_DIR for a new model (0 disables; default 2)")
     p.add_argument("--log-level", default="warning", choices=["critical", "error", "warning", "info", "debug"])
+    p.add_argument("--compute-threads", type=int, default=1,
+                   help="BLAS/torch threads per request (default 1: requests run in parallel, and threaded "
+                        "BLAS inside concurrent requests thrashes the cores: 18 against 390 req/s for hybrid)")
     p.set_defaults(func=cmd_serve)
 
     u = sub.add_parser(
@@ -93,6 +96,15 @@ def _serve_settings(args: argparse.Namespace):
     return host, port, store, config
 
 
+def limit_compute_threads(n: int) -> None:
+    """Cap BLAS, OpenMP and torch threads for the whole process (a server parallelises across requests)."""
+    import torch
+    from threadpoolctl import threadpool_limits
+
+    threadpool_limits(n)
+    torch.set_num_threads(n)
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
     try:
         import uvicorn
@@ -110,7 +122,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
         raise ConfigError(f"--insecure-dev only binds a loopback address (127.0.0.1), not {host}")
     if not _is_loopback(host):
         print(f"warning: binding {host}: the API is reachable from other machines", file=sys.stderr)
+    if args.compute_threads < 1:
+        raise ConfigError(f"--compute-threads must be at least 1, not {args.compute_threads}")
     logging.basicConfig(level=args.log_level.upper(), format="%(levelname)s %(name)s: %(message)s")
+    limit_compute_threads(args.compute_threads)
     store = EventStore(store_path or default_store(model_dir))
     service = RecommenderService(model_dir, store, config)
     app = create_app(service)
