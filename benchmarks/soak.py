@@ -1,11 +1,13 @@
 """Soak test: a steady request rate against `avrec serve` for minutes, checking errors and memory.
 
 Open-loop load (requests start on a fixed schedule, whatever the latency) at --rate req/s for --minutes,
-mixing GET /recommend (known and unknown users), GET /similar, POST /recommend with a history and
-POST /feedback (so the store grows and fold-in runs). The server's resident memory is sampled every
+mixing GET /recommend (known and unknown users), GET /similar, GET /search, POST /recommend with a
+history and POST /feedback (so the store grows and fold-in runs). The server runs as `avrec serve`
+starts by default (search on); load starts once its search index is ready. Models: the one `make demo`
+serves (hybrid) and EASE beside it, one after the other. The server's resident memory is sampled every
 10 s; "flat" means the last third's median is within 10 % (or 30 MiB) of the first third's after warm-up.
 
-    nice -n 10 python benchmarks/soak.py [--minutes 10] [--rate 300] [--model ease]
+    nice -n 10 python benchmarks/soak.py [--minutes 10] [--rate 300] [--models hybrid,ease]
 
 Writes benchmarks/results/serve_soak.{json,md}.
 """
@@ -23,6 +25,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from serve_common import Server, ensure_model, machine, percentiles, write_results  # noqa: E402
 
 KEY = "bench-key"
+QUERIES = ["a funny animated movie for kids", "dark science fiction", "romantic comedy in paris",
+           "world war two drama", "heist thriller", "space adventure with robots", "scary haunted house"]
 
 
 async def soak(server: Server, users: list[str], items: list[str], rate: float, seconds: float,
@@ -55,6 +59,8 @@ async def soak(server: Server, users: list[str], items: list[str], rate: float, 
                         req = client.get("/recommend", params={"user_id": rng.choice(users), "k": 10})
                     elif kind == "similar":
                         req = client.get(f"/similar/{rng.choice(items)}", params={"k": 10})
+                    elif kind == "search":
+                        req = client.get("/search", params={"q": rng.choice(QUERIES), "k": 10})
                     elif kind == "history":
                         req = client.post("/recommend", json={"history": rng.sample(items, 5), "k": 10})
                     else:
@@ -90,7 +96,8 @@ async def soak(server: Server, users: list[str], items: list[str], rate: float, 
             elif now - due > 1.0:
                 late += 1
             roll = rng.random()
-            kind = "recommend" if roll < 0.8 else "similar" if roll < 0.88 else "history" if roll < 0.95 else "feedback"
+            kind = ("recommend" if roll < 0.75 else "similar" if roll < 0.83 else "search" if roll < 0.88
+                    else "history" if roll < 0.95 else "feedback")
             task = asyncio.create_task(one(kind))
             tasks.add(task)
             task.add_done_callback(tasks.discard)
@@ -119,44 +126,62 @@ def flat_memory(samples: list[tuple[float, float]]) -> tuple[bool, float, float]
     return (last - first) <= max(0.1 * first, 30.0), first, last
 
 
-def main(argv: list[str] | None = None) -> int:
+def wait_for_search(server: Server, timeout: float = 900) -> str:
+    import httpx
+
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        state = httpx.get(server.url + "/health", timeout=30).json()["search"]
+        if state != "building":
+            return state
+        time.sleep(2)
+    return "building"
+
+
+def run_one(model: str, minutes: float, rate: float) -> dict:
     import pandas as pd
 
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--minutes", type=float, default=10.0)
-    ap.add_argument("--rate", type=float, default=300.0, help="requests per second (target rate)")
-    ap.add_argument("--model", default="ease")
-    ap.add_argument("--model-dir", type=Path, default=None)
-    args = ap.parse_args(argv)
-
-    model_dir = ensure_model(args.model, args.model_dir)
+    model_dir = ensure_model(model)
     users = pd.read_parquet(model_dir / "catalog" / "users.parquet")["user_id"].astype(str).tolist()
     users += [f"visitor-{i}" for i in range(len(users) // 9)]
     catalog = pd.read_parquet(model_dir / "catalog" / "items.parquet")["item_id"].astype(str).tolist()
-    items = catalog[:3000]
-    info = machine()
-    server = Server(model_dir, "--no-search", api_key=KEY)
+    server = Server(model_dir, api_key=KEY)
     try:
-        result = asyncio.run(soak(server, users, items, args.rate, args.minutes * 60))
+        search = wait_for_search(server)
+        result = asyncio.run(soak(server, users, catalog[:3000], rate, minutes * 60))
     finally:
         server.stop()
     flat, first, last = flat_memory(result["rss_samples"])
     n_err = sum(result["errors"].values())
-    payload = {"benchmark": "soak", "minutes": args.minutes, "target_rps": args.rate, **result,
-               "total_errors": n_err, "memory_flat": flat, "rss_first_third_mb": first, "rss_last_third_mb": last,
-               "meets_target": n_err == 0 and flat and result["achieved_rps"] >= 0.95 * args.rate,
-               "machine": info,
+    return {"model": model, "search": search, **result, "total_errors": n_err, "memory_flat": flat,
+            "rss_first_third_mb": first, "rss_last_third_mb": last,
+            "meets_target": n_err == 0 and flat and result["achieved_rps"] >= 0.95 * rate}
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--minutes", type=float, default=10.0, help="minutes of load per model")
+    ap.add_argument("--rate", type=float, default=300.0, help="requests per second (target rate)")
+    ap.add_argument("--models", default="hybrid,ease", help="models to serve, one after the other")
+    args = ap.parse_args(argv)
+    info = machine()
+    runs = [run_one(m.strip(), args.minutes, args.rate) for m in args.models.split(",") if m.strip()]
+    payload = {"benchmark": "soak", "minutes": args.minutes, "target_rps": args.rate, "runs": runs, "machine": info,
                "command": "nice -n 10 python benchmarks/soak.py " + " ".join(argv or sys.argv[1:])}
-    lines = [f"# Soak: {args.minutes} min at {args.rate:g} req/s (open loop), ml-latest-small, {args.model}", "",
-             f"Scheduled {result['requests']} requests; answered {result['answered']} ({result['achieved_rps']} req/s); "
-             f"left in the client queue at the end (server too slow): {result['unsent_backlog']}; "
-             f"errors {n_err} {result['errors'] or ''}; schedule slips > 1 s: {result['schedule_slips_over_1s']}.",
-             f"Server RSS: first third {first} MiB, last third {last} MiB -> {'flat' if flat else 'GROWING'}.", "",
-             "| request | n | p50 ms | p90 ms | p99 ms | max ms |", "|---|---|---|---|---|---|"]
-    for kind, v in result["latency"].items():
-        lines.append(f"| {kind} | {v['n']} | {v['p50_ms']} | {v['p90_ms']} | {v['p99_ms']} | {v['max_ms']} |")
-    lines += ["", f"Machine: {info['cpus']} CPUs, load average at start {info['loadavg_at_start']} (shared).",
-              f"Command: `{payload['command']}`"]
+    lines = [f"# Soak: {args.minutes:g} min at {args.rate:g} req/s (open loop) per model, ml-latest-small", ""]
+    for r in runs:
+        lines += [f"## {r['model']} (search {r['search']})", "",
+                  f"Scheduled {r['requests']} requests; answered {r['answered']} ({r['achieved_rps']} req/s); "
+                  f"left in the client queue at the end (server too slow): {r['unsent_backlog']}; "
+                  f"errors {r['total_errors']} {r['errors'] or ''}; schedule slips > 1 s: {r['schedule_slips_over_1s']}.",
+                  f"Server RSS: first third {r['rss_first_third_mb']} MiB, last third {r['rss_last_third_mb']} MiB -> "
+                  f"{'flat' if r['memory_flat'] else 'GROWING'}.", "",
+                  "| request | n | p50 ms | p90 ms | p99 ms | max ms |", "|---|---|---|---|---|---|"]
+        for kind, v in r["latency"].items():
+            lines.append(f"| {kind} | {v['n']} | {v['p50_ms']} | {v['p90_ms']} | {v['p99_ms']} | {v['max_ms']} |")
+        lines.append("")
+    lines += [f"Machine: {info['cpus']} CPUs shared by the server and the client, load average at start "
+              f"{info['loadavg_at_start']}.", f"Command: `{payload['command']}`"]
     write_results("serve_soak", payload, "\n".join(lines))
     print("\n".join(lines))
     return 0
