@@ -180,7 +180,7 @@ def _facts() -> ExplanationFacts:
         candidate_title="Interstellar",
         history_titles=["Inception", "Memento", "Heat"],
         entities=[EntityFact("director", "Christopher Nolan", ["Inception", "Memento"]),
-                  EntityFact("decade", "2010s", ["Inception"])],
+                  EntityFact("decade", "2010s", ["Inception", "Dunkirk"])],
         span_field="overview",
         span="A team of explorers travel through a wormhole in space.",
         verb="watched",
@@ -189,13 +189,55 @@ def _facts() -> ExplanationFacts:
 
 def test_template_sentence():
     text = render_template(_facts())
-    assert text.startswith('Because you watched "Inception" and "Memento", which share director Christopher Nolan '
-                           'with "Interstellar".')
-    assert 'It also shares the 2010s with "Inception".' in text
-    assert 'close to "Heat"' in text
-    assert text.endswith('Its overview says: "A team of explorers travel through a wormhole in space."')
+    assert text == ('"Interstellar" is directed by Christopher Nolan, like "Inception" and "Memento", which you watched. '
+                    'It is also from the 2010s, like "Dunkirk". The model also ranks it close to "Heat". '
+                    'Its overview says: "A team of explorers travel through a wormhole in space."')
     bare = render_template(ExplanationFacts(candidate_title="X"))
     assert '"X"' in bare and "no listed metadata" in bare
+
+
+def test_template_names_each_history_title_once():
+    facts = _facts()
+    facts.entities += [EntityFact("genre", "Sci-Fi", ["Memento", "Inception"]),  # true of both: joins them
+                       EntityFact("cast", "Michael Caine", ["Memento", "Inception"]),
+                       EntityFact("tag", "time", ["Inception"])]  # would repeat a title: evidence only
+    text = render_template(facts)
+    assert text.startswith('"Interstellar" is directed by Christopher Nolan, in the Sci-Fi genre and features '
+                           'Michael Caine, like "Inception" and "Memento", which you watched.'), text
+    for title in ("Inception", "Memento", "Dunkirk", "Heat", "Interstellar"):
+        assert text.count(f'"{title}"') == 1, (title, text)
+    assert '"time"' not in text and "shares" not in text
+    music = ExplanationFacts(candidate_title="Song", history_titles=["A", "B"], verb="listened to",
+                             entities=[EntityFact("artist", "Nina", ["A"]), EntityFact("decade", "1980s", ["B"])])
+    assert render_template(music) == '"Song" is by Nina, like "A", which you listened to. It is also from the 1980s, like "B".'
+    plain = ExplanationFacts(candidate_title="X", history_titles=["A", "B"], verb="watched")
+    assert render_template(plain) == 'The model ranks "X" close to "A" and "B", which you watched.'
+
+
+def test_generated_explanations_are_short_and_name_titles_once(explainer, ease):
+    import re
+
+    for user, item in sample_pairs(ease, 20, seed=11):
+        exp = explainer.explain(user, item)
+        facts = explainer.facts(user, item)
+        span = next((e["span"] for e in exp["evidence"] if e["kind"] == "text"), "")
+        reasons = exp["text"].replace(f'Its overview says: "{span}"', "").strip()
+        for title in set(facts.history_titles) | {t for e in facts.entities for t in e.history_titles}:
+            assert reasons.count(f'"{title}"') <= 1, (title, exp["text"])
+        sentences = [s for s in re.split(r'(?<=[.])\s+(?=["A-Z])', re.sub(r'"[^"]*"', '"T"', reasons)) if s]
+        assert sentences and all(len(s.split()) <= 25 for s in sentences), sentences
+        assert "shares the" not in reasons and "share the" not in reasons
+        assert check_explanation(exp, ease) == []  # the JSON keeps every piece of evidence, all grounded
+        assert verify_text(reasons, facts.allowed_names(), explainer.known_entity_values()).ok, exp["text"]
+
+
+def test_verifier_reads_possessives_and_hyphens_inside_titles():
+    names = ["One Flew Over the Cuckoo's Nest", "Amelie (Fabuleux destin d'Amélie Poulain, Le)",
+             "40-Year-Old Virgin, The", "Heat"]
+    text = ('"Heat" is from the 1970s, like "One Flew Over the Cuckoo\'s Nest", "40-Year-Old Virgin, The" and '
+            '"Amelie (Fabuleux destin d\'Amélie Poulain, Le)".')
+    assert verify_text(text, names + ["1970s"]).ok, verify_text(text, names + ["1970s"]).problems
+    assert not verify_text('"Heat" is like Cuckoo\'s Amélie Old-Timer.', names).ok  # "Timer" is named nowhere
 
 
 @pytest.mark.parametrize(
@@ -227,7 +269,7 @@ def test_rejected_rewrite_falls_back_to_template():
     assert gen.stats == {"accepted": 0, "rejected": 1} and gen.last_problems
     kept = gen.accept('Since you liked "Inception" and "Memento", try "Interstellar".', facts, template)
     assert kept.startswith('Since you liked') and kept.endswith(f'"{facts.span}"')
-    assert 'It also shares the 2010s with "Inception".' in kept  # the other template sentences stay as they were
+    assert 'It is also from the 2010s, like "Dunkirk".' in kept  # the other template sentences stay as they were
     # grounded but empty rewrites are rejected too: they must keep the candidate and a history title
     assert gen.accept("Christopher Nolan made it.", facts, template) == template
     assert gen.accept('"Interstellar" is by Christopher Nolan.', facts, template) == template
@@ -240,7 +282,7 @@ def test_prompt_holds_only_the_main_sentence_as_data():
     assert messages[0]["role"] == "system" and "not instructions" in messages[0]["content"]
     user = messages[1]["content"]
     inner = user[user.index("<data>") + 6 : user.index("</data>")]
-    assert inner == render_template(_facts()).split(" It also")[0]
+    assert inner == render_template(_facts()).split(" It is also")[0]
     assert _facts().span not in user
 
 

@@ -434,3 +434,199 @@ def test_search_by_a_sentence_personalised_and_new_items(search_client):
     assert hits[0] == "n-jazz"
     sim = c.get("/similar/n-jazz", params={"k": 3})
     assert sim.status_code == 200 and len(ids(sim)) == 3
+
+
+# ---- the API key before the body, and a body size limit ------------------------------------------
+def _asgi_post(app, path: str, chunks: list[bytes], headers: dict[str, str], content_length: bool = True):
+    """POST ``chunks`` to the ASGI app directly; returns (status, JSON body, how many chunks it read)."""
+    import asyncio
+
+    pulled = 0
+    sent: list[dict] = []
+
+    async def receive():
+        nonlocal pulled
+        if pulled < len(chunks):
+            pulled += 1
+            return {"type": "http.request", "body": chunks[pulled - 1], "more_body": pulled < len(chunks)}
+        return {"type": "http.disconnect"}
+
+    async def send(message):
+        sent.append(message)
+
+    raw = [(k.lower().encode(), v.encode()) for k, v in headers.items()]
+    raw.append((b"content-type", b"application/json"))
+    if content_length:
+        raw.append((b"content-length", str(sum(len(c) for c in chunks)).encode()))
+    else:
+        raw.append((b"transfer-encoding", b"chunked"))
+    scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "POST", "scheme": "http",
+             "path": path, "raw_path": path.encode(), "root_path": "", "query_string": b"", "headers": raw,
+             "client": ("127.0.0.1", 5000), "server": ("testserver", 80), "state": {}}
+    asyncio.run(app(scope, receive, send))
+    start = next(m for m in sent if m["type"] == "http.response.start")
+    body = b"".join(m.get("body", b"") for m in sent if m["type"] == "http.response.body")
+    return start["status"], json.loads(body), pulled
+
+
+def _big_json(n_chunks: int, chunk: int = 1 << 20) -> list[bytes]:
+    """A valid JSON object of about ``n_chunks`` MiB, in ``chunk``-byte pieces (one shared padding object)."""
+    pad = b"x" * chunk
+    return [b'{"user_id": "u0", "item_id": "s1", "event": "like", "pad": "'] + [pad] * n_chunks + [b'"}']
+
+
+def test_a_wrong_key_is_refused_before_the_body_is_read(client):
+    app = client.app
+    for headers, status in (({"X-API-Key": "wrong"}, 401), ({}, 401)):
+        code, body, pulled = _asgi_post(app, "/feedback", _big_json(40), headers)
+        assert code == status and "X-API-Key" in body["error"], body
+        assert pulled == 0, f"the server read {pulled} chunk(s) of the body before refusing the key"
+    code, body, pulled = _asgi_post(app, "/items", _big_json(3), {"X-API-Key": "wrong"}, content_length=False)
+    assert (code, pulled) == (401, 0)
+    code, _, pulled = _asgi_post(app, "/admin/reload", [b"{}"], {"X-API-Key": "wrong"})
+    assert (code, pulled) == (401, 0)
+    assert client.app.state.service.store.count_events() == 0
+
+
+def test_no_configured_key_refuses_writes_before_the_body_is_read(model_dir, tmp_path):
+    with make_client(model_dir, tmp_path, api_key=None) as c:
+        code, body, pulled = _asgi_post(c.app, "/feedback", _big_json(2), {})
+        assert (code, pulled) == (403, 0) and "--insecure-dev" in body["error"]
+
+
+def test_bodies_over_the_limit_are_refused_with_413(model_dir, tmp_path):
+    with make_client(model_dir, tmp_path, max_body_bytes=4096) as c:
+        big = {"history": ["s1"] * 1000, "k": 3}  # ~6 kB
+        r = c.post("/recommend", json=big)
+        assert r.status_code == 413, r.text
+        assert "4096" in r.json()["error"] and "bytes" in r.json()["error"]
+        # Content-Length over the limit: refused before a byte is read, also with the right key
+        code, body, pulled = _asgi_post(c.app, "/feedback", _big_json(1, 8192), H)
+        assert (code, pulled) == (413, 0) and "4096" in body["error"]
+        # chunked (no Content-Length): counted while streaming, refused once over the limit
+        chunks = [b'{"history": ['] + [b'"s1",' * 200] * 50 + [b'"s1"]}']
+        code, body, pulled = _asgi_post(c.app, "/recommend", chunks, {}, content_length=False)
+        assert code == 413 and pulled < 10, pulled
+        # bodies under the limit still work, with and without Content-Length
+        assert c.post("/recommend", json={"history": ["r1", "r2"], "k": 3}).status_code == 200
+        code, body, _ = _asgi_post(c.app, "/recommend", [b'{"history": ["r1",', b' "r2"], "k": 3}'], {},
+                                   content_length=False)
+        assert code == 200 and len(body["items"]) == 3
+        code, body, _ = _asgi_post(c.app, "/feedback", [b'{"user_id": "u0", "item_id": "s1", "event": "like"}'], H)
+        assert code == 200 and body["stored"] == 1
+        assert 'route="/recommend",status="413"' in c.get("/metrics").text
+
+
+def test_the_default_body_limit_fits_the_largest_batch(client):
+    from avrec.serve.app import MAX_BATCH
+
+    limit = client.app.state.service.config.max_body_bytes
+    overview = "A long overview sentence about the story, its people and its places. " * 12  # ~850 chars
+    items = [{"item_id": f"batch-{n:05d}", "title": f"A Fairly Long Catalogue Title Number {n}", "media_type": "movie",
+              "genres": ["Adventure", "Science Fiction", "Drama"], "year": "1999", "overview": overview,
+              "tags": "space|robots|friendship|time travel", "director": "Some Director", "cast": "A One|B Two|C Three"}
+             for n in range(MAX_BATCH)]
+    size = len(json.dumps({"items": items}).encode())
+    assert size < limit < 200 * 2**20, (size, limit)
+
+
+# ---- ids: one pattern for the query string, the path and the body --------------------------------
+@pytest.mark.parametrize(
+    ("url", "params", "name"),
+    [
+        ("/recommend", {"user_id": "u\x000"}, "query.user_id"),
+        ("/recommend", {"user_id": "u\x1b0"}, "query.user_id"),
+        ("/explain", {"user_id": "u0", "item_id": "s\x011"}, "query.item_id"),
+        ("/explain", {"user_id": "u\n0", "item_id": "s1"}, "query.user_id"),
+        ("/search", {"q": "robots", "user_id": "u\x7f"}, "query.user_id"),
+        ("/recommend", {"user_id": "u" * 257}, "query.user_id"),
+        ("/items/s%011", {}, "path.item_id"),
+        ("/similar/s%0A1", {}, "path.item_id"),
+        ("/users/u%000/history", {}, "path.user_id"),
+    ],
+)
+def test_ids_in_the_query_and_path_follow_the_body_rules(client, url, params, name):
+    r = client.get(url, params=params)
+    assert r.status_code == 422, r.text
+    assert name in r.json()["error"], r.json()
+
+
+def test_body_ids_follow_the_same_rules(client):
+    for bad in ("u\x7f", "u" * 257, ""):
+        r = client.post("/feedback", json={"user_id": bad, "item_id": "s1", "event": "like"}, headers=H)
+        assert r.status_code == 422 and "user_id" in r.json()["error"], r.text
+    assert client.post("/recommend", json={"history": ["s\x1f1"]}).status_code == 422
+    ok = "user with spaces, ümlauts & symbols/✓"
+    assert client.get("/recommend", params={"user_id": ok}).status_code == 200
+    assert client.post("/feedback", json={"user_id": ok, "item_id": "s1", "event": "like"}, headers=H).status_code == 200
+
+
+# ---- POST /items: duplicates are 409, refused items are never stored -----------------------------
+def test_a_duplicate_inside_one_batch_is_409_and_stores_nothing(client):
+    service = client.app.state.service
+    batch = {"items": [{"item_id": "n1", "title": "One"}, {"item_id": "n2"}, {"item_id": "n1", "title": "Again"}]}
+    r = client.post("/items", json=batch, headers=H)
+    assert r.status_code == 409, r.text
+    assert "'n1'" in r.json()["error"] and "twice" in r.json()["error"]
+    assert service.store.items() == [] and "n1" not in service.state.catalog_index
+    r = client.post("/items", json={"items": [{"item_id": "n3"}, {"item_id": "s1"}]}, headers=H)
+    assert r.status_code == 409 and "'s1'" in r.json()["error"]
+    assert service.store.items() == [] and "n3" not in service.state.catalog_index
+
+
+def test_refused_items_are_never_stored_and_the_store_replays(tmp_path):
+    folder = fit_tiny(tmp_path / "kg", "kgpath")  # a model that takes new items (its add_items validates)
+    with make_client(folder, tmp_path) as c:
+        service = c.app.state.service
+        assert c.post("/items", json={"items": [{"item_id": "n-ok", "title": "Kept"}]}, headers=H).status_code == 200
+        for body in ({"item_id": " s1", "title": "padded clash"}, {"items": [{"item_id": "n9"}, {"item_id": "n9 "}]},
+                     {"item_id": "   "}):
+            r = c.post("/items", json=body, headers=H)
+            assert r.status_code in (409, 422), r.text
+            assert isinstance(r.json()["error"], str)
+        assert [it["item_id"] for it in service.store.items()] == ["n-ok"]
+        # a failure while adding (after the durable write) takes the items out of the store again
+        original = service._apply_items
+
+        def broken(*args, **kwargs):
+            raise RuntimeError("boom")
+
+        service._apply_items = broken
+        r = TestClient(c.app, raise_server_exceptions=False).post("/items", json={"item_id": "n-fail"}, headers=H)
+        service._apply_items = original
+        assert r.status_code == 500
+        assert [it["item_id"] for it in service.store.items()] == ["n-ok"]
+    # restart over the same store: acknowledged items are back, refused ones are not
+    service = RecommenderService(folder, EventStore(tmp_path / "events.sqlite3"),
+                                 ServeConfig(search=False, watch_interval=0))
+    assert "n-ok" in service.state.catalog_index and service.state.model.n_items == 41
+    assert not {" s1", "n9", "n9 ", "n-fail"} & set(service.state.catalog_index)
+
+
+def test_replay_skips_stored_items_that_clash_with_the_model(tmp_path):
+    folder = fit_tiny(tmp_path / "kg", "kgpath")
+    with EventStore(tmp_path / "events.sqlite3") as store:  # left by an older server that stored refused items
+        store.add_items([{"item_id": " s1", "title": "padded"}, {"item_id": "n-good", "title": "Good"}])
+    service = RecommenderService(folder, EventStore(tmp_path / "events.sqlite3"),
+                                 ServeConfig(search=False, watch_interval=0))
+    assert "n-good" in service.state.catalog_index and " s1" not in service.state.catalog_index
+    assert service.state.model.n_items == 41
+
+
+# ---- /docs and /redoc work offline ----------------------------------------------------------------
+def test_docs_pages_load_their_assets_from_this_server(client):
+    import re
+
+    for page in ("/docs", "/redoc"):
+        r = client.get(page)
+        assert r.status_code == 200, page
+        urls = re.findall(r"""(?:src|href)\s*=\s*["']([^"']+)["']""", r.text)
+        urls += re.findall(r"""url:\s*["']([^"']+)["']""", r.text)
+        assert urls, r.text
+        for url in urls:
+            assert url.startswith("/"), f"{page} loads {url} from another host"
+            asset = client.get(url)
+            assert asset.status_code == 200 and len(asset.content) > 100, url
+        assert "http://" not in r.text.replace("http://www.w3.org", "") and "https://" not in r.text, r.text
+    js = client.get("/docs").text
+    assert "swagger-ui-bundle.js" in js and "/openapi.json" in js

@@ -118,3 +118,82 @@ def test_pick_user_like_and_search(live_server, tmp_path: Path):
             assert errors == [], errors
         finally:
             context.close()
+
+
+def _offline_context(p, tmp_path: Path, url: str):
+    """A fresh Chromium profile that may reach only the test server: anything else is aborted and recorded."""
+    context = p.chromium.launch_persistent_context(
+        user_data_dir=str(tmp_path / "chromium-offline"), executable_path=CHROMIUM, headless=True,
+        args=LAUNCH_FLAGS, viewport={"width": 1280, "height": 900},
+    )
+    outside: list[str] = []
+
+    def route(r):
+        if r.request.url.startswith(url) or r.request.url.startswith("data:"):
+            r.continue_()
+        else:
+            outside.append((r.request.resource_type, r.request.url))
+            r.abort()
+
+    context.route("**/*", route)
+    return context, outside
+
+
+def _keep(shot: Path, name: str) -> None:
+    folder = os.environ.get("AVREC_WEB_SHOTS")
+    if folder:
+        Path(folder).mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(shot, Path(folder) / name)
+
+
+def test_docs_list_the_operations_offline(live_server, tmp_path: Path):
+    sync_playwright = _require_browser()
+    url, _service = live_server
+    with sync_playwright() as p:
+        context, outside = _offline_context(p, tmp_path, url)
+        try:
+            page = context.new_page()
+            page.goto(url + "/docs")
+            page.wait_for_selector(".opblock", timeout=30_000)
+            paths = page.eval_on_selector_all(".opblock .opblock-summary-path",
+                                              "els => els.map(e => e.textContent.replace(/\\u200b/g, '').trim())")
+            assert "/recommend" in paths and "/feedback" in paths and "/items" in paths, paths
+            shot = tmp_path / "docs.png"
+            page.screenshot(path=str(shot), full_page=False)
+            assert shot.stat().st_size > 10_000
+            _keep(shot, "docs.png")
+            assert outside == [], f"/docs tried to load {outside}"
+            page.goto(url + "/redoc")
+            page.wait_for_selector("text=/recommend", timeout=30_000)
+            assert "Recommend History" in page.inner_text("body")
+            # ReDoc's only outside request is its Redocly logo, an <img> that hides itself when it fails
+            assert [u for kind, u in outside if kind != "image"] == [], outside
+        finally:
+            context.close()
+
+
+def test_start_page_suggests_a_known_user(live_server, tmp_path: Path):
+    sync_playwright = _require_browser()
+    url, service = live_server
+    first_user = str(service.state.model.user_ids[0])
+    with sync_playwright() as p:
+        context, outside = _offline_context(p, tmp_path, url)
+        try:
+            page = context.new_page()
+            errors: list[str] = []
+            page.on("pageerror", lambda e: errors.append(str(e)))
+            page.goto(url + "/")
+            page.wait_for_selector("#user-hint a.try-user")
+            suggested = page.inner_text("#user-hint a.try-user")
+            assert suggested == first_user and suggested in service.state.model.user_index
+            assert suggested in page.get_attribute("#user-input", "placeholder")
+            assert "Try user" in page.inner_text("#user-hint")
+            shot = tmp_path / "start.png"
+            page.screenshot(path=str(shot), full_page=True)
+            _keep(shot, "start.png")
+            page.click("#user-hint a.try-user")
+            page.wait_for_selector(f'#rec-list[data-user="{first_user}"] li.card')
+            assert page.input_value("#user-input") == first_user
+            assert errors == [] and outside == [], (errors, outside)
+        finally:
+            context.close()

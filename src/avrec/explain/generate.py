@@ -80,12 +80,14 @@ def verify_text(text: str, allowed_names: list[str], known_entities: set[str] | 
         problems.append("instruction-like or markup content")
     allowed_lower = [n.casefold() for n in allowed_names]
     allowed_words = {w for n in allowed_names for w in _words(n)}
+    allowed_words |= {part for w in allowed_words for part in re.split(r"['’\-]", w) if part}  # "d'Amélie"
     allowed_text = " ".join(allowed_lower)
     for m in _CAP_WORD.finditer(text):
-        w = m.group(0).strip("'’-").casefold()
-        if w.endswith("'s") or w.endswith("’s"):
-            w = w[:-2]
-        if w and w not in allowed_words and w not in _GLUE:
+        word = m.group(0).strip("'’-").casefold()
+        w = word[:-2] if word.endswith(("'s", "’s")) else word  # "Nolan's" names Nolan
+        parts = [x for x in re.split(r"['’\-]", w) if x]  # "Year-Old" of "40-Year-Old Virgin"
+        if w and w not in allowed_words and word not in allowed_words and w not in _GLUE \
+                and not (parts and all(x in allowed_words for x in parts)):  # "Cuckoo's Nest"
             problems.append(f"names {m.group(0)!r}, which is not in the evidence")
     for q in _QUOTED.findall(text):
         qn = q.strip().strip(".,;:!?").casefold()

@@ -26,6 +26,19 @@ _PHRASES = {
     "country": "the country {}",
     "decade": "the {}",
 }
+#: Entity type -> (verb, complement) saying that the recommended item has it: "is" + "from the 1980s".
+_PREDICATES = {
+    "director": ("is", "directed by {}"),
+    "cast": ("features", "{}"),
+    "artist": ("is", "by {}"),
+    "genre": ("is", "in the {} genre"),
+    "tag": ("is", 'tagged "{}"'),
+    "keyword": ("has", 'the keyword "{}"'),
+    "country": ("is", "from {}"),
+    "decade": ("is", "from the {}"),
+}
+#: History titles named per sentence.
+MAX_TITLES_PER_SENTENCE = 2
 #: Item fields a text span can come from, as the sentence names them.
 FIELD_LABELS = {"overview": "overview", "tagline": "tagline", "description": "description", "lyrics": "lyrics"}
 
@@ -93,35 +106,79 @@ def reason_sentences(facts: ExplanationFacts) -> str:
     return " ".join(reason_parts(facts))
 
 
+def _and(parts: list[str]) -> str:
+    if len(parts) <= 1:
+        return "".join(parts)
+    return ", ".join(parts[:-1]) + " and " + parts[-1]
+
+
+def _predicate_parts(entities: list[EntityFact]) -> list[tuple[str, str]]:
+    """(verb, complement) per entity: ("is", "from the 1990s")."""
+    out = []
+    for e in entities:
+        verb, complement = _PREDICATES.get(e.type, ("has", e.type.replace("_", " ") + " {}"))
+        out.append((verb, complement.format(e.value)))
+    return out
+
+
+def predicate(entities: list[EntityFact], also: bool = False, after: str | None = None) -> str:
+    """``is in the Crime genre and from the 1990s``; with ``also``: ``is also ...`` / ``also features ...``.
+
+    ``after``: the verb of the clause just before in the same sentence (a repeated "is" is left out).
+    """
+    out: list[str] = []
+    previous = after
+    for n, (verb, complement) in enumerate(_predicate_parts(entities)):
+        if verb == previous:  # "is in the Crime genre and from the 1990s": one "is" for both
+            out.append(complement)
+            continue
+        previous = verb
+        if also and n == 0:
+            verb = "is also" if verb == "is" else f"also {verb}"
+        out.append(f"{verb} {complement}")
+    return _and(out)
+
+
 def reason_parts(facts: ExplanationFacts) -> list[str]:
-    """The sentences of :func:`reason_sentences`, main reason first."""
+    """The sentences of :func:`reason_sentences`, main reason first.
+
+    Short sentences that name each history title once at most. The first says what the recommended item
+    shares with up to two history items (``"X" is in the Crime genre, like "A" and "B", which you
+    watched.``); one more sentence adds the other entities, each with one history item not named yet
+    (``It is also from the 1990s, like "C", and directed by D, like "E".``); an entity true of exactly the
+    items of the first sentence joins it instead. An entity that cannot be said without repeating a title,
+    and history items beyond the named ones, stay in the evidence only.
+    """
     cand = quote(facts.candidate_title)
-    parts: list[str] = []
     mentioned: set[str] = set()
-    if facts.entities:
-        first, rest = facts.entities[0], facts.entities[1:]
-        titles = first.history_titles[:2]
-        mentioned.update(titles)
-        verb_share = "shares" if len(titles) == 1 else "share"
-        parts.append(
-            f"Because you {facts.verb} {join_titles(titles)}, which {verb_share} "
-            f"{entity_phrase(first.type, first.value)} with {cand}."
-        )
-        if rest:
-            clauses = []
-            for e in rest:
-                titles = e.history_titles[:2]
-                mentioned.update(titles)
-                clauses.append(f"{entity_phrase(e.type, e.value)} with {join_titles(titles)}")
-            joined = clauses[0] if len(clauses) == 1 else ", ".join(clauses[:-1]) + " and " + clauses[-1]
-            parts.append(f"It also shares {joined}.")
-        others = [t for t in facts.history_titles if t not in mentioned]
-        if others:
-            parts.append(f"The model also ranks it close to {join_titles(others)} from your history.")
-    elif facts.history_titles:
-        parts.append(
-            f"Because you {facts.verb} {join_titles(facts.history_titles)}, which the model ranks closest to {cand}."
-        )
+    clauses: list[tuple[list[EntityFact], list[str]]] = []  # (entities, the history titles they are named with)
+    for e in facts.entities:
+        limit = MAX_TITLES_PER_SENTENCE if not clauses else 1
+        fresh = [t for t in dict.fromkeys(e.history_titles) if t and t not in mentioned][:limit]
+        if fresh:
+            clauses.append(([e], fresh))
+            mentioned.update(fresh)
+            continue
+        shared = set(e.history_titles)
+        for entities, titles in clauses:
+            if set(titles) <= shared:  # true of every title that clause names
+                entities.append(e)
+                break
+    parts: list[str] = []
+    if clauses:
+        entities, titles = clauses[0]
+        parts.append(f"{cand} {predicate(entities)}, like {join_titles(titles)}, which you {facts.verb}.")
+    if len(clauses) > 1:
+        pieces, verb = [], None
+        for n, (entities, titles) in enumerate(clauses[1:]):
+            pieces.append(f"{predicate(entities, also=n == 0, after=verb)}, like {join_titles(titles)}")
+            verb = _predicate_parts(entities)[-1][0]
+        parts.append(f"It {pieces[0]}" + "".join(f", and {p}" for p in pieces[1:]) + ".")
+    others = [t for t in dict.fromkeys(facts.history_titles) if t and t not in mentioned][:MAX_TITLES_PER_SENTENCE]
+    if others and parts:
+        parts.append(f"The model also ranks it close to {join_titles(others)}.")
+    elif others:
+        parts.append(f"The model ranks {cand} close to {join_titles(others)}, which you {facts.verb}.")
     return parts
 
 

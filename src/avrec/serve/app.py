@@ -3,12 +3,14 @@
 ``create_app(service)`` wires a :class:`~avrec.serve.service.RecommenderService` to the routes below.
 Every error is a JSON object ``{"error": message, "detail": ...}`` with a 4xx status for bad input:
 422 for a malformed request (the message names the field), 404 for an unknown item or user history,
-401/403 for writes without a valid ``X-API-Key``, 409 for a duplicate item.
+401/403 for writes without a valid ``X-API-Key`` (checked before the body is read), 409 for a duplicate
+item, 413 for a body over ``max_body_bytes``.
 """
 
 from __future__ import annotations
 
 import hmac
+import importlib.util
 import logging
 import math
 import threading
@@ -19,23 +21,33 @@ from typing import Annotated, Any, Literal
 
 from fastapi import Body, Depends, FastAPI, Header, Path as PathParam, Query, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import FileResponse, JSONResponse, PlainTextResponse
+from fastapi.openapi.docs import get_redoc_html, get_swagger_ui_html, get_swagger_ui_oauth2_redirect_html
+from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, PlainTextResponse
 from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, field_validator, model_validator
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Match
 
 from avrec.errors import AvrecError
-from avrec.serve.service import MAX_K, RecommenderService, ServiceError
+from avrec.serve.service import MAX_K, RecommenderService, ServeConfig, ServiceError
 from avrec.serve.store import EVENT_TYPES
 
 log = logging.getLogger("avrec.serve")
 STATIC_DIR = Path(__file__).resolve().parent / "static"
 MAX_BATCH = 10_000
 
-Id = Annotated[str, Field(min_length=1, max_length=256, pattern=r"^[^\x00-\x1f]+$")]
+#: Every id, in a body, the query string or the path: 1-256 characters, no control characters, no
+#: whitespace at either end (the data loader strips ids, so a padded id could never match one).
+ID_MAX_LENGTH = 256
+ID_PATTERN = r"^[^\s\x00-\x1f\x7f](?:[^\x00-\x1f\x7f]*[^\s\x00-\x1f\x7f])?$"
+ID_RULE = "ids are 1-256 characters, without control characters or whitespace at either end"
+Id = Annotated[str, Field(min_length=1, max_length=ID_MAX_LENGTH, pattern=ID_PATTERN)]
 K = Annotated[int, Query(ge=1, le=MAX_K, description="how many items")]
-UserQ = Annotated[str, Query(min_length=1, max_length=256)]
+UserQ = Annotated[str, Query(min_length=1, max_length=ID_MAX_LENGTH, pattern=ID_PATTERN)]
+ItemQ = Annotated[str, Query(min_length=1, max_length=ID_MAX_LENGTH, pattern=ID_PATTERN)]
+UserP = Annotated[str, PathParam(min_length=1, max_length=ID_MAX_LENGTH, pattern=ID_PATTERN)]
+ItemP = Annotated[str, PathParam(min_length=1, max_length=ID_MAX_LENGTH, pattern=ID_PATTERN)]
 
 
 # ---- request and response models -----------------------------------------------------------------
@@ -277,6 +289,118 @@ class MetricsMiddleware:
             self.metrics.observe(scope["method"], path, status["code"], time.perf_counter() - start)
 
 
+def key_problem(config: ServeConfig, given: str | None) -> tuple[int, str] | None:
+    """Why a write with ``X-API-Key: given`` is refused, as (status, message); None when it may go on."""
+    configured = config.effective_api_key()
+    if configured is None:
+        if config.insecure_dev:
+            return None
+        return (403, "writes are disabled: no API key is configured (set AVREC_API_KEY or serve.api_key, "
+                     "or start a local demo with --insecure-dev)")
+    if not given or not hmac.compare_digest(given.encode(), configured.encode()):
+        return 401, "missing or wrong X-API-Key header"
+    return None
+
+
+class RequestGuard:
+    """Pure ASGI middleware that refuses a request before its body is read.
+
+    FastAPI reads and parses a body before any dependency runs, so a key check in a dependency came after
+    a 100 MB upload had been buffered and parsed. Here, in order: a route that needs the API key
+    (``key_routes``) without the right ``X-API-Key`` gets 401/403; a ``Content-Length`` over
+    ``config.max_body_bytes`` gets 413; a chunked body (no length) is counted while it streams in and gets
+    413 as soon as it passes the limit, so at most the limit is ever held. Refusals carry the usual JSON
+    error body and ``Connection: close`` when a body is left unread.
+    """
+
+    def __init__(self, app, service: RecommenderService, key_routes: list, routes) -> None:
+        self.app = app
+        self.service = service
+        self.key_routes = key_routes  # filled once the routes exist
+        self.routes = routes  # callable: every route, to label refusals in the metrics
+
+    @staticmethod
+    def _header(scope, name: bytes) -> str | None:
+        for key, value in scope.get("headers", ()):
+            if key.lower() == name:
+                return value.decode("latin-1")
+        return None
+
+    def _route(self, scope, candidates) -> Any:
+        for route in candidates:
+            match, _child = route.matches(scope)
+            if match == Match.FULL:
+                return route
+        return None
+
+    async def _refuse(self, scope, receive, send, status: int, message: str, unread_body: bool) -> None:
+        if "route" not in scope:
+            route = self._route(scope, self.routes())
+            if route is not None:
+                scope["route"] = route  # the metrics label
+        response = _error(status, message)
+        if unread_body:
+            response.headers["connection"] = "close"
+        await response(scope, receive, send)
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        length_header = self._header(scope, b"content-length")
+        chunked = length_header is None and self._header(scope, b"transfer-encoding") is not None
+        try:
+            length = int(length_header) if length_header is not None else None
+        except ValueError:
+            length = None  # the server answers a malformed length itself
+        has_body = chunked or bool(length)
+        route = self._route(scope, self.key_routes) if self.key_routes else None
+        if route is not None:
+            problem = key_problem(self.service.config, self._header(scope, b"x-api-key"))
+            if problem is not None:
+                scope["route"] = route
+                await self._refuse(scope, receive, send, *problem, unread_body=has_body)
+                return
+        limit = int(self.service.config.max_body_bytes or 0)
+        if limit <= 0 or not has_body:
+            await self.app(scope, receive, send)
+            return
+        too_big = f"request body too large: the limit is {limit} bytes (serve setting max_body_bytes)"
+        if length is not None:
+            if length > limit:
+                await self._refuse(scope, receive, send, 413, too_big, unread_body=True)
+                return
+            await self.app(scope, receive, send)
+            return
+        # chunked: read up to the limit here, then hand the body on as one message
+        parts: list[bytes] = []
+        size = 0
+        while True:
+            message = await receive()
+            if message["type"] != "http.request":  # the client went away
+                return
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > limit:
+                await self._refuse(scope, receive, send, 413, too_big, unread_body=True)
+                return
+            parts.append(chunk)
+            if not message.get("more_body", False):
+                break
+        body = b"".join(parts)
+        parts.clear()
+        replayed = False
+
+        async def replay():
+            nonlocal replayed
+            if not replayed:
+                replayed = True
+                return {"type": "http.request", "body": body, "more_body": False}
+            return await receive()
+
+        await self.app(scope, replay, send)
+
+
 # ---- errors --------------------------------------------------------------------------------------
 def _error(status: int, message: str, detail: Any = None) -> JSONResponse:
     body: dict[str, Any] = {"error": message}
@@ -290,7 +414,10 @@ def _validation_message(errors: list[dict]) -> str:
     for e in errors[:3]:
         loc = ".".join(str(p) for p in e.get("loc", ())
                        if p not in ("body", "one", "batch") and not str(p).startswith("function-"))
-        parts.append(f"{loc or 'body'}: {e.get('msg', 'invalid')}")
+        msg = e.get("msg", "invalid")
+        if e.get("type") == "string_pattern_mismatch" and (e.get("ctx") or {}).get("pattern") == ID_PATTERN:
+            msg = f"not a valid id ({ID_RULE})"
+        parts.append(f"{loc or 'body'}: {msg}")
     more = f" (+{len(errors) - 3} more)" if len(errors) > 3 else ""
     return "invalid request: " + "; ".join(parts) + more
 
@@ -330,6 +457,19 @@ class InlineReads:
 
 
 # ---- the app -------------------------------------------------------------------------------------
+DOCS_ASSETS_URL = "/docs-assets"
+
+
+def docs_assets() -> Path | None:
+    """The folder of Swagger UI and ReDoc files shipped by the ``fastapi-offline`` package (no CDN)."""
+    spec = importlib.util.find_spec("fastapi_offline")
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    folder = Path(list(spec.submodule_search_locations)[0]) / "static"
+    needed = ("swagger-ui-bundle.js", "swagger-ui.css", "redoc.standalone.js")
+    return folder if all((folder / name).is_file() for name in needed) else None
+
+
 def create_app(service: RecommenderService, *, watch: bool = True) -> FastAPI:
     """The FastAPI app serving ``service``; with ``watch`` it hot-reloads the model folder when it changes."""
 
@@ -342,16 +482,22 @@ def create_app(service: RecommenderService, *, watch: bool = True) -> FastAPI:
         finally:
             service.close()
 
+    assets = docs_assets()
+    if assets is None:
+        log.warning("fastapi-offline is not installed: /docs and /redoc load Swagger UI and ReDoc from a CDN")
     app = FastAPI(
         title="avrec",
         description="Recommendations, search and feedback for audio and video catalogues.",
         version=_version(),
         lifespan=lifespan,
+        **({"docs_url": None, "redoc_url": None} if assets is not None else {}),
     )
     metrics = Metrics()
     app.state.service = service
     app.state.metrics = metrics
-    app.add_middleware(MetricsMiddleware, metrics=metrics)
+    key_routes: list = []
+    app.add_middleware(RequestGuard, service=service, key_routes=key_routes, routes=lambda: app.router.routes)
+    app.add_middleware(MetricsMiddleware, metrics=metrics)  # outermost: refusals are counted too
     inline = InlineReads(service)
 
     @app.exception_handler(RequestValidationError)
@@ -380,16 +526,14 @@ def create_app(service: RecommenderService, *, watch: bool = True) -> FastAPI:
         return _error(500, f"internal error: {type(exc).__name__}")
 
     def require_key(x_api_key: Annotated[str | None, Header()] = None) -> None:
-        """Write endpoints: the X-API-Key header must match the configured key."""
-        configured = service.config.effective_api_key()
-        if configured is None:
-            if service.config.insecure_dev:
-                return
-            raise StarletteHTTPException(
-                403, "writes are disabled: no API key is configured (set AVREC_API_KEY or serve.api_key, "
-                     "or start a local demo with --insecure-dev)")
-        if not x_api_key or not hmac.compare_digest(x_api_key.encode(), configured.encode()):
-            raise StarletteHTTPException(401, "missing or wrong X-API-Key header")
+        """Write endpoints: the X-API-Key header must match the configured key.
+
+        ``RequestGuard`` checks the same before the body is read; this keeps the header in the OpenAPI
+        schema and guards a write route that the middleware would not know of.
+        """
+        problem = key_problem(service.config, x_api_key)
+        if problem is not None:
+            raise StarletteHTTPException(*problem)
 
     # ---- reads ----
     @app.get("/recommend", response_model=RecommendResponse, response_model_exclude_unset=True, tags=["recommend"])
@@ -407,7 +551,7 @@ def create_app(service: RecommenderService, *, watch: bool = True) -> FastAPI:
 
     @app.get("/similar/{item_id}", response_model=SimilarResponse, response_model_exclude_unset=True,
              tags=["recommend"])
-    async def similar(item_id: Annotated[str, PathParam(min_length=1, max_length=256)], k: K = 10):
+    async def similar(item_id: ItemP, k: K = 10):
         """Items most similar to one item."""
         return await inline("similar", service.similar, item_id, k=k)
 
@@ -415,7 +559,7 @@ def create_app(service: RecommenderService, *, watch: bool = True) -> FastAPI:
     def search(
         q: Annotated[str, Query(min_length=1, max_length=1000, description="a natural-language request")],
         k: K = 10,
-        user_id: Annotated[str | None, Query(min_length=1, max_length=256)] = None,
+        user_id: Annotated[str | None, Query(min_length=1, max_length=ID_MAX_LENGTH, pattern=ID_PATTERN)] = None,
         personal_weight: Annotated[float | None, Query(ge=0, le=1)] = None,
         details: bool = False,
     ):
@@ -425,17 +569,17 @@ def create_app(service: RecommenderService, *, watch: bool = True) -> FastAPI:
         return service.search(q, k=k, user_id=user_id, personal_weight=personal_weight, details=details)
 
     @app.get("/explain", response_model=ExplainResponse, tags=["recommend"])
-    def explain(user_id: UserQ, item_id: Annotated[str, Query(min_length=1, max_length=256)]):
+    def explain(user_id: UserQ, item_id: ItemQ):
         """Why this item for this user: evidence and a sentence."""
         return service.explain(user_id, item_id)
 
     @app.get("/items/{item_id}", tags=["catalogue"])
-    def get_item(item_id: Annotated[str, PathParam(min_length=1, max_length=256)]) -> dict[str, Any]:
+    def get_item(item_id: ItemP) -> dict[str, Any]:
         """One item's metadata."""
         return service.item(item_id)
 
     @app.get("/users/{user_id}/history", tags=["users"])
-    def history(user_id: Annotated[str, PathParam(min_length=1, max_length=256)],
+    def history(user_id: UserP,
                 limit: Annotated[int, Query(ge=1, le=10_000)] = 100) -> dict[str, Any]:
         """A user's feedback (newest first) and training history."""
         return service.history(user_id, limit=limit)
@@ -472,6 +616,40 @@ def create_app(service: RecommenderService, *, watch: bool = True) -> FastAPI:
     @app.get("/metrics", response_class=PlainTextResponse, tags=["operations"])
     def prometheus() -> PlainTextResponse:
         return PlainTextResponse(metrics.render(service), media_type="text/plain; version=0.0.4; charset=utf-8")
+
+    # the write routes RequestGuard checks the key of before reading their bodies
+    key_routes.extend(r for r in app.routes
+                      if any(d.call is require_key for d in getattr(getattr(r, "dependant", None), "dependencies", ())))
+
+    # ---- API docs, served from this process (no CDN: they work offline) ----
+    if assets is not None:
+        app.mount(DOCS_ASSETS_URL, StaticFiles(directory=assets), name="docs-assets")
+        oauth2_redirect = app.swagger_ui_oauth2_redirect_url or "/docs/oauth2-redirect"
+
+        @app.get("/docs", include_in_schema=False)
+        async def swagger_ui(request: Request) -> HTMLResponse:
+            root = request.scope.get("root_path", "")
+            return get_swagger_ui_html(
+                openapi_url=f"{root}{app.openapi_url}", title=f"{app.title} API",
+                swagger_js_url=f"{root}{DOCS_ASSETS_URL}/swagger-ui-bundle.js",
+                swagger_css_url=f"{root}{DOCS_ASSETS_URL}/swagger-ui.css",
+                swagger_favicon_url=f"{root}{DOCS_ASSETS_URL}/favicon.png",
+                oauth2_redirect_url=f"{root}{oauth2_redirect}",
+                swagger_ui_parameters={"validatorUrl": None},  # no call to the online validator
+            )
+
+        @app.get(oauth2_redirect, include_in_schema=False)
+        async def swagger_ui_redirect() -> HTMLResponse:
+            return get_swagger_ui_oauth2_redirect_html()
+
+        @app.get("/redoc", include_in_schema=False)
+        async def redoc(request: Request) -> HTMLResponse:
+            root = request.scope.get("root_path", "")
+            return get_redoc_html(
+                openapi_url=f"{root}{app.openapi_url}", title=f"{app.title} API",
+                redoc_js_url=f"{root}{DOCS_ASSETS_URL}/redoc.standalone.js",
+                redoc_favicon_url=f"{root}{DOCS_ASSETS_URL}/favicon.png", with_google_fonts=False,
+            )
 
     # ---- the web page ----
     @app.get("/", include_in_schema=False)

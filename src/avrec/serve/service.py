@@ -28,13 +28,15 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
-from avrec.errors import AvrecError, ConfigError, DataError
+from avrec.errors import AvrecError, ConfigError
 from avrec.models.base import Recommender, topk_from_scores
 from avrec.serve.store import DEFAULT_RATING_THRESHOLD, Event, EventStore
 
 log = logging.getLogger("avrec.serve")
 
 MAX_K = 1000
+#: 32 MiB: 10,000 catalogue items of about 3 kB of JSON each (title, genres, tags, people, an overview)
+DEFAULT_MAX_BODY_BYTES = 32 * 2**20
 #: item vectors wider than this are not used for /similar (co-occurrence instead)
 MAX_VECTOR_DIM = 2048
 
@@ -127,6 +129,8 @@ class ServeConfig:
     ``search``: build the natural-language search index (at start-up, in the background).
     ``encoder``: text encoder for search when the model has no ``encode_query``.
     ``personal_weight``: weight of the user's model scores when /search is personalised.
+    ``max_body_bytes``: the largest request body accepted (413 above it; 0 disables the limit). The
+    default fits the largest batch, 10,000 items with long overviews in one ``POST /items``.
     """
 
     api_key: str | None = None
@@ -138,6 +142,7 @@ class ServeConfig:
     cache_dir: str | None = None
     personal_weight: float = 0.3
     search_wait: float = 120.0
+    max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
 
     def effective_api_key(self) -> str | None:
         return os.environ.get("AVREC_API_KEY") or self.api_key or None
@@ -337,7 +342,7 @@ class RecommenderService:
 
     def _prepare_state(self, state: ModelState) -> ModelState:
         """Replay stored item additions, attach an explainer and start the search index."""
-        stored = [it for it in self.store.items() if str(it["item_id"]) not in state.catalog_index]
+        stored = self._replayable(state, self.store.items())
         if stored:
             self._apply_items(state, pd.DataFrame(stored).fillna("").astype(str), encode_search=False)
         state.explainer = self._make_explainer(state.model)
@@ -349,6 +354,25 @@ class RecommenderService:
             state.search_error = "search is disabled (--no-search)"
             state.search_ready.set()
         return state
+
+    @staticmethod
+    def _replayable(state: ModelState, stored: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """Stored items the catalogue lacks, less any an older server stored but could not add.
+
+        Before ids were checked up front, an id the model normalises to one it has (``" s1"``) was written
+        to the store and then refused; replaying it would stop the server from starting.
+        """
+        out, seen = [], set(state.catalog_index)
+        for it in stored:
+            item_id = str(it["item_id"])
+            if item_id in state.catalog_index:
+                continue
+            if item_id != item_id.strip() or not item_id.strip() or item_id.strip() in seen:
+                log.warning("event store: skipping stored item %r: it clashes with the catalogue", item_id)
+                continue
+            seen.add(item_id)
+            out.append(it)
+        return out
 
     def _make_explainer(self, model: Recommender) -> Any:
         if importlib.util.find_spec("avrec.explain") is None:
@@ -611,7 +635,7 @@ class RecommenderService:
                                  "weight": round(float(sims[t]), 4)})
             if best:
                 titles = " and ".join(f"“{state.title(b)}”" for b in best)
-                parts.append(f"People who watched or played {titles} also chose this")
+                parts.append(f"People who chose {titles} also chose this.")
         if "genres" in state.catalog:
             genres = _split_values(state.catalog["genres"].iat[row])
             if hist_rows and genres:
@@ -625,14 +649,13 @@ class RecommenderService:
                 if shared:
                     evidence.extend({"kind": "entity", "entity": f"genre:{g}", "field": "genres",
                                      "history_items": members[g][:5]} for g in shared)
-                    parts.append(f"it shares {', '.join(shared)} with your history")
+                    listed = shared[0] if len(shared) == 1 else ", ".join(shared[:-1]) + " and " + shared[-1]
+                    parts.append(f"Like items in your history, it is {listed}.")
         if not parts:
             pop = int(state.model.popularity[row]) if row < state.n_model_items else 0
             evidence.append({"kind": "popularity", "users": pop})
-            parts.append(f"Popular: {pop} people interacted with it" if pop else "New in the catalogue")
-        text = "; ".join(parts)
-        return {"user_id": user_id, "item_id": str(item_id), "text": text[0].upper() + text[1:] + ".",
-                "evidence": evidence}
+            parts.append(f"Popular: {pop} people chose it." if pop else "New in the catalogue.")
+        return {"user_id": user_id, "item_id": str(item_id), "text": " ".join(parts), "evidence": evidence}
 
     # ---- similar items and search ----
     def similar(self, item_id: str, k: int = 10) -> dict[str, Any]:
@@ -723,17 +746,31 @@ class RecommenderService:
         return {"stored": len(ids), "ids": ids}
 
     def add_items(self, items: list[dict[str, Any]]) -> dict[str, Any]:
-        """Add items to the catalogue now: stored durably, indexed for search, recommendable when the model can."""
+        """Add items to the catalogue now: stored durably, indexed for search, recommendable when the model can.
+
+        All or nothing: a duplicate id (within the batch or against the catalogue) is a 409 before anything
+        is written, and a batch that fails while being added is taken out of the store again, so the store
+        holds exactly the items that were acknowledged.
+        """
         frame = pd.DataFrame(items).fillna("").astype(str)
-        if frame["item_id"].duplicated().any():
-            raise DataError(f"items: item_id {frame['item_id'][frame['item_id'].duplicated()].iloc[0]!r} appears twice")
+        ids = frame["item_id"]
+        bad = [i for i in ids if not i.strip() or i != i.strip()]
+        if bad:  # the API's id pattern refuses these; the model would strip them into other ids
+            raise ServiceError(f"items: item_id {bad[0]!r} is empty or starts or ends with whitespace")
+        twice = ids[ids.duplicated()]
+        if len(twice):
+            raise Conflict(f"items: item_id {twice.iloc[0]!r} appears twice in the batch; nothing was added")
         with self._mutation:
             state = self.state
-            clash = [i for i in frame["item_id"] if i in state.catalog_index]
+            clash = [i for i in ids if i in state.catalog_index]
             if clash:
-                raise Conflict(f"item_id {clash[0]!r} is already in the catalogue")
+                raise Conflict(f"item_id {clash[0]!r} is already in the catalogue; nothing was added")
             self.store.add_items(frame.to_dict("records"))
-            self._apply_items(state, frame, encode_search=True)
+            try:
+                self._apply_items(state, frame, encode_search=True)
+            except BaseException:
+                self.store.remove_items(ids.tolist())
+                raise
         return {"added": len(frame), "recommendable": state.can_add, "n_items": len(state.catalog)}
 
     def _apply_items(self, state: ModelState, frame: pd.DataFrame, encode_search: bool) -> None:

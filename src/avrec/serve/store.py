@@ -160,6 +160,18 @@ class EventStore:
                 cur.execute("ROLLBACK")
                 raise
 
+    def remove_items(self, item_ids: list[str]) -> None:
+        """Take items out again (a batch that was stored but could not be added), in one durable transaction."""
+        with self._lock:
+            cur = self._conn.cursor()
+            cur.execute("BEGIN IMMEDIATE")
+            try:
+                cur.executemany("DELETE FROM items WHERE item_id = ?", [(str(i),) for i in item_ids])
+                cur.execute("COMMIT")
+            except BaseException:
+                cur.execute("ROLLBACK")
+                raise
+
     def set_meta(self, key: str, value: str) -> None:
         with self._lock:
             self._conn.execute("INSERT OR REPLACE INTO meta(key, value) VALUES (?, ?)", (key, value))

@@ -128,6 +128,17 @@ async function search(query) {
   }
 }
 
+// A real user id to try (the model's first user), as the input's placeholder and a link beside it.
+function suggestUser(id) {
+  if (!id) return;
+  $("user-input").placeholder = `user id, e.g. ${id}`;
+  const link = document.querySelector("#user-hint a.try-user");
+  link.textContent = id;
+  link.href = `?user=${encodeURIComponent(id)}`;
+  link.addEventListener("click", (e) => { e.preventDefault(); selectUser(id); });
+  $("user-hint").hidden = false;
+}
+
 async function init() {
   $("api-key").value = state.key;
   $("api-key").addEventListener("change", (e) => {
@@ -155,6 +166,7 @@ async function init() {
     $("key-box").hidden = health.writes !== "api-key";
     const users = await api("/users?limit=200");
     $("user-list").replaceChildren(...users.users.map((u) => el("option", { value: u })));
+    suggestUser(users.users[0]);
   } catch (e) {
     setStatus(e.message, true);
   }
