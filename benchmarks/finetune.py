@@ -205,11 +205,12 @@ def section_adapt(args) -> dict:
 def _text_profile_model(vectors: np.ndarray):
     """A text-only recommender: a user's profile is the mean vector of the items they liked, items are
     ranked by cosine to it. It isolates what the encoder contributes (warm and cold alike)."""
-    from avrec.models.base import Recommender
+    from avrec.models.base import Capabilities, Recommender
 
     class TextProfile(Recommender):
         name = "text-profile"
-        scores_cold_items = True  # item vectors come from text, so cold items are scored too
+        # item vectors come from text, so cold items are scored too
+        CAPABILITIES = Capabilities(cold_items=True, exact_fold_in=True)
 
         def _fit(self, dataset, valid, valid_candidates):
             v = vectors / np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)

@@ -74,7 +74,7 @@ def main(argv: list[str] | None = None) -> dict:
         row = {"variant": label, "model": name, "overrides": overrides, "enriched": enriched}
         for protocol in ("warm", "cold"):
             split = splits[enriched][protocol]
-            if protocol == "cold" and not get_model_class(name).scores_cold_items:
+            if protocol == "cold" and not get_model_class(name).CAPABILITIES.cold_items:
                 row[protocol] = None
                 continue
             start = time.perf_counter()

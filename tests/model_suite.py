@@ -17,7 +17,7 @@ no interactions. Class attributes tune what is asserted (flags, never skips):
   items and fold-in works; set False for a model that ignores the user (popularity).
 - ``similar_items_follow_groups`` (True): ``similar_items`` of an A item are mostly A items.
 - ``min_ndcg_gain`` (0.05): how far NDCG@10 on a held-out split must beat a random ranking.
-- ``scores_cold_items`` comes from the model class: True → items without interactions must be ranked by
+- ``capabilities.cold_items`` comes from the model: True → items without interactions must be ranked by
   their text (a_cold above b_cold for group A) and ``add_items`` must work; False → ``add_items`` must
   raise ConfigError and leave the model unchanged.
 
@@ -339,7 +339,7 @@ class RecommenderSuite:
     def test_items_without_interactions(self, model, users):
         ids, scores = model.recommend(users["a"] + users["b"], k=2, candidates=["a_cold", "b_cold"])
         assert (ids != None).all() and np.isfinite(scores).all()  # noqa: E711
-        if model.scores_cold_items:
+        if model.capabilities.cold_items:
             n = len(users["a"])
             share_a = np.mean(ids[:n, 0] == "a_cold")
             share_b = np.mean(ids[n:, 0] == "b_cold")
@@ -349,7 +349,7 @@ class RecommenderSuite:
         model = self.make_model().fit(data)
         n = model.n_items
         new = new_items_frame()
-        if not model.scores_cold_items:
+        if not model.capabilities.cold_items:
             with pytest.raises(ConfigError):
                 model.add_items(new)
             assert model.n_items == n and "a_new" not in model.item_index

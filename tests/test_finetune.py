@@ -288,7 +288,7 @@ def test_cli_finetune_ranker_and_pipeline(tiny, folder, tmp_path, capsys):
                  "--set", "ranker.max_length=48", "--set", "ranker.user_max_tokens=16", "--set", "retriever=ease",
                  "--set", "train.max_steps=6", "--set", "train.batch_size=8", "--set", "n_candidates=10"]) == 0
     model_dir = tmp_path / "pipe"
-    code = main(["fit", str(folder), "--model", "pipeline", "--out", str(model_dir),
+    code = main(["--debug", "fit", str(folder), "--model", "pipeline", "--out", str(model_dir),
                  "--set", "retriever=ease", "--set", f"ranker_path={out}", "--set", "n_candidates=10",
                  "--set", "tune_users=20", "--run-dir", str(tmp_path / "run")])
     assert code == 0, capsys.readouterr().err

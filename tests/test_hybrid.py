@@ -189,9 +189,9 @@ def test_ease_column_selection_matches_full_scores(wide_hybrid):
     ease = wide_hybrid.components["ease"]
     users = np.arange(5)
     cols = np.array([3, 10, 999, 1500])
-    full = ease._score(users, None)
-    assert np.allclose(ease._score(users, cols), full[:, cols], atol=1e-6)
-    sims = ease._similarity_rows(np.array([7]))
+    full = ease.score_users(users, None)
+    assert np.allclose(ease.score_users(users, cols), full[:, cols], atol=1e-6)
+    sims = ease.similarity_rows(np.array([7]))
     v = ease.weights + ease.weights.T
     n = np.linalg.norm(v, axis=1)
     expect = (v[7] @ v.T) / (n[7] * np.where(n > 0, n, 1))

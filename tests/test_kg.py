@@ -129,7 +129,7 @@ def test_kgpath_score_is_the_sum_of_entity_paths():
     u, i = 0, model.item_index["a_cold"]
     contrib = model.entity_contributions(u, i)
     assert contrib and all(v > 0 for v in contrib.values())
-    score = model._score(np.array([u]), np.array([i]))[0, 0]
+    score = model.score_users(np.array([u]), np.array([i]))[0, 0]
     assert score == pytest.approx(sum(contrib.values()), rel=1e-5)
     # every contributing entity is linked to the candidate and to at least one history item
     hist = model.seen[u].indices

@@ -285,7 +285,7 @@ def test_cold_split_without_test_items_is_a_data_error():
 def test_cold_protocol_refuses_models_that_cannot_score_cold_items(name):
     split = cold_item_split(small_dataset(seed=2), cold_share=0.2, valid_share=0.1, seed=4)
     model = create_model(name).fit(split.train)
-    assert model.scores_cold_items is False
+    assert model.capabilities.cold_items is False
     with pytest.raises(ConfigError, match=rf"{name} cannot score items without interactions.*cold_item"):
         evaluate_model(model, split, k=10)
     with pytest.raises(ConfigError, match="cannot score items without interactions"):
@@ -301,5 +301,5 @@ def test_cold_protocol_refuses_models_that_cannot_score_cold_items(name):
 def test_cold_protocol_accepts_content_models():
     split = cold_item_split(small_dataset(seed=2), cold_share=0.2, valid_share=0.1, seed=4)
     model = create_model("tfidf").fit(split.train)
-    assert model.scores_cold_items is True
+    assert model.capabilities.cold_items is True
     assert 0 <= evaluate_model(model, split, k=10)["ndcg@10"] <= 1

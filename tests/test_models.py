@@ -91,7 +91,7 @@ def test_itemknn_matches_direct_cosine():
     got = model.similarity.toarray()
     np.testing.assert_allclose(got, sim, rtol=1e-5, atol=1e-6)
     user = 5
-    np.testing.assert_allclose(model._score(np.array([user]), None)[0], x[user] @ sim, rtol=1e-4, atol=1e-6)
+    np.testing.assert_allclose(model.score_users(np.array([user]), None)[0], x[user] @ sim, rtol=1e-4, atol=1e-6)
 
 
 def test_itemknn_keeps_top_neighbours():
@@ -112,7 +112,7 @@ def test_als_fold_in_is_the_exact_least_squares_step():
     model = create_model("als", factors=8, regularization=lam, alpha=alpha, iterations=10).fit(data)
     y = model.item_factors.astype(np.float64)
     hist = model.seen[:3].toarray().astype(np.float64)
-    folded = model._score_history(sp.csr_matrix(hist), None)
+    folded = model.score_histories(sp.csr_matrix(hist), None)
     for u in range(3):
         c = np.where(hist[u] > 0, alpha * hist[u], 1.0)  # implicit: confidence = α·r on observed pairs
         p = (hist[u] > 0).astype(np.float64)
@@ -120,7 +120,7 @@ def test_als_fold_in_is_the_exact_least_squares_step():
         x = np.linalg.solve(a, y.T @ (c * p))
         np.testing.assert_allclose(folded[u], y @ x, rtol=1e-3, atol=1e-4)
     # and it lands close to the trained user factors: the same users rank the same top items
-    direct = model._score(np.arange(3), None)
+    direct = model.score_users(np.arange(3), None)
     for u in range(3):
         assert len(set(np.argsort(-folded[u])[:5]) & set(np.argsort(-direct[u])[:5])) >= 4
 

@@ -58,7 +58,7 @@ def fitted():
 
 def test_registered_and_follows_retriever():
     assert "pipeline" in available_models()
-    assert small_pipeline(retriever="ease").scores_cold_items is False
+    assert small_pipeline(retriever="ease").capabilities.cold_items is False
     with pytest.raises(ConfigError, match="another pipeline"):
         create_model("pipeline", retriever="pipeline")
 

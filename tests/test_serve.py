@@ -19,7 +19,7 @@ from fastapi.testclient import TestClient  # noqa: E402
 
 from avrec.models.base import Recommender  # noqa: E402
 from avrec.serve import EventStore, RecommenderService, ServeConfig, create_app  # noqa: E402
-from avrec.serve.service import fold_events, scores_from_history  # noqa: E402
+from avrec.serve.service import fold_events  # noqa: E402
 
 KEY = "test-key"
 H = {"X-API-Key": KEY}
@@ -385,7 +385,7 @@ def test_update_folds_stored_events_into_the_model(model_dir, tmp_path):
 def test_update_keeps_factor_model_users_out(tmp_path):
     folder = fit_tiny(tmp_path / "als", "als")
     model = Recommender.load(folder)
-    assert not scores_from_history(model)
+    assert not model.capabilities.exact_fold_in
     with EventStore(tmp_path / "e.sqlite3") as store:
         store.add_events([{"user_id": "fresh", "item_id": "s1", "event": "like"},
                           {"user_id": "u0", "item_id": "s18", "event": "like"}])

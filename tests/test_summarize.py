@@ -12,7 +12,7 @@ import pytest
 from avrec.cli import main
 from avrec.errors import DataError
 from avrec.explain import generator_available
-from avrec.summarize import SummaryConfig, central_sentences, metadata_line, summarize_item, summarize_items
+from avrec.explain.summarize import SummaryConfig, central_sentences, metadata_line, summarize_item, summarize_items
 
 DATA = Path(os.environ.get("AVREC_DATA") or Path(__file__).resolve().parents[2] / "shared" / "data")
 

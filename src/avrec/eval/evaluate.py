@@ -62,7 +62,7 @@ def check_scores_cold_items(model, split: Split, part: str = "test") -> None:
 
     Such a model gives every cold candidate the same score, so its metrics would only show tie order.
     """
-    if split.candidates(part) is not None and not getattr(model, "scores_cold_items", False):
+    if split.candidates(part) is not None and not model.capabilities.cold_items:
         name = getattr(model, "name", "") or type(model).__name__
         raise ConfigError(
             f"{name} cannot score items without interactions, so it cannot be evaluated on the {split.method} "
@@ -102,7 +102,7 @@ def evaluate_model(model, split: Split, k: int | list[int] = 10, part: str = "te
     """Metrics at each K for a model fitted on ``split.train``.
 
     A DataError when no user has items in ``part``. On the cold-item protocol a model whose
-    ``scores_cold_items`` is False (pop, itemknn, ease, als, bpr) is a ConfigError, unless
+    ``capabilities.cold_items`` is False (pop, itemknn, ease, als, bpr) is a ConfigError, unless
     ``allow_cold_unaware=True`` asks for its (tie-order) numbers anyway, e.g. as a reference row.
     """
     ks = [k] if isinstance(k, int) else list(k)

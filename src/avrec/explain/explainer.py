@@ -8,8 +8,8 @@ Output (other programs depend on this exact shape)::
         {"kind": "text", "field": "overview", "span": "..."}]}
 
 - ``history_item``: items of the user's training history (``model.seen``) closest to the candidate in the
-  model's own item space (cosine of ``model._item_vectors()``; item co-occurrence over ``model.seen`` for
-  models without vectors; knowledge-graph features for the ``kgpath`` model and for cold candidates).
+  model's own item space (``model.similarity_rows``: cosine of its item vectors, or co-occurrence for models
+  without them; knowledge-graph features for the ``kgpath`` model and for cold candidates).
 - ``entity``: knowledge-graph entities linked to the candidate and to the listed history items, ranked by
   (1 + log of the number of history items sharing it) × idf × (0.1 + the best history weight among them).
 - ``text``: one sentence of the candidate's overview (or tagline, description, lyrics) that occurs verbatim
@@ -32,7 +32,7 @@ import pandas as pd
 import scipy.sparse as sp
 
 from avrec.data.documents import DocumentConfig, build_documents
-from avrec.errors import DataError
+from avrec.errors import ConfigError, DataError
 from avrec.explain.templates import EntityFact, ExplanationFacts, render_template, verb_for
 from avrec.kg.graph import KnowledgeGraph, build_kg, kg_item_features
 
@@ -91,13 +91,14 @@ class Explainer:
 
     def __init__(self, model, kg: KnowledgeGraph | None = None, *, config: ExplainerConfig | None = None,
                  generator=None, document_config: DocumentConfig | None = None) -> None:
-        model._check_fitted()
+        if model.items is None:
+            raise ConfigError(f"model {model.name!r} is not fitted: call fit() or load() first")
         self.model = model
         self.config = config or ExplainerConfig()
         self.generator = generator
         self.document_config = document_config
         self._kg_given = kg
-        self._kg_from_model = kg is None and getattr(model, "kg", None) is not None  # kgpath: follow its graph
+        self._kg_from_model = kg is None and model.capabilities.knowledge_graph  # kgpath: follow its graph
         self._n_items = -1
         self._refresh()
 
@@ -131,9 +132,6 @@ class Explainer:
         self._ent_field = kg.entities["field"].to_numpy(dtype=object)
         self._ent_type = kg.entities["type"].to_numpy(dtype=object)
         self._ent_value = kg.entities["value"].to_numpy(dtype=object)
-        self._vectors: np.ndarray | None = None
-        self._vectors_checked = False
-        self._cooc: sp.csr_matrix | None = None
         self._kg_features: sp.csr_matrix | None = None
         self._taste_vectorizer = None
         self._taste_matrix: sp.csr_matrix | None = None
@@ -211,39 +209,15 @@ class Explainer:
         return facts, evidence
 
     def _history_weights(self, i: int, history: np.ndarray) -> np.ndarray:
-        """How close each history item is to the candidate in the model's own terms (cosine)."""
+        """How close each history item is to the candidate in the model's own terms (``similarity_rows``)."""
         if len(history) == 0:
             return np.zeros(0, np.float32)
-        model = self.model
-        if hasattr(model, "item_features"):  # kgpath: its item space is the graph
+        if self.model.capabilities.knowledge_graph:  # kgpath: its item space is the graph
             return self._kg_cosine(i, history)
-        vectors = self._item_vectors()
-        if vectors is not None:
-            w = vectors[history] @ vectors[i]
-        else:
-            x = self._cooccurrence()
-            w = (x[history] @ x[i].T).toarray().ravel()
-        w = np.asarray(w, dtype=np.float32)
+        w = np.asarray(self.model.similarity_rows(np.array([i]))[0, history], dtype=np.float32)
         if not (w > 0).any():  # a cold candidate has no interactions: fall back to shared metadata
             w = self._kg_cosine(i, history)
         return w
-
-    def _item_vectors(self) -> np.ndarray | None:
-        if not self._vectors_checked:
-            self._vectors_checked = True
-            v = self.model._item_vectors()
-            if v is not None:
-                v = np.asarray(v, dtype=np.float32)
-                norms = np.linalg.norm(v, axis=1, keepdims=True)
-                self._vectors = v / np.where(norms > 0, norms, 1.0)
-        return self._vectors
-
-    def _cooccurrence(self) -> sp.csr_matrix:
-        if self._cooc is None:
-            x = sp.csr_matrix(self.model.seen.T, dtype=np.float32)
-            norms = np.sqrt(np.asarray(x.multiply(x).sum(axis=1)).ravel())
-            self._cooc = sp.csr_matrix(sp.diags(1.0 / np.where(norms > 0, norms, 1.0)) @ x)
-        return self._cooc
 
     def _kg_cosine(self, i: int, history: np.ndarray) -> np.ndarray:
         if self._kg_features is None:

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 import numpy as np
 import scipy.sparse as sp
 
-from avrec.models.base import Recommender
+from avrec.models.base import Capabilities, Recommender
 
 
 def _single_threaded_blas():
@@ -29,6 +29,7 @@ class ALSConfig:
 
 class ALS(Recommender):
     name = "als"
+    CAPABILITIES = Capabilities(item_vectors=True)
     Config = ALSConfig
 
     def _implicit_model(self):

@@ -11,7 +11,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from avrec.eval.metrics import per_user_metrics
-from avrec.models.base import topk_from_scores
+from avrec.eval.topk import topk_from_scores
 
 
 def standardise(scores: np.ndarray) -> np.ndarray:

@@ -14,7 +14,8 @@ from dataclasses import dataclass
 import numpy as np
 import scipy.sparse as sp
 
-from avrec.models.base import Recommender
+from avrec.eval.topk import rank_scores
+from avrec.models.base import Capabilities, Recommender
 
 
 @dataclass
@@ -52,14 +53,13 @@ class _ValidationMonitor:
 
         items = item_factors if self.candidates is None else item_factors[self.candidates]
         scores = np.asarray(user_factors[self.users] @ items.T, dtype=np.float32)
-        top = np.empty((len(self.users), 10), dtype=np.int64)
-        val = np.empty((len(self.users), 10), dtype=np.float32)
-        Recommender._rank_into(scores, self.exclude, self.candidates, 10, top, val)
+        top, _ = rank_scores(scores, 10, self.exclude, self.candidates)
         return float(per_user_metrics(top, self.truth, 10)["ndcg"].mean())
 
 
 class BPR(Recommender):
     name = "bpr"
+    CAPABILITIES = Capabilities(item_vectors=True)
     Config = BPRConfig
 
     def _fit(self, dataset, valid, valid_candidates) -> None:

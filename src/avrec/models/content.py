@@ -15,7 +15,7 @@ import scipy.sparse as sp
 
 from avrec.data.dataset import TEXT_FIELDS
 from avrec.data.documents import DocumentConfig, build_documents
-from avrec.models.base import Recommender
+from avrec.models.base import Capabilities, Recommender
 from avrec.models.towers import recency_of
 
 
@@ -32,8 +32,8 @@ class ContentConfig:
 
 class ContentModel(Recommender):
     name = "content"
+    CAPABILITIES = Capabilities(cold_items=True, add_items=True, item_vectors=True)
     Config = ContentConfig
-    scores_cold_items = True
 
     def _encode(self, items) -> np.ndarray:
         from avrec.encoders import EmbeddingCache, TextEncoder, encode_texts
@@ -98,7 +98,7 @@ class ContentModel(Recommender):
             self.timestamps = sp.csr_matrix(sp.hstack([self.timestamps, sp.csr_matrix((self.timestamps.shape[0], len(new_items)))]))
 
     def _state(self):
-        from avrec.models.base import csr_to_tensors
+        from avrec.models.artifacts import csr_to_tensors
 
         state = {"vectors": self.vectors}
         if self.timestamps is not None:
@@ -106,7 +106,7 @@ class ContentModel(Recommender):
         return state
 
     def _load_state(self, state):
-        from avrec.models.base import csr_from_tensors
+        from avrec.models.artifacts import csr_from_tensors
 
         self.vectors = state["vectors"]
         self.timestamps = csr_from_tensors("timestamps", state) if "timestamps.indptr" in state else None

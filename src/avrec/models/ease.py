@@ -12,7 +12,7 @@ import scipy.linalg
 import scipy.sparse as sp
 
 from avrec.errors import ConfigError
-from avrec.models.base import Recommender
+from avrec.models.base import Capabilities, Recommender
 
 
 @dataclass
@@ -36,6 +36,7 @@ def _spd_inverse(a: np.ndarray) -> np.ndarray:
 
 class EASE(Recommender):
     name = "ease"
+    CAPABILITIES = Capabilities(exact_fold_in=True)
     Config = EASEConfig
 
     def _fit(self, dataset, valid, valid_candidates) -> None:
@@ -66,11 +67,8 @@ class EASE(Recommender):
         scores = np.asarray(sp.csr_matrix(history, dtype=np.float32) @ self.weights)
         return scores if item_idx is None else scores[:, item_idx]
 
-    def _item_vectors(self):
-        return self.weights + self.weights.T
-
     def _similarity_rows(self, idx: np.ndarray) -> np.ndarray:
-        """Cosine between rows of W + Wᵀ without building that items × items matrix (as _item_vectors does)."""
+        """Cosine between rows of W + Wᵀ (in- and out-weights of each item), never building that items × items matrix."""
         if getattr(self, "_vector_norms", None) is None:
             norms = np.empty(self.weights.shape[0], np.float32)
             for start in range(0, len(norms), 1024):  # row blocks of W + Wᵀ, never the whole matrix
@@ -81,9 +79,6 @@ class EASE(Recommender):
         scores = v @ self.weights.T + v @ self.weights
         norms = np.where(self._vector_norms > 0, self._vector_norms, 1.0)
         return scores / norms[idx, None] / norms[None, :]
-
-    def _item_vector_dim(self):
-        return self.weights.shape[0]  # items × items: too wide to serve as vectors, and costly to build
 
     def _state(self):
         return {"weights": self.weights}

@@ -15,8 +15,9 @@ from __future__ import annotations
 import json
 import time
 import warnings
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import ClassVar
 
 import numpy as np
 import pandas as pd
@@ -26,10 +27,16 @@ import torch
 from avrec.data.dataset import TEXT_FIELDS, Dataset
 from avrec.data.documents import DocumentConfig, build_documents
 from avrec.errors import DataWarning, NotApplicable
+from avrec.eval.topk import rank_scores, topk_from_scores
+from avrec.models.als import ALSConfig
 from avrec.models.ann import ANNConfig, ANNIndex
-from avrec.models.base import Recommender, csr_from_tensors, csr_to_tensors, topk_from_scores
+from avrec.models.artifacts import csr_from_tensors, csr_to_tensors
+from avrec.models.base import Capabilities, Recommender
 from avrec.models.blend import fuse, ndcg_of, standardise, tune_weights
+from avrec.models.ease import EASEConfig
 from avrec.models.features import TokenVocab, item_tokens, tfidf_weight
+from avrec.models.itemknn import ItemKNNConfig
+from avrec.models.kgpath import KGPathConfig
 from avrec.models.tfidf import TextVectorizer, TfidfConfig
 from avrec.models.towers import ItemFeatures, TowerTrainer, TrainConfig, Towers, history_batch, recency_of
 
@@ -69,12 +76,11 @@ class HybridConfig:
     # fusion
     blend: list[str] = field(default_factory=lambda: ["ease", "als"])
     cold_blend: list[str] = field(default_factory=lambda: ["tfidf", "kgpath"])
-    ease_l2: float = 500.0
-    ease_max_items: int = 20000
-    als_factors: int = 128
-    als_regularization: float = 50.0
-    als_alpha: float = 10.0
-    als_iterations: int = 15
+    # component sections: ``ease.l2``, ``als.factors``, ... (the ALS seed follows ``seed``)
+    ease: EASEConfig = field(default_factory=lambda: EASEConfig(max_items=20000))
+    als: ALSConfig = field(default_factory=ALSConfig)
+    itemknn: ItemKNNConfig = field(default_factory=ItemKNNConfig)
+    kgpath: KGPathConfig = field(default_factory=KGPathConfig)
     internal_valid_share: float = 0.1
     refit: bool = True
     refit_towers: bool = False
@@ -83,17 +89,24 @@ class HybridConfig:
     ann_exact_below: int = 50000
     ann_candidates: int = 500
 
+    #: the flat keys these sections replaced, still accepted (``--set ease_l2=250``, old config.json files)
+    aliases: ClassVar[dict[str, str]] = {
+        "ease_l2": "ease.l2", "ease_max_items": "ease.max_items", "als_factors": "als.factors",
+        "als_regularization": "als.regularization", "als_alpha": "als.alpha", "als_iterations": "als.iterations",
+    }
+
 
 def _component(name: str, cfg: HybridConfig, n_active_items: int) -> Recommender | None:
     from avrec.models.registry import create_model
 
     if name == "ease":
-        if n_active_items > cfg.ease_max_items:
+        if n_active_items > cfg.ease.max_items:
             return None
-        return create_model("ease", l2=cfg.ease_l2, max_items=cfg.ease_max_items)
+        return create_model("ease", replace(cfg.ease))
     if name == "als":
-        return create_model("als", factors=cfg.als_factors, regularization=cfg.als_regularization,
-                            alpha=cfg.als_alpha, iterations=cfg.als_iterations, seed=cfg.seed)
+        return create_model("als", replace(cfg.als, seed=cfg.seed))
+    if name in ("itemknn", "kgpath"):
+        return create_model(name, replace(getattr(cfg, name)))
     if name == "tfidf":
         return create_model("tfidf", fields=list(cfg.doc_fields))
     return create_model(name)
@@ -110,8 +123,8 @@ def _internal_split(dataset: Dataset, share: float, seed: int):
 
 class Hybrid(Recommender):
     name = "hybrid"
+    CAPABILITIES = Capabilities(cold_items=True, add_items=True, item_vectors=True, text_queries=True)
     Config = HybridConfig
-    scores_cold_items = True
 
     # ---- features ----------------------------------------------------------------------------
     def _documents(self, items: pd.DataFrame) -> list[str]:
@@ -349,9 +362,9 @@ class Hybrid(Recommender):
                 # the whole catalogue in order goes as None, so a component selects no columns at all
                 sub = None if (full and known.all()) else items[known]
                 if history is None:
-                    scores[:, known] = comp._score(user_idx, sub)
+                    scores[:, known] = comp.score_users(user_idx, sub)
                 else:
-                    scores[:, known] = comp._score_history(history[:, : comp.n_items], sub)
+                    scores[:, known] = comp.score_histories(history[:, : comp.n_items], sub)
             out.append(standardise(scores))
         return out
 
@@ -382,7 +395,7 @@ class Hybrid(Recommender):
         for r, u in enumerate(user_idx):
             cands = np.unique(retrieved[r][retrieved[r] >= 0])
             scores = self._fused(np.array([u]), None, cands)
-            self._rank_into(scores, exclude[r] if exclude is not None else None, cands, k, out_idx[r : r + 1], out_val[r : r + 1])
+            out_idx[r : r + 1], out_val[r : r + 1] = rank_scores(scores, k, exclude[r] if exclude is not None else None, cands)
         return out_idx, out_val
 
     def _build_ann(self) -> None:
@@ -411,7 +424,7 @@ class Hybrid(Recommender):
         v = self.item_vecs / np.maximum(np.linalg.norm(self.item_vecs, axis=1, keepdims=True), 1e-9)
         scores = (v @ (q / max(np.linalg.norm(q), 1e-9)))[None, :]
         top, val = topk_from_scores(scores.astype(np.float32), k)
-        return self._to_ids(top)[0], val[0]
+        return self.ids_of(top)[0], val[0]
 
     def _add_items(self, new_items: pd.DataFrame) -> None:
         feats = self._transform_features(new_items)
@@ -427,7 +440,7 @@ class Hybrid(Recommender):
         self.item_bias = np.r_[self.item_bias, bias.numpy()]
         self.cold_mask = np.r_[self.cold_mask, np.ones(len(new_items), bool)]
         for comp in self.components.values():
-            if comp.scores_cold_items:
+            if comp.capabilities.add_items:
                 comp.add_items(new_items)
         if self.ann is not None:
             self.ann.add(np.hstack([vec.numpy(), bias.numpy()[:, None]]))

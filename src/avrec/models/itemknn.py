@@ -7,7 +7,8 @@ from dataclasses import dataclass
 import numpy as np
 import scipy.sparse as sp
 
-from avrec.models.base import Recommender, csr_from_tensors, csr_to_tensors
+from avrec.models.artifacts import csr_from_tensors, csr_to_tensors
+from avrec.models.base import Capabilities, Recommender
 
 
 def top_neighbours(sim: sp.csr_matrix, k: int) -> sp.csr_matrix:
@@ -39,6 +40,7 @@ class ItemKNNConfig:
 
 class ItemKNN(Recommender):
     name = "itemknn"
+    CAPABILITIES = Capabilities(exact_fold_in=True)
     Config = ItemKNNConfig
 
     def _fit(self, dataset, valid, valid_candidates) -> None:

@@ -18,7 +18,7 @@ import scipy.sparse as sp
 
 from avrec.errors import ConfigError, NotApplicable
 from avrec.kg.graph import KnowledgeGraph, build_kg, kg_item_features
-from avrec.models.base import Recommender
+from avrec.models.base import Capabilities, Recommender
 
 
 @dataclass
@@ -49,8 +49,8 @@ class KGPathScorer(Recommender):
     """Path-count recommender over the item knowledge graph (registered as ``kgpath``)."""
 
     name = "kgpath"
+    CAPABILITIES = Capabilities(cold_items=True, add_items=True, exact_fold_in=True, knowledge_graph=True)
     Config = KGPathConfig
-    scores_cold_items = True
 
     kg: KnowledgeGraph
     entity_weights: np.ndarray

@@ -17,7 +17,7 @@ Everything lives in MODEL_DIR: the pipeline's arrays in ``model.safetensors``, t
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +26,8 @@ import pandas as pd
 import scipy.sparse as sp
 
 from avrec.errors import ConfigError
-from avrec.models.base import Recommender
+from avrec.eval.topk import rank_scores
+from avrec.models.base import Capabilities, Recommender, check_k
 
 
 def default_retriever() -> str:
@@ -111,9 +112,8 @@ def mmr_select(cands: np.ndarray, relevance: np.ndarray, vectors: np.ndarray | N
     use_mmr = lam < 1 and vectors is not None
     sims = None
     if use_mmr:
-        v = np.asarray(vectors[items], dtype=np.float32)
-        if sp.issparse(v):
-            v = v.toarray()
+        v = vectors[items]
+        v = np.asarray(v.toarray() if sp.issparse(v) else v, dtype=np.float32)
         norms = np.linalg.norm(v, axis=1, keepdims=True)
         v = v / np.where(norms > 0, norms, 1)
         sims = v @ v.T
@@ -142,7 +142,6 @@ class Pipeline(Recommender):
 
     name = "pipeline"
     Config = PipelineConfig
-    scores_cold_items = True  # replaced per instance by the retriever's ability
 
     def __init__(self, config: Any = None, **overrides: Any) -> None:
         super().__init__(config, **overrides)
@@ -152,7 +151,7 @@ class Pipeline(Recommender):
             self.config.retriever = default_retriever()
         if self.config.retriever == "pipeline":
             raise ConfigError("the pipeline's retriever cannot be another pipeline")
-        self.scores_cold_items = bool(get_model_class(self.config.retriever).scores_cold_items)
+        get_model_class(self.config.retriever)  # an unknown name fails here, listing the registered ones
         self.retriever: Recommender | None = None
         self.ranker = None
         self.blend_weight_ = float(self.config.blend_weight if self.config.blend_weight is not None
@@ -164,7 +163,8 @@ class Pipeline(Recommender):
     # ---- fitting ---------------------------------------------------------------------------------
     def use_retriever(self, retriever: Recommender) -> Pipeline:
         """Reuse an already fitted retriever (trained on the same data) in the next ``fit``."""
-        retriever._check_fitted()
+        if retriever.items is None:
+            raise ConfigError(f"the retriever {retriever.name!r} given to the pipeline is not fitted")
         if retriever.name != self.config.retriever:
             raise ConfigError(f"pipeline retriever is {self.config.retriever!r}, not {retriever.name!r}")
         self._prefit_retriever = retriever
@@ -338,11 +338,8 @@ class Pipeline(Recommender):
             return np.full((rows, n), -1, np.int64), np.full((rows, n), -np.inf, np.float32)
         if user_idx is not None:
             return self.retriever.topk_indices(user_idx, n, exclude=exclude, candidates=allowed)
-        scores = np.asarray(self.retriever._score_history(history, allowed), dtype=np.float32)
-        out_i = np.full((history.shape[0], n), -1, np.int64)
-        out_v = np.full((history.shape[0], n), -np.inf, np.float32)
-        self._rank_into(scores, exclude, allowed, n, out_i, out_v)
-        return out_i, out_v
+        scores = self.retriever.score_histories(history, allowed)
+        return rank_scores(scores, n, exclude, allowed)
 
     def _rank_scores(self, views: list[str], cands: np.ndarray) -> np.ndarray:
         from avrec.finetune.ranker import score_lists
@@ -384,7 +381,7 @@ class Pipeline(Recommender):
         mode = self.config.mmr_vectors
         vec = None
         if mode in ("auto", "retriever"):
-            v = self.retriever._item_vectors()
+            v = self.retriever.item_vectors()
             if v is not None and (mode == "retriever" or np.shape(v)[1] <= 2048):
                 vec = np.asarray(v, dtype=np.float32)
         if vec is None:
@@ -491,29 +488,23 @@ class Pipeline(Recommender):
 
     def recommend_history(self, histories, k: int = 10, exclude_seen: bool = True, candidates=None):
         """Fold-in users given as item-id lists (oldest first): the whole pipeline, no retrain."""
-        from avrec.models.base import _check_k
-
         self._check_fitted()
-        _check_k(k)
-        idx_lists = [self._items_to_index(list(h), what=f"history {r}") for r, h in enumerate(histories)]
-        rows = np.repeat(np.arange(len(idx_lists)), [len(h) for h in idx_lists])
-        cols = np.concatenate(idx_lists) if idx_lists else np.zeros(0, np.int64)
-        hist = sp.csr_matrix((np.ones(len(rows), np.float32), (rows, cols)), shape=(len(idx_lists), self.n_items))
-        hist.sum_duplicates()
-        hist.data[:] = 1.0
-        cand_idx = None if candidates is None else np.unique(self._items_to_index(list(candidates)))
+        check_k(k)
+        idx_lists = [self.items_to_index(list(h), what=f"history {r}") for r, h in enumerate(histories)]
+        hist = self.history_matrix(histories)
+        cand_idx = None if candidates is None else np.unique(self.items_to_index(list(candidates)))
         views = self._views_for_histories(idx_lists)
         out_i, out_v = self._run(views, None, hist, k, hist if exclude_seen else None, cand_idx)
-        return self._to_ids(out_i), out_v
+        return self.ids_of(out_i), out_v
 
     def _score(self, user_idx, item_idx):
         """Full score rows: the pipeline's picks on top (in pipeline order), the retriever below."""
-        base = np.asarray(self.retriever._score(user_idx, item_idx), dtype=np.float32)
+        base = self.retriever.score_users(user_idx, item_idx)
         cands, _ = self.topk_indices(user_idx, self.config.n_candidates, exclude=None, candidates=item_idx)
         return self._overlay(base, cands, item_idx)
 
     def _score_history(self, history, item_idx):
-        base = np.asarray(self.retriever._score_history(history, item_idx), dtype=np.float32)
+        base = self.retriever.score_histories(history, item_idx)
         histories = [history.indices[history.indptr[r]:history.indptr[r + 1]] for r in range(history.shape[0])]
         views = self._views_for_histories(histories)
         cands, _ = self._run(views, None, sp.csr_matrix(history), self.config.n_candidates, None, item_idx)
@@ -537,16 +528,28 @@ class Pipeline(Recommender):
                     out[r, c] = top[r, 0] + 1.0 + (n - rank)
         return out
 
+    @property
+    def capabilities(self) -> Capabilities:
+        """The retriever's (it decides which items can be scored and added), less what the pipeline
+        object itself does not offer: exact fold-in (the ranker reads text), text queries and a graph."""
+        if self.retriever is not None:
+            caps = self.retriever.capabilities
+        else:
+            from avrec.models.registry import get_model_class
+
+            caps = get_model_class(self.config.retriever).CAPABILITIES
+        return replace(caps, exact_fold_in=False, text_queries=False, knowledge_graph=False)
+
     def _item_vectors(self):
-        return self.retriever._item_vectors()
+        return self.retriever.item_vectors()
 
     def _item_vector_dim(self):
-        return self.retriever._item_vector_dim()
+        return self.retriever.item_vector_dim()
+
+    def _similarity_rows(self, idx):
+        return self.retriever.similarity_rows(idx)
 
     def _add_items(self, new_items: pd.DataFrame) -> None:
-        if not self.scores_cold_items:
-            raise ConfigError(f"pipeline retriever {self.config.retriever!r} cannot score items without interactions; "
-                              "use a content-aware retriever (hybrid)")
         self.retriever.add_items(new_items)
         self._reset_caches()
 
@@ -580,5 +583,4 @@ class Pipeline(Recommender):
 
         self.retriever = Recommender.load(folder / "retriever")
         self.ranker = CrossEncoderRanker.load(folder / "ranker")
-        self.scores_cold_items = bool(self.retriever.scores_cold_items)
         self._reset_caches()

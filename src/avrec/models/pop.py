@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from avrec.models.base import Recommender
+from avrec.models.base import Capabilities, Recommender
 
 
 @dataclass
@@ -16,10 +16,11 @@ class PopularityConfig:
 
 class Popularity(Recommender):
     name = "pop"
+    CAPABILITIES = Capabilities(exact_fold_in=True)
     Config = PopularityConfig
 
     def _fit(self, dataset, valid, valid_candidates) -> None:
         pass
 
     def _score(self, user_idx: np.ndarray, item_idx: np.ndarray | None) -> np.ndarray:
-        return self._popularity_scores(len(user_idx), item_idx)
+        return self.popularity_scores(len(user_idx), item_idx)

@@ -15,7 +15,8 @@ import numpy as np
 import scipy.sparse as sp
 
 from avrec.data.documents import DocumentConfig, build_documents
-from avrec.models.base import Recommender, csr_from_tensors, csr_to_tensors
+from avrec.models.artifacts import csr_from_tensors, csr_to_tensors
+from avrec.models.base import Capabilities, Recommender
 
 
 @dataclass
@@ -69,8 +70,8 @@ class TextVectorizer:
 
 class TfidfKNN(Recommender):
     name = "tfidf"
+    CAPABILITIES = Capabilities(cold_items=True, add_items=True, exact_fold_in=True)
     Config = TfidfConfig
-    scores_cold_items = True
 
     def _documents(self, items) -> list[str]:
         return build_documents(items, DocumentConfig(fields=list(self.config.fields)))

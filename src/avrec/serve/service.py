@@ -29,7 +29,10 @@ import pandas as pd
 import scipy.sparse as sp
 
 from avrec.errors import AvrecError, ConfigError
-from avrec.models.base import Recommender, topk_from_scores
+from avrec.eval.topk import topk_from_scores
+from avrec.models.artifacts import save_atomically
+from avrec.models.base import Recommender
+from avrec.models.updates import fold_in_interactions
 from avrec.serve.store import DEFAULT_RATING_THRESHOLD, Event, EventStore
 
 log = logging.getLogger("avrec.serve")
@@ -38,7 +41,6 @@ MAX_K = 1000
 #: 32 MiB: 10,000 catalogue items of about 3 kB of JSON each (title, genres, tags, people, an overview)
 DEFAULT_MAX_BODY_BYTES = 32 * 2**20
 #: item vectors wider than this are not used for /similar (co-occurrence instead)
-MAX_VECTOR_DIM = 2048
 
 
 # ---- errors the API maps to HTTP statuses --------------------------------------------------------
@@ -166,11 +168,6 @@ def folder_fingerprint(folder: Path) -> tuple:
     return newest, size, count
 
 
-def supports_add_items(model: Recommender) -> bool:
-    """Whether the model can score new items without a retrain (it overrides ``_add_items``)."""
-    return type(model)._add_items is not Recommender._add_items
-
-
 def _split_values(value: str) -> list[str]:
     return [v.strip() for v in str(value).split("|") if v.strip()]
 
@@ -235,16 +232,13 @@ class ModelState:
         self.fingerprint = fingerprint
         self.loaded_at = time.time()
         self.lock = RWLock()
-        self.can_add = supports_add_items(model)
+        self.can_add = model.capabilities.add_items
         #: items added to a model that cannot score them: searchable and listed, not recommended
         self.extra_items = pd.DataFrame(columns=["item_id"])
         self.search: TextSearch | None = None
         self.search_error: str | None = None
         self.search_ready = threading.Event()
         self.explainer: Any = None
-        self._vectors_lock = threading.Lock()
-        self._cooc: sp.csc_matrix | None = None
-        self._cooc_norms: np.ndarray | None = None
         self._refresh_catalog()
 
     # ---- catalogue ----
@@ -259,8 +253,6 @@ class ModelState:
             self.catalog["title"].astype(str).tolist() if "title" in self.catalog else list(self.catalog_ids)
         )
         self.n_model_items = self.model.n_items
-        self._cooc = None
-        self.__dict__.pop("_vectors", None)
 
     def item_row(self, item_id: str) -> int:
         row = self.catalog_index.get(str(item_id))
@@ -278,30 +270,10 @@ class ModelState:
         rec["recommendable"] = row < self.n_model_items
         return rec
 
-    def item_vectors(self) -> tuple[np.ndarray, np.ndarray] | None:
-        """The model's item vectors and their norms, computed once per loaded model (None: co-occurrence)."""
-        if not hasattr(self, "_vectors"):
-            with self._vectors_lock:
-                if not hasattr(self, "_vectors"):
-                    # very wide "vectors" (EASE's items × items weights) cost a dense pass per request:
-                    # use co-occurrence for those, as for models without vectors
-                    dim = self.model._item_vector_dim()
-                    v = None if dim is None or dim > MAX_VECTOR_DIM else self.model._item_vectors()
-                    if v is None:
-                        self._vectors = None
-                    else:
-                        v = np.ascontiguousarray(v, dtype=np.float32)
-                        norms = np.linalg.norm(v, axis=1)
-                        self._vectors = (v, np.where(norms > 0, norms, 1.0).astype(np.float32))
-        return self._vectors
-
-    def cooccurrence(self) -> tuple[sp.csc_matrix, np.ndarray]:
-        """Column-wise training matrix and column norms, for co-occurrence explanations."""
-        if self._cooc is None:
-            x = sp.csc_matrix(self.model.seen, dtype=np.float32)
-            self._cooc_norms = np.sqrt(np.asarray(x.multiply(x).sum(axis=0)).ravel())
-            self._cooc = x
-        return self._cooc, self._cooc_norms
+    def warm_similarity(self) -> None:
+        """Build the model's similarity caches (unit vectors, norms) before the first request asks."""
+        if self.n_model_items:
+            self.model.similarity_rows(np.array([0]))
 
 
 # ---- the service ---------------------------------------------------------------------------------
@@ -347,7 +319,7 @@ class RecommenderService:
             self._apply_items(state, pd.DataFrame(stored).fillna("").astype(str), encode_search=False)
         state.explainer = self._make_explainer(state.model)
         # decide /similar's path (and build its vectors) before the first request asks
-        threading.Thread(target=state.item_vectors, name="avrec-item-vectors", daemon=True).start()
+        threading.Thread(target=state.warm_similarity, name="avrec-item-vectors", daemon=True).start()
         if self.config.search:
             threading.Thread(target=self._build_search, args=(state,), name="avrec-search-index", daemon=True).start()
         else:
@@ -403,8 +375,8 @@ class RecommenderService:
     def _build_search(self, state: ModelState) -> None:
         try:
             model = state.model
-            encode_query = getattr(model, "encode_query", None)
-            vectors = model._item_vectors() if callable(encode_query) else None
+            encode_query = model.encode_query if model.capabilities.text_queries else None
+            vectors = model.item_vectors() if encode_query is not None else None
             with state.lock.read():
                 catalog = state.catalog.copy()
             if vectors is not None and len(vectors) == len(catalog):
@@ -416,7 +388,7 @@ class RecommenderService:
             with state.lock.write():
                 if len(state.catalog) > len(catalog):  # items added while we encoded
                     added = state.catalog.iloc[len(catalog):]
-                    search.add(np.asarray(model._item_vectors())[len(catalog):] if search.source == "model"
+                    search.add(np.asarray(model.item_vectors())[len(catalog):] if search.source == "model"
                                else self._encode_documents(added))
                 state.search = search
         except Exception as e:  # noqa: BLE001 - search is one feature; the rest of the API keeps serving
@@ -544,9 +516,8 @@ class RecommenderService:
 
     @staticmethod
     def _popular(state: ModelState, k: int) -> tuple[np.ndarray, np.ndarray]:
-        """The fallback list: the most-interacted items of the training data (same for every model)."""
-        pop = np.asarray(state.model.popularity, dtype=np.float32).reshape(1, -1)
-        idx, val = topk_from_scores(pop, k)
+        """The fallback list: the model's own (most-interacted items of the training data)."""
+        idx, val = state.model.popular_topk(1, k)
         return RecommenderService._to_ids(state, idx), val
 
     @staticmethod
@@ -565,11 +536,8 @@ class RecommenderService:
         cols = np.unique(np.fromiter((state.catalog_index[h] for h in history), dtype=np.int64, count=len(history)))
         hist = sp.csr_matrix((np.ones(len(cols), np.float32), (np.zeros(len(cols), np.int64), cols)),
                              shape=(1, model.n_items))
-        scores = np.asarray(model._score_history(hist, None), dtype=np.float32)
-        out_idx = np.full((1, k), -1, dtype=np.int64)
-        out_val = np.full((1, k), -np.inf, dtype=np.float32)
-        model._rank_into(scores, hist, None, k, out_idx, out_val)
-        return RecommenderService._to_ids(state, out_idx), out_val
+        idx, val = model.topk_histories(hist, k)
+        return RecommenderService._to_ids(state, idx), val
 
     def _format(self, state: ModelState, ids, scores, k: int, exclude: set[str]) -> list[dict[str, Any]]:
         out = []
@@ -663,20 +631,10 @@ class RecommenderService:
         with state.lock.read():
             row = state.item_row(item_id)
             if row < state.n_model_items:
-                vectors = state.item_vectors()
-                if vectors is None:  # co-occurrence cosine over the training matrix (sparse, cheap)
-                    x, norms = state.cooccurrence()
-                    co = np.asarray((x[:, [row]].T @ x).todense()).ravel()
-                    sims = co / (np.where(norms > 0, norms, 1.0) * max(norms[row], 1e-12))
-                    sims[row] = -np.inf
-                    top, val = topk_from_scores(sims.astype(np.float32).reshape(1, -1), k)
-                    ids, scores = self._to_ids(state, top), val
-                else:
-                    v, norms = vectors
-                    sims = (v @ v[row]) / (norms * max(norms[row], 1e-12))
-                    sims[row] = -np.inf
-                    top, val = topk_from_scores(sims.astype(np.float32).reshape(1, -1), k)
-                    ids, scores = state.model._to_ids(top), val
+                sims = state.model.similarity_rows(np.array([row]))  # the library's similar_items, one row
+                sims[0, row] = -np.inf
+                top, scores = topk_from_scores(sims, k)
+                ids = self._to_ids(state, top)
                 items = self._format(state, ids[0], scores[0], k, exclude={str(item_id)})
             else:  # an added item the model cannot score: neighbours by text
                 search = self._wait_search(state)
@@ -786,7 +744,7 @@ class RecommenderService:
             state._refresh_catalog()
             if encode_search and state.search is not None:
                 if vectors is None:  # the model's own item space
-                    vectors = np.asarray(state.model._item_vectors())[-len(frame):]
+                    vectors = np.asarray(state.model.item_vectors())[-len(frame):]
                 state.search.add(vectors)
 
     # ---- reads ----
@@ -845,105 +803,29 @@ class RecommenderService:
 
 
 # ---- folding stored events into a model folder (``avrec update``) --------------------------------
-def scores_from_history(model: Recommender, probe_users: int = 3) -> bool:
-    """Whether the model scores a known user from its training row alone (EASE, kNN, TF-IDF, popularity).
-
-    Such a model serves a user added to ``seen`` exactly like a trained one, so ``avrec update`` can add
-    new users; factor models (ALS, BPR) keep per-user parameters and cannot.
-    """
-    n = min(probe_users, len(model.user_ids))
-    if n == 0:
-        return False
-    users = np.arange(n, dtype=np.int64)
-    items = np.arange(min(model.n_items, 2000), dtype=np.int64)
-    try:
-        direct = np.asarray(model._score(users, items), dtype=np.float64)
-        folded = np.asarray(model._score_history(model.seen[users], items), dtype=np.float64)
-    except Exception:  # noqa: BLE001 - a model that cannot say is treated as not history-based
-        return False
-    return direct.shape == folded.shape and np.allclose(direct, folded, rtol=1e-4, atol=1e-5)
-
-
 def fold_events(model: Recommender, store: EventStore, rating_threshold: float = DEFAULT_RATING_THRESHOLD) -> dict:
     """Fold the store's items and positive events into ``model`` in place, without retraining.
 
-    - stored items the model lacks are added when the model can score new items (``add_items``);
-    - every user's positive events (play, like, rating ≥ threshold; the latest event per item wins) join
-      that user's row of the training matrix ``seen``, so they are excluded from and inform later lists;
-    - users the model has not seen are appended to ``user_ids``/``seen`` when the model scores users from
-      their history (see :func:`scores_from_history`); otherwise they keep being served by fold-in from
-      the store, and the summary says so;
-    - ``popularity`` is recomputed from ``seen``.
-    Running it twice on the same store changes nothing the second time.
+    Stored items the model lacks are added when it can add items; every user's positive events (play,
+    like, rating ≥ threshold; the latest event per item wins) go through
+    :func:`avrec.models.updates.fold_in_interactions`. Running it twice changes nothing the second time.
     """
-    summary: dict[str, Any] = {"model": model.name, "items_added": 0, "items_skipped": 0, "users_added": 0,
-                               "users_updated": 0, "interactions_added": 0, "users_not_added": 0}
+    summary: dict[str, Any] = {"model": model.name, "items_added": 0, "items_skipped": 0}
     stored_items = [it for it in store.items() if str(it["item_id"]) not in model.item_index]
     if stored_items:
-        if supports_add_items(model):
+        if model.capabilities.add_items:
             summary["items_added"] = model.add_items(pd.DataFrame(stored_items).fillna("").astype(str))
         else:
             summary["items_skipped"] = len(stored_items)
-    history_based = scores_from_history(model)
-    summary["adds_new_users"] = history_based
     last: dict[tuple[str, str], int] = {}
     max_id = 0
     for e in store.iter_events():
         last[(e.user_id, e.item_id)] = e.polarity(rating_threshold)
         max_id = max(max_id, e.id)
     summary["events_folded_upto"] = max_id
-    item_index, user_index = model.item_index, model.user_index
-    new_users: dict[str, int] = {}
-    rows, cols = [], []
-    for (user, item), pol in last.items():
-        if pol <= 0 or item not in item_index:
-            continue
-        u = user_index.get(user)
-        if u is None:
-            if not history_based:
-                new_users.setdefault(user, -1)
-                continue
-            u = new_users.setdefault(user, len(user_index) + len(new_users))
-        rows.append(u)
-        cols.append(item_index[item])
-    seen = sp.csr_matrix(model.seen, dtype=np.float32)
-    n_new = sum(1 for v in new_users.values() if v >= 0)
-    summary["users_not_added"] = sum(1 for v in new_users.values() if v < 0)
-    shape = (seen.shape[0] + n_new, seen.shape[1])
-    add = sp.csr_matrix((np.ones(len(rows), np.float32), (rows, cols)), shape=shape)
-    grown = sp.vstack([seen, sp.csr_matrix((n_new, seen.shape[1]), dtype=np.float32)], format="csr")
-    merged = grown + add
-    merged.sum_duplicates()
-    merged.data[:] = 1.0
-    merged.eliminate_zeros()
-    summary["interactions_added"] = int(merged.nnz - seen.nnz)
-    before = np.diff(grown.indptr)
-    after = np.diff(merged.indptr)
-    summary["users_updated"] = int(((after > before)[: seen.shape[0]]).sum())
-    summary["users_added"] = n_new
-    if n_new:
-        ordered = sorted((v, k) for k, v in new_users.items() if v >= 0)
-        model.user_ids = np.concatenate([np.asarray(model.user_ids, dtype=object),
-                                         np.asarray([k for _, k in ordered], dtype=object)])
-    model.seen = sp.csr_matrix(merged, dtype=np.float32)
-    model.popularity = np.asarray(model.seen.sum(axis=0)).ravel().astype(np.float32)
-    model._clear_caches()
+    summary |= fold_in_interactions(model, [pair for pair, pol in last.items() if pol > 0])
     return summary
 
 
-def save_model_atomically(model: Recommender, folder: Path) -> None:
-    """Save next to ``folder`` and move the files in, ``config.json`` last, so readers never see half a save."""
-    import shutil
-    import tempfile
-
-    folder = Path(folder)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.update-", dir=folder.parent))
-    try:
-        model.save(tmp)
-        files = sorted((p for p in tmp.rglob("*") if p.is_file()), key=lambda p: p.name == "config.json")
-        for f in files:
-            target = folder / f.relative_to(tmp)
-            target.parent.mkdir(parents=True, exist_ok=True)
-            os.replace(f, target)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+#: kept for callers of the old name; the mechanism lives in the models layer
+save_model_atomically = save_atomically
