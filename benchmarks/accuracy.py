@@ -55,7 +55,7 @@ def run_cell(dataset: str, protocol: str, model_name: str) -> dict:
     """Fit one model on one split and evaluate it (runs inside the child process)."""
     from avrec.eval.evaluate import evaluate_model
     from avrec.models.registry import create_model
-    from avrec.run import seed_everything
+    from avrec.seeding import seed_everything
 
     seed_everything(2026)
     split = make_split(dataset, protocol)

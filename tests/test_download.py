@@ -13,9 +13,11 @@ from pathlib import Path
 
 import pytest
 
-from avrec.data import download
 from avrec.data.builtin import BUILTIN, load_dataset
-from avrec.data.download import MANIFEST, Source, fetch, ml1m_frames, ml100k_frames, movielens_csv_frames
+from avrec.data.sources import MANIFEST, Source, download_sources, fetch, lastfm_2k, ml_100k
+from avrec.data.sources.ml_1m import read_frames as ml1m_frames
+from avrec.data.sources.ml_100k import read_frames as ml100k_frames
+from avrec.data.sources.movielens import movielens_csv_frames
 from avrec.errors import DataError, DataWarning
 
 U_ITEM = (
@@ -81,7 +83,7 @@ def tiny_source(server, monkeypatch, tmp_path):
     body = ml100k_zip()
     server.files["/ml-100k.zip"] = body
     server.files["/ml-100k.zip.md5"] = f"MD5 (ml-100k.zip) = {hashlib.md5(body).hexdigest()}\n".encode()
-    monkeypatch.setitem(download.SOURCES, "ml-100k", Source(f"{server.url}/ml-100k.zip", "u.data"))
+    monkeypatch.setattr(ml_100k, "SOURCE", Source(f"{server.url}/ml-100k.zip", "u.data"))
     monkeypatch.setenv("AVREC_CACHE", str(tmp_path / "cache"))
     monkeypatch.delenv("AVREC_DATA", raising=False)
     monkeypatch.setenv("NO_PROXY", "127.0.0.1")
@@ -127,14 +129,14 @@ def test_md5_mismatch_is_a_clear_error_and_leaves_nothing(server, tiny_source, t
 
 
 def test_pinned_archive_sha256_mismatch(server, tiny_source, monkeypatch):
-    monkeypatch.setitem(download.SOURCES, "ml-100k", Source(f"{server.url}/ml-100k.zip", "u.data", archive_sha256="0" * 64))
+    monkeypatch.setattr(ml_100k, "SOURCE", Source(f"{server.url}/ml-100k.zip", "u.data", archive_sha256="0" * 64))
     with pytest.raises(DataError, match=r"checksum mismatch: expected sha256 0{64}, got [0-9a-f]{64}"):
         fetch("ml-100k")
 
 
 def test_pinned_archive_sha256_match_needs_no_md5(server, tiny_source, monkeypatch):
     sha = hashlib.sha256(tiny_source).hexdigest()
-    monkeypatch.setitem(download.SOURCES, "ml-100k", Source(f"{server.url}/ml-100k.zip", "u.data", archive_sha256=sha))
+    monkeypatch.setattr(ml_100k, "SOURCE", Source(f"{server.url}/ml-100k.zip", "u.data", archive_sha256=sha))
     path, warns = fetch_recording("ml-100k")
     assert (path / "u.item").exists() and warns == []
     assert "/ml-100k.zip.md5" not in server.hits
@@ -142,7 +144,7 @@ def test_pinned_archive_sha256_match_needs_no_md5(server, tiny_source, monkeypat
 
 def test_pinned_member_sha256_mismatch(server, tiny_source, monkeypatch, tmp_path):
     src = Source(f"{server.url}/ml-100k.zip", "u.data", members_sha256={"u.data": "f" * 64})
-    monkeypatch.setitem(download.SOURCES, "ml-100k", src)
+    monkeypatch.setattr(ml_100k, "SOURCE", src)
     with pytest.raises(DataError, match=r"ml-100k: checksum mismatch for u\.data: expected sha256 f{64}"):
         fetch_recording("ml-100k")
     assert not (tmp_path / "cache" / "ml-100k").exists()
@@ -177,11 +179,11 @@ def test_cached_file_changed_after_download(server, tiny_source):
 
 
 def test_http_errors_and_bad_archives(server, tiny_source, monkeypatch):
-    monkeypatch.setitem(download.SOURCES, "ml-100k", Source(f"{server.url}/missing.zip", "u.data"))
+    monkeypatch.setattr(ml_100k, "SOURCE", Source(f"{server.url}/missing.zip", "u.data"))
     with pytest.raises(DataError, match=r"missing\.zip: download failed with HTTP 404"):
         fetch("ml-100k")
     server.files["/junk.zip"] = b"this is not a zip"
-    monkeypatch.setitem(download.SOURCES, "ml-100k", Source(f"{server.url}/junk.zip", "u.data"))
+    monkeypatch.setattr(ml_100k, "SOURCE", Source(f"{server.url}/junk.zip", "u.data"))
     with pytest.raises(DataError, match=r"junk\.zip: the download is not a valid zip archive"):
         fetch_recording("ml-100k")
     with pytest.raises(DataError, match=r"no download source"):
@@ -190,7 +192,7 @@ def test_http_errors_and_bad_archives(server, tiny_source, monkeypatch):
 
 def test_unreachable_server_names_the_way_out(monkeypatch, tmp_path):
     monkeypatch.setenv("AVREC_CACHE", str(tmp_path))
-    monkeypatch.setitem(download.SOURCES, "ml-100k", Source("http://127.0.0.1:9/ml-100k.zip", "u.data"))
+    monkeypatch.setattr(ml_100k, "SOURCE", Source("http://127.0.0.1:9/ml-100k.zip", "u.data"))
     with pytest.raises(DataError, match=r"download failed .*AVREC_DATA"):
         fetch("ml-100k")
 
@@ -265,11 +267,41 @@ def test_ml25m_csv_parser_and_local_copy_wins(tmp_path, monkeypatch):
 
 def test_builtin_registry_lists_downloadable_datasets():
     assert {"ml-latest-small", "lastfm-2k", "ml-100k", "ml-1m", "ml-25m"} <= set(BUILTIN)
-    for name, src in download.SOURCES.items():
+    for name, src in download_sources().items():
         assert src.url.startswith("https://files.grouplens.org/datasets/"), name
 
 
 def test_pinned_lastfm_digests_match_the_shared_copy(shared_data):
     folder = shared_data / "hetrec2011-lastfm-2k"
-    for member, expected in download.SOURCES["lastfm-2k"].members_sha256.items():
+    for member, expected in lastfm_2k.SOURCE.members_sha256.items():
         assert hashlib.sha256((folder / member).read_bytes()).hexdigest() == expected, member
+
+
+# ---- the registry ---------------------------------------------------------------------------------
+def test_registry_is_a_static_table_that_imports_no_dataset_module():
+    import subprocess
+    import sys
+
+    code = (
+        "import sys; import avrec.data.sources as s; "
+        "assert 'ml-100k' in s.BUILTIN and 'ml-latest-small' in s.dataset_names(); "
+        "loaded = sorted(m for m in sys.modules if m.startswith('avrec.data.sources.') "
+        "and m.rsplit('.', 1)[1] in set(s.BUILTIN.values())); "
+        "print(loaded)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"  # importing the registry loads, reads and registers nothing
+    with pytest.raises(TypeError):
+        BUILTIN["my-set"] = "my_set"  # type: ignore[index]  # a static table, not a runtime registry
+
+
+def test_every_registered_module_provides_the_dataset_protocol():
+    from avrec.data.sources import dataset_module
+
+    for name in BUILTIN:
+        module = dataset_module(name)
+        assert module.NAME == name
+        assert isinstance(module.SOURCE, Source) and module.SOURCE.marker
+        assert callable(module.frames) and callable(module.load)
+    with pytest.raises(DataError, match=r"ml-nope: not a built-in dataset; known: lastfm-2k, ml-100k"):
+        dataset_module("ml-nope")

@@ -194,6 +194,34 @@ def test_bad_path_gives_clear_error(tmp_path: Path, monkeypatch: pytest.MonkeyPa
     assert "\n" not in str(err.value)
 
 
+def test_one_resolution_of_encoder_names(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from avrec.encoders import resolve_encoder_path
+    from avrec.errors import ConfigError
+    from avrec.finetune import mlm, ranker
+
+    default = resolve_encoder_path("default")
+    assert os.path.isabs(default) and resolve_encoder_path("") == default == resolve_encoder_path(None)
+    assert Path(default, "config.json").is_file()
+    folder = tmp_path / "enc"
+    folder.mkdir()
+    (folder / "config.json").write_text("{}")
+    monkeypatch.chdir(tmp_path)
+    assert resolve_encoder_path("enc") == str(folder.resolve())  # relative folders come back absolute
+    assert resolve_encoder_path("org/some-model") == "org/some-model"  # a Hub id is loaded from the cache later
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    for bad, message in ((empty, "neither modules.json nor config.json"), ("no/such/../x", "not a model folder")):
+        with pytest.raises(ModelNotFoundError, match=message) as err:
+            resolve_encoder_path(bad)
+        assert isinstance(err.value, ConfigError)  # the CLI reports it as a user error (exit 2)
+        # the fine-tuning jobs and the text encoder resolve through the same function, with the same message
+        with pytest.raises(ModelNotFoundError, match=message):
+            ranker.load_encoder(str(bad))
+        with pytest.raises(ModelNotFoundError, match=message):
+            TextEncoder(bad)
+    assert ranker.resolve_encoder_path is mlm.resolve_encoder_path is resolve_encoder_path
+
+
 @model_test
 def test_cache_encodes_only_new_or_changed_texts(encoder: TextEncoder, doc_vectors: np.ndarray,
                                                  tmp_path: Path) -> None:

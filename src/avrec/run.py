@@ -1,4 +1,4 @@
-"""Run folders and seeding: every ``fit``, ``evaluate`` and ``demo`` leaves a record that can be re-run.
+"""Run folders: every ``fit``, ``evaluate`` and ``demo`` leaves a record that can be re-run.
 
 A run folder (``runs/<timestamp>-<command>/`` by default) holds:
 
@@ -13,11 +13,9 @@ from __future__ import annotations
 
 import datetime as _dt
 import importlib.metadata
-import importlib.util
 import json
 import os
 import platform
-import random
 import sys
 import time
 from pathlib import Path
@@ -25,29 +23,13 @@ from typing import Any
 
 import numpy as np
 
+from avrec.seeding import seed_everything
+
 #: Libraries whose versions change results; recorded in ``versions.json``.
 TRACKED_PACKAGES = (
     "avrec", "numpy", "scipy", "pandas", "scikit-learn", "torch", "implicit", "faiss-cpu",
     "sentence-transformers", "transformers",
 )
-
-
-def seed_everything(seed: int) -> None:
-    """Seed Python's ``random``, NumPy's global generator and torch (CPU and CUDA) with ``seed``.
-
-    Models also take their own ``seed`` setting (the CLI fills it from the same value), so a run is
-    reproducible even when a library keeps its own generator.
-    """
-    seed = int(seed)
-    random.seed(seed)
-    np.random.seed(seed % (2**32))
-    os.environ.setdefault("PYTHONHASHSEED", str(seed))  # for subprocesses; this process's hash seed is fixed
-    if "torch" in sys.modules or importlib.util.find_spec("torch") is not None:
-        import torch
-
-        torch.manual_seed(seed)
-        if torch.cuda.is_available():  # pragma: no cover - CPU-only here
-            torch.cuda.manual_seed_all(seed)
 
 
 def versions() -> dict[str, str]:

@@ -671,8 +671,7 @@ def cmd_data_validate(args: argparse.Namespace) -> int:
 
 
 def cmd_data_convert(args: argparse.Namespace) -> int:
-    from avrec.data.builtin import BUILTIN
-    from avrec.data.download import builtin_frames
+    from avrec.data.sources import BUILTIN, builtin_frames
     from avrec.data.io import _find, clean_items, load_folder, read_table
 
     out = Path(args.out)

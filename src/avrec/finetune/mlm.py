@@ -16,9 +16,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from avrec.encoders import resolve_encoder_path
 from avrec.errors import ConfigError, DataError
-from avrec.finetune.ranker import resolve_model_path
-from avrec.finetune.trainer import TrainConfig, TrainResult, Trainer, seed_everything
+from avrec.finetune.trainer import TrainConfig, TrainResult, Trainer
+from avrec.seeding import seed_everything
 
 
 def _mlm_train_default() -> TrainConfig:
@@ -81,7 +82,7 @@ def train_mlm(docs: list[str], config: MLMConfig, out_dir: str | Path, *, resume
     n_valid = int(round(len(order) * config.valid_share))
     valid_docs = [docs[i] for i in order[:n_valid]]
     train_docs = [docs[i] for i in order[n_valid:]]
-    path = resolve_model_path(config.model)
+    path = resolve_encoder_path(config.model)
     seed_everything(config.train.seed)
     level = hf_logging.get_verbosity()
     hf_logging.set_verbosity_error()

