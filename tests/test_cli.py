@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 
 from avrec.cli import main
-from avrec.cli.core import load_settings, resolve_settings
+from avrec.cli.settings import load_settings, resolve_settings
 from avrec.data.builtin import load_dataset
 from avrec.errors import ConfigError
 from avrec.run import seed_everything, versions
@@ -368,7 +368,8 @@ def test_demo_with_a_chosen_model_list(tmp_path, capsys):
 
 
 def test_demo_default_models_follow_the_registry():
-    from avrec.cli.core import DemoConfig, demo_models
+    from avrec.cli.evaluate import demo_models
+    from avrec.cli.settings import DemoConfig
     from avrec.models.registry import available_models
 
     names = demo_models(DemoConfig())

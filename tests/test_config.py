@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import ClassVar, Literal
 
 import pytest
 
-from avrec.config import apply_overrides, merge, parse_set_options, read_config_file
+from avrec.config import (
+    apply_overrides, known_settings, merge, parse_set_options, read_config_file, setting_names, validate_value,
+)
 from avrec.errors import ConfigError
 from avrec.models.registry import create_model
 
@@ -172,3 +174,44 @@ def test_merge_is_deep_and_pure():
     out = merge(base, {"model": {"factors": 32}, "split": {"seed": 1}})
     assert out == {"model": {"factors": 32, "reg": 1}, "k": 10, "split": {"seed": 1}}
     assert base["model"]["factors"] == 64
+
+
+# ---- aliases (old flat keys) and saved configs ------------------------------------------------------
+@dataclass
+class Outer:
+    depth: int = 1
+    inner: Inner = field(default_factory=Inner)
+    aliases: ClassVar[dict[str, str]] = {"inner_size": "inner.size", "old_depth": "depth"}
+
+
+def test_aliases_map_old_keys_onto_nested_ones():
+    c = apply_overrides(Outer(), {"inner_size": "7", "old_depth": "2"})
+    assert c.inner == Inner(size=7) and c.depth == 2
+    assert apply_overrides(Outer(), {"inner_size": 4, "inner": {"name": "y"}}).inner == Inner(size=4, name="y")
+    assert apply_overrides(Outer(), parse_set_options(["inner.size=5"])).inner.size == 5
+    with pytest.raises(ConfigError, match=r"m\.inner_size is an old name of m\.inner\.size; set only one"):
+        apply_overrides(Outer(), {"inner_size": 4, "inner": {"size": 5}}, "m.")
+    with pytest.raises(ConfigError, match=r"m\.inner\.size: 'x' is not a valid int"):  # named by its current key
+        apply_overrides(Outer(), {"inner_size": "x"}, "m.")
+    with pytest.raises(ConfigError, match=r"unknown setting 'm\.inner\.bogus' for Inner; valid: name, size"):
+        apply_overrides(Outer(), {"inner": {"bogus": 1}}, "m.")
+    assert setting_names(Outer) == {"depth", "inner", "inner_size", "old_depth"}
+
+
+def test_known_settings_drops_unknown_keys_and_keeps_aliases():
+    saved = {"depth": 3, "gone": 1, "inner_size": 6, "inner": {"name": "z", "removed": True}}
+    kept = known_settings(Outer, saved)
+    assert kept == {"depth": 3, "inner_size": 6, "inner": {"name": "z"}}
+    assert apply_overrides(Outer(), kept) == Outer(depth=3, inner=Inner(size=6, name="z"))
+    assert known_settings(Sample, {"section": {"size": 2, "x": 1}}) == {"section": {"size": 2}}
+
+
+def test_validate_value_is_the_field_coercion():
+    assert validate_value("3", int, "k") == 3
+    assert validate_value("a, b", list[str] | None, "k") == ["a", "b"]
+    assert validate_value("none", list[str] | None, "k") is None
+    assert validate_value("2", Literal[1, 2], "k") == 2
+    with pytest.raises(ConfigError, match=r"k: cannot read 'x' as int \| None"):
+        validate_value("x", int | None, "k")
+    with pytest.raises(ConfigError, match=r"k\.a: 'x' is not a valid float"):
+        validate_value({"a": "x"}, dict[str, float], "k")

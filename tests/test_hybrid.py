@@ -216,3 +216,64 @@ def test_hybrid_leaves_out_a_component_with_nothing_to_work_with():
     assert "kgpath" in model.report["skipped_components"]
     ids, _ = model.recommend(["u0"], k=5)
     assert all(i is not None for i in ids[0])
+
+
+# ---- nested component sections and their old flat keys (issue 13) -----------------------------------
+def test_hybrid_config_nested_component_sections():
+    from avrec.config import apply_overrides, parse_set_options
+
+    m = create_model("hybrid", {"ease": {"l2": "250"}, "als": {"factors": "8", "iterations": 2}})
+    assert (m.config.ease.l2, m.config.ease.max_items) == (250.0, 20000)  # the hybrid's own EASE default kept
+    assert (m.config.als.factors, m.config.als.iterations, m.config.als.regularization) == (8, 2, 50.0)
+    c = apply_overrides(m.config, parse_set_options(["kgpath.idf_power=0.5", "itemknn.neighbours=20"]))
+    assert c.kgpath.idf_power == 0.5 and c.itemknn.neighbours == 20 and m.config.kgpath.idf_power == 1.0
+
+
+def test_hybrid_config_old_alias_keys_still_work():
+    from avrec.errors import ConfigError
+
+    m = create_model("hybrid", ease_l2=5.0, ease_max_items=100, als_factors=8, als_regularization=0.5,
+                     als_alpha=5.0, als_iterations=3)
+    assert (m.config.ease.l2, m.config.ease.max_items) == (5.0, 100)
+    assert (m.config.als.factors, m.config.als.regularization, m.config.als.alpha, m.config.als.iterations) == (8, 0.5, 5.0, 3)
+    assert not hasattr(m.config, "ease_l2")
+    with pytest.raises(ConfigError, match="ease_l2 is an old name of ease.l2; set only one"):
+        create_model("hybrid", {"ease_l2": 1, "ease": {"l2": 2}})
+
+
+def test_hybrid_config_unknown_nested_key_lists_the_valid_ones():
+    from avrec.cli.settings import load_settings, resolve_settings
+    from avrec.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=r"unknown setting 'models\.hybrid\.ease\.l3' for EASEConfig; valid: l2, max_items"):
+        resolve_settings(load_settings(None, ["models.hybrid.ease.l3=1"]), ["hybrid"])
+    with pytest.raises(ConfigError, match=r"models\.hybrid\.als is a section"):
+        resolve_settings(load_settings(None, ["models.hybrid.als=3"]), ["hybrid"])
+    settings = resolve_settings(load_settings(None, ["models.hybrid.ease_l2=250", "model.als.factors=16"]), ["hybrid"])
+    assert settings.models["hybrid"].ease.l2 == 250.0 and settings.models["hybrid"].als.factors == 16
+
+
+def test_hybrid_config_components_built_from_the_sections_and_old_saved_folder_loads(tmp_path):
+    import json
+
+    data = _thin_dataset(40, 30, 6)
+    model = create_model("hybrid", use_lm=False, max_steps=10, eval_every=5, dim=8, hidden=8, seed=11,
+                         ease={"l2": 42.0}, als={"factors": 4, "iterations": 2}).fit(data)
+    assert model.components["ease"].config.l2 == 42.0 and model.components["ease"].config.max_items == 20000
+    assert model.components["als"].config.factors == 4 and model.components["als"].config.seed == 11  # seed follows
+    model.save(tmp_path / "m")
+    # rewrite config.json as an older avrec wrote it: flat keys, plus a key this version no longer has
+    meta_path = tmp_path / "m" / "config.json"
+    meta = json.loads(meta_path.read_text())
+    cfg = meta["config"]
+    ease, als = cfg.pop("ease"), cfg.pop("als")
+    cfg.update(ease_l2=ease["l2"], ease_max_items=ease["max_items"], als_factors=als["factors"],
+               als_regularization=als["regularization"], als_alpha=als["alpha"], als_iterations=als["iterations"],
+               long_gone_setting=1)
+    cfg["kgpath"]["removed_in_a_later_version"] = True
+    meta_path.write_text(json.dumps(meta))
+    loaded = Recommender.load(tmp_path / "m")
+    assert loaded.config.ease.l2 == 42.0 and loaded.config.als.factors == 4 and loaded.config.als.iterations == 2
+    ids, scores = model.recommend(["u0", "u1"], k=5)
+    ids2, scores2 = loaded.recommend(["u0", "u1"], k=5)
+    assert (ids == ids2).all() and np.allclose(scores, scores2, atol=1e-5)

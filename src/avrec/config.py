@@ -1,126 +1,259 @@
-"""Typed configuration: dataclasses loaded from TOML or YAML and overridden with ``key=value`` strings."""
+"""Typed configuration: dataclasses loaded from TOML, YAML or JSON and overridden with ``key=value`` strings.
+
+Values are validated by pydantic (``TypeAdapter`` of each field's annotation), after a small pre-pass for
+what command-line strings need and pydantic does not do: comma-separated or JSON lists, JSON objects,
+``none``/``null`` for optional fields. A field whose value is a dataclass is a nested *section*
+(``models.hybrid.ease.l2``). A config class may declare ``aliases: ClassVar[dict[str, str]]``
+mapping old (flat) keys onto the dotted path that replaced them; every function here honours them.
+"""
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import tomllib
 import types
 import typing
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
+
+from pydantic import BeforeValidator, ConfigDict, TypeAdapter, ValidationError
+from pydantic_core import PydanticCustomError
 
 from avrec.errors import ConfigError
 
+_NONE_WORDS = ("none", "null")
+_TYPE_NAMES = {"int": "int", "float": "float", "bool": "bool", "string": "str"}
 
-def _coerce(value: Any, annotation: Any, key: str) -> Any:
-    """Convert a CLI/TOML value to the field's annotated type."""
-    if annotation in (list, tuple):  # bare ``list`` / ``tuple``: items stay strings
-        annotation = annotation[str, ...] if annotation is tuple else list[str]
-    origin = typing.get_origin(annotation)
-    args = typing.get_args(annotation)
-    if origin is typing.Literal:
-        for choice in args:
-            if value == choice or str(value) == str(choice):
-                return choice
-        raise ConfigError(f"{key}: {value!r} is not one of {', '.join(map(repr, args))}")
-    if origin in (typing.Union, types.UnionType):
-        if value is None or (isinstance(value, str) and value.lower() in ("none", "null")):
-            if type(None) in args:
-                return None
-        for arg in args:
-            if arg is type(None):
-                continue
-            try:
-                return _coerce(value, arg, key)
-            except (ConfigError, ValueError, TypeError):
-                continue
-        raise ConfigError(f"{key}: cannot read {value!r} as {annotation}")
-    if isinstance(annotation, type) and dataclasses.is_dataclass(annotation):  # e.g. an Optional section
-        if not isinstance(value, dict):
-            raise ConfigError(f"{key} is a section; set its fields, e.g. {key}.<name>=value")
-        return apply_overrides(annotation(), value, f"{key}.")
-    if annotation is dict or origin is dict:
-        if isinstance(value, str):
-            try:
-                value = json.loads(value)
-            except json.JSONDecodeError as e:
-                raise ConfigError(f"{key}: {value!r} is not a JSON object ({e.msg})") from None
-        if not isinstance(value, dict):
-            raise ConfigError(f"{key}: expected a mapping, not {value!r}")
-        if len(args) == 2:
-            return {_coerce(k, args[0], key): _coerce(v, args[1], f"{key}.{k}") for k, v in value.items()}
-        return dict(value)
-    if origin in (list, tuple):
-        if isinstance(value, str):
-            text = value.strip()
-            try:
-                items = json.loads(text) if text.startswith("[") else [v.strip() for v in text.split(",") if v.strip()]
-            except json.JSONDecodeError as e:
-                raise ConfigError(f"{key}: {value!r} is not a valid list ({e.msg})") from None
-            if not isinstance(items, list):
-                items = [items]
-        elif isinstance(value, (list, tuple)):
-            items = list(value)
-        else:
-            items = [value]
-        if origin is tuple and args and args[-1] is not Ellipsis and len(args) > 1:
-            if len(items) != len(args):
-                raise ConfigError(f"{key}: expected {len(args)} values, got {len(items)} ({value!r})")
-            out = [_coerce(v, a, key) for v, a in zip(items, args)]
-        else:
-            inner = args[0] if args else str
-            out = [_coerce(v, inner, key) for v in items]
-        return tuple(out) if origin is tuple else out
-    try:
-        if annotation is bool:
-            if isinstance(value, bool):
-                return value
-            text = str(value).strip().lower()
-            if text in ("1", "true", "yes", "on"):
-                return True
-            if text in ("0", "false", "no", "off"):
-                return False
-            raise ValueError(value)
-        if annotation is int:
-            if isinstance(value, bool):
-                raise ValueError(value)
-            if isinstance(value, str) and value.strip().lower().lstrip("+-").replace(".", "", 1).isdigit():
-                value = float(value) if "." in value else int(value)  # "64" and "64.0" but not "64.5"
-            if isinstance(value, float) and not value.is_integer():
-                raise ValueError(value)
-            return int(value)
-        if annotation is float:
-            return float(value)
-        if annotation is str:
-            return str(value)
-    except (TypeError, ValueError):
-        raise ConfigError(f"{key}: {value!r} is not a valid {getattr(annotation, '__name__', annotation)}") from None
+
+# ---- annotations ---------------------------------------------------------------------------------
+def _is_union(annotation: Any) -> bool:
+    return typing.get_origin(annotation) in (typing.Union, types.UnionType)
+
+
+def _members(annotation: Any) -> tuple[Any, ...]:
+    """The non-None members of a union (or the annotation itself)."""
+    if _is_union(annotation):
+        return tuple(a for a in typing.get_args(annotation) if a is not type(None))
+    return (annotation,)
+
+
+def _section_class(annotation: Any) -> type | None:
+    """The dataclass of a section annotation (``Inner`` or ``Inner | None``), else None."""
+    for member in _members(annotation):
+        if isinstance(member, type) and dataclasses.is_dataclass(member):
+            return member
+    return None
+
+
+def _no_bool(value: Any) -> Any:
+    if isinstance(value, bool):  # pydantic reads True as 1; a setting that wants a count should not
+        raise PydanticCustomError("int_type", "a bool is not an int")
     return value
 
 
+def _choice(choices: tuple[Any, ...]):
+    def match(value: Any) -> Any:  # "3" picks the choice 3, as it would on the command line
+        return next((c for c in choices if value == c or str(value) == str(c)), value)
+
+    return match
+
+
+def _lax(annotation: Any) -> Any:
+    """The annotation as pydantic validates it: ints refuse bools, bare list/tuple hold strings."""
+    if annotation is int:
+        return Annotated[int, BeforeValidator(_no_bool)]
+    if annotation is list:
+        return list[str]
+    if annotation is tuple:
+        return tuple[str, ...]
+    origin, args = typing.get_origin(annotation), typing.get_args(annotation)
+    if origin is typing.Literal:
+        return Annotated[annotation, BeforeValidator(_choice(args))]
+    if _is_union(annotation):
+        return typing.Union[tuple(_lax(a) for a in args)]
+    if origin in (list, tuple, dict) and args:
+        return origin[tuple(a if a is Ellipsis else _lax(a) for a in args)]
+    return annotation
+
+
+@functools.lru_cache(maxsize=512)
+def _adapter(annotation: Any) -> TypeAdapter:
+    config = ConfigDict(coerce_numbers_to_str=True, arbitrary_types_allowed=True)
+    return TypeAdapter(_lax(annotation), config=config)
+
+
+# ---- the pre-pass: strings from the command line ---------------------------------------------------
+def _as_list(value: Any, key: str) -> list:
+    if isinstance(value, str):
+        text = value.strip()
+        try:
+            items = json.loads(text) if text.startswith("[") else [v.strip() for v in text.split(",") if v.strip()]
+        except json.JSONDecodeError as e:
+            raise ConfigError(f"{key}: {value!r} is not a valid list ({e.msg})") from None
+        return items if isinstance(items, list) else [items]
+    return list(value) if isinstance(value, (list, tuple)) else [value]
+
+
+def _prepare(value: Any, annotation: Any, key: str) -> Any:
+    """Shape a raw value for pydantic: ``"a,b"``/``"[1, 2]"`` to lists, JSON text to dicts, ``"none"`` to None."""
+    if _is_union(annotation) and type(None) in typing.get_args(annotation):
+        if value is None or (isinstance(value, str) and value.strip().lower() in _NONE_WORDS):
+            return None
+    for member in _members(annotation):
+        origin = typing.get_origin(member) or member
+        if origin in (list, tuple):
+            if not isinstance(value, (str, list, tuple)) and len(_members(annotation)) > 1:
+                continue  # e.g. ``int | list[int]`` given an int
+            items = _as_list(value, key)
+            args = typing.get_args(member)
+            if origin is tuple and len(args) > 1 and args[-1] is not Ellipsis and len(items) != len(args):
+                raise ConfigError(f"{key}: expected {len(args)} values, got {len(items)} ({value!r})")
+            return items
+        if origin is dict:
+            if isinstance(value, str):
+                try:
+                    value = json.loads(value)
+                except json.JSONDecodeError as e:
+                    raise ConfigError(f"{key}: {value!r} is not a JSON object ({e.msg})") from None
+            if not isinstance(value, dict):
+                raise ConfigError(f"{key}: expected a mapping, not {value!r}")
+            return value
+    return value
+
+
+def _message(error: ValidationError, value: Any, annotation: Any, key: str) -> str:
+    """One line naming the key, the offending value and what was expected."""
+    if _is_union(annotation):
+        return f"{key}: cannot read {value!r} as {annotation}"
+    first = error.errors()[0]
+    bad = first.get("input", value)
+    origin = typing.get_origin(annotation)
+    if origin is dict:
+        key += "".join(f".{part}" for part in first["loc"] if isinstance(part, str) and not part.startswith("["))
+    kind = first["type"]
+    if kind == "literal_error":
+        choices = typing.get_args(annotation) if origin is typing.Literal else ()
+        for arg in typing.get_args(annotation):
+            if typing.get_origin(arg) is typing.Literal:
+                choices = typing.get_args(arg)
+        return f"{key}: {bad!r} is not one of {', '.join(map(repr, choices))}"
+    name = _TYPE_NAMES.get(kind.split("_")[0])
+    if name:
+        return f"{key}: {bad!r} is not a valid {name}"
+    return f"{key}: {bad!r} is not valid ({first['msg']})"
+
+
+def validate_value(value: Any, annotation: Any, key: str) -> Any:
+    """``value`` (a string from ``--set``, or a TOML/JSON value) as ``annotation``; a ConfigError naming ``key``."""
+    section = _section_class(annotation)
+    if section is not None:  # e.g. ``section: Inner | None = None`` given a table
+        if _is_union(annotation) and (value is None or (isinstance(value, str) and value.lower() in _NONE_WORDS)):
+            return None
+        if isinstance(value, section):
+            return value
+        if not isinstance(value, dict):
+            raise ConfigError(f"{key} is a section; set its fields, e.g. {key}.<name>=value")
+        return apply_overrides(section(), value, f"{key}.")
+    prepared = _prepare(value, annotation, key)
+    try:
+        return _adapter(annotation).validate_python(prepared)
+    except ValidationError as e:
+        raise ConfigError(_message(e, value, annotation, key)) from None
+
+
+# ---- dataclass configs ---------------------------------------------------------------------------
+def _field_names(cls: type) -> list[str]:
+    return [f.name for f in dataclasses.fields(cls) if f.init]
+
+
+def aliases_of(cls: type) -> dict[str, str]:
+    """``{old_key: "section.key"}`` declared by a config class (``aliases`` class attribute)."""
+    return dict(getattr(cls, "aliases", None) or {})
+
+
+def setting_names(cls: type) -> set[str]:
+    """Every key a config class accepts at its top level: its fields and its alias keys."""
+    if not dataclasses.is_dataclass(cls):
+        return set()
+    return set(_field_names(cls)) | set(aliases_of(cls))
+
+
+def resolve_aliases(cls: type, overrides: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """``overrides`` with the alias keys of ``cls`` moved onto their dotted targets (a copy)."""
+    aliases = aliases_of(cls)
+    if not any(key in aliases for key in overrides):
+        return overrides
+    out = {k: v for k, v in overrides.items() if k not in aliases}
+    for old, new in aliases.items():
+        if old not in overrides:
+            continue
+        *parents, leaf = new.split(".")
+        node = out
+        for depth, part in enumerate(parents):
+            child = node.get(part, {})
+            if not isinstance(child, dict):
+                where = prefix + ".".join(parents[: depth + 1])
+                raise ConfigError(f"{prefix}{old} sets {prefix}{new}, but {where} is given a value, not a table")
+            node[part] = node = dict(child)
+        if leaf in node:
+            raise ConfigError(f"{prefix}{old} is an old name of {prefix}{new}; set only one of them")
+        node[leaf] = overrides[old]
+    return out
+
+
 def apply_overrides(config: Any, overrides: dict[str, Any], prefix: str = "") -> Any:
-    """A copy of dataclass ``config`` with ``overrides`` applied and type-checked."""
+    """A copy of dataclass ``config`` with ``overrides`` (a nested dict) applied and type-checked.
+
+    ``prefix`` (e.g. ``"models.hybrid."``) is how error messages name the keys.
+    """
     if not dataclasses.is_dataclass(config) or isinstance(config, type):
         raise ConfigError(f"{prefix or 'config'}: {type(config).__name__} has no settings to override")
-    hints = typing.get_type_hints(type(config))
-    names = {f.name for f in dataclasses.fields(config)}
+    cls = type(config)
+    overrides = resolve_aliases(cls, overrides, prefix)
+    names = _field_names(cls)
+    hints: dict[str, Any] | None = None
     changes = {}
     for key, value in overrides.items():
         if key not in names:
             raise ConfigError(
-                f"unknown setting {prefix + str(key)!r} for {type(config).__qualname__}; valid: {', '.join(sorted(names))}"
+                f"unknown setting {prefix + str(key)!r} for {cls.__qualname__}; valid: {', '.join(sorted(names))}"
             )
         current = getattr(config, key)
-        if dataclasses.is_dataclass(current):
-            if not isinstance(value, dict):
+        if dataclasses.is_dataclass(current) and not isinstance(current, type):
+            if isinstance(value, type(current)):
+                changes[key] = value
+            elif not isinstance(value, dict):
                 raise ConfigError(f"{prefix}{key} is a section; set its fields, e.g. {prefix}{key}.<name>=value")
-            changes[key] = apply_overrides(current, value, f"{prefix}{key}.")
+            else:
+                changes[key] = apply_overrides(current, value, f"{prefix}{key}.")
         else:
-            changes[key] = _coerce(value, hints[key], f"{prefix}{key}")
+            hints = hints if hints is not None else typing.get_type_hints(cls)
+            changes[key] = validate_value(value, hints[key], f"{prefix}{key}")
     return dataclasses.replace(config, **changes)
 
 
+def known_settings(cls: type, data: dict[str, Any]) -> dict[str, Any]:
+    """``data`` without the keys ``cls`` does not know, recursively in its sections (e.g. a saved config.json
+    written by another version); alias keys are kept, for ``apply_overrides`` to map."""
+    if not dataclasses.is_dataclass(cls):
+        return {}
+    defaults = cls()
+    out = {}
+    for key, value in data.items():
+        if key in aliases_of(cls):
+            out[key] = value
+        elif key in _field_names(cls):
+            current = getattr(defaults, key)
+            nested = type(current) if dataclasses.is_dataclass(current) else None
+            if nested is None and isinstance(value, dict):
+                nested = _section_class(typing.get_type_hints(cls).get(key))
+            out[key] = known_settings(nested, value) if nested and isinstance(value, dict) else value
+    return out
+
+
+# ---- raw settings: --set pairs and files -----------------------------------------------------------
 def parse_set_options(pairs: list[str] | None) -> dict[str, Any]:
     """Turn ``["model.factors=64", "split.seed=1"]`` into a nested dict."""
     out: dict[str, Any] = {}

@@ -13,7 +13,9 @@ import warnings
 
 #: Modules that add subcommands; each defines ``register(subparsers)``.
 COMMAND_MODULES = [
-    "avrec.cli.core",
+    "avrec.cli.fit",
+    "avrec.cli.evaluate",
+    "avrec.cli.data",
     "avrec.cli.serve",
     "avrec.cli.kg",
     "avrec.cli.finetune",

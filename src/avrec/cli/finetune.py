@@ -22,11 +22,13 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from avrec.errors import ConfigError
+from avrec.cli.common import add_data_dir
+from avrec.cli.settings import Layout, add_settings_options, load_settings, own_fields, run_seed, section, with_run_seed
 from avrec.finetune.ranker import RankerTrainingConfig
 
 JOBS = ("ranker", "mlm", "contrastive")
-_SECTIONS = ("seed", "data", "split")
+#: ``seed``, ``data`` and ``split`` are sections; every other top-level key is a field of the job's config.
+LAYOUT = Layout(("seed", "data", "split"), other_keys="own")
 
 
 @dataclass
@@ -38,56 +40,37 @@ class RankerJobConfig(RankerTrainingConfig):
 
 
 def _settings(args: argparse.Namespace) -> dict[str, Any]:
-    from avrec.config import merge, parse_set_options, read_config_file
-
-    raw = read_config_file(args.config) if args.config else {}
-    return merge(raw, parse_set_options(args.set))
+    return load_settings(args.config, args.set, LAYOUT)
 
 
-def _job_config(cls, raw: dict[str, Any], seed: int):
-    from avrec.config import apply_overrides
-
-    body = {k: v for k, v in raw.items() if k not in _SECTIONS}
-    config = apply_overrides(cls(), body)
-    train = getattr(config, "train", None)
-    if train is not None and "seed" not in (body.get("train") or {}):
-        train.seed = seed
-    return config
+def job_config(cls: type, raw: dict[str, Any], seed: int) -> Any:
+    """The job's config from the top-level keys; ``train.seed`` gets the run seed unless set."""
+    return with_run_seed(own_fields(raw, LAYOUT, cls()), raw, seed, "train.seed")
 
 
 def _load(args, raw):
-    from avrec.config import apply_overrides
     from avrec.data.builtin import load_dataset
     from avrec.data.io import DataConfig
 
-    data_cfg = apply_overrides(DataConfig(), raw.get("data", {}) or {}, "data.")
-    return load_dataset(args.dataset, data_cfg, args.data_dir)
+    return load_dataset(args.dataset, section(raw, "data", DataConfig()), args.data_dir)
 
 
 def _log(msg: str) -> None:
     print(msg, file=sys.stderr, flush=True)
 
 
-def _seed(raw) -> int:
-    try:
-        return int(raw.get("seed", 2026))
-    except (TypeError, ValueError):
-        raise ConfigError(f"seed: {raw.get('seed')!r} is not an integer") from None
-
-
 def cmd_ranker(args: argparse.Namespace) -> int:
-    from avrec.config import apply_overrides
     from avrec.data.splits import SplitConfig, make_split
     from avrec.finetune.ranker import CrossEncoderRanker, fit_ranker
-    from avrec.finetune.trainer import seed_everything
+    from avrec.seeding import seed_everything
     from avrec.models.pipeline import default_retriever
     from avrec.models.registry import create_model
 
     raw = _settings(args)
-    seed = _seed(raw)
-    job = _job_config(RankerJobConfig, raw, seed)
+    seed = run_seed(raw)
+    job = job_config(RankerJobConfig, raw, seed)
     ds = _load(args, raw)
-    split = make_split(ds, apply_overrides(SplitConfig(seed=seed), raw.get("split", {}) or {}, "split."))
+    split = make_split(ds, section(raw, "split", SplitConfig(seed=seed)))
     name = default_retriever() if job.retriever == "auto" else job.retriever
     _log(f"{ds.name or args.dataset}: {split.train.n_interactions:,} training interactions; fitting retriever {name}")
     retriever = create_model(name, **job.retriever_config)
@@ -114,7 +97,7 @@ def cmd_mlm(args: argparse.Namespace) -> int:
     from avrec.finetune.mlm import MLMConfig, train_mlm
 
     raw = _settings(args)
-    config = _job_config(MLMConfig, raw, _seed(raw))
+    config = job_config(MLMConfig, raw, run_seed(raw))
     ds = _load(args, raw)
     out, result = train_mlm(build_documents(ds.items), config, args.out, resume=args.resume, log=_log)
     _summary("mlm", out, result, "validation -loss")
@@ -127,7 +110,7 @@ def cmd_contrastive(args: argparse.Namespace) -> int:
     from avrec.finetune.data import co_consumed_pairs
 
     raw = _settings(args)
-    config = _job_config(ContrastiveConfig, raw, _seed(raw))
+    config = job_config(ContrastiveConfig, raw, run_seed(raw))
     ds = _load(args, raw)
     pairs = co_consumed_pairs(ds, max_pairs=config.max_pairs, per_item=config.per_item,
                               min_count=config.min_count, seed=config.train.seed)
@@ -166,10 +149,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         q = jobs.add_parser(job, help=helps[job], description=helps[job])
         q.add_argument("dataset", metavar="DATASET", help="dataset folder or built-in name")
         q.add_argument("--out", required=True, metavar="DIR", help="folder to write the trained model to")
-        q.add_argument("--config", metavar="FILE", help="TOML or YAML settings file")
-        q.add_argument("--set", action="append", metavar="KEY=VALUE", default=[],
-                       help="override one setting, e.g. train.lr=3e-5 (repeatable)")
-        q.add_argument("--data-dir", metavar="DIR", help="folder with local dataset copies (default: $AVREC_DATA)")
+        add_settings_options(q, example="train.lr=3e-5")
+        add_data_dir(q)
         q.add_argument("--resume", action="store_true", help="continue from DIR/.training/checkpoint")
         q.set_defaults(func=handlers[job])
     p.set_defaults(func=lambda args: (p.print_help(), 2)[1])

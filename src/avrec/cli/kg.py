@@ -7,7 +7,7 @@ import json
 import sys
 from pathlib import Path
 
-from avrec.errors import DataError
+from avrec.cli.common import add_data_dir, load_model
 
 
 def _enrich_list(text: str | None) -> list[str]:
@@ -26,15 +26,6 @@ def _load_items(source: str, args: argparse.Namespace):
 
     ds = load_dataset(source, DataConfig(enrich=_enrich_list(getattr(args, "enrich", None))), getattr(args, "data_dir", None))
     return ds.items, ds.name
-
-
-def _load_model(folder: str):
-    from avrec.models.base import Recommender
-
-    path = Path(folder)
-    if not path.is_dir():
-        raise DataError(f"{path}: no such model folder; create one with `avrec fit`")
-    return Recommender.load(path)
 
 
 def _generator(args: argparse.Namespace):
@@ -93,7 +84,7 @@ def cmd_explain(args: argparse.Namespace) -> int:
     from avrec.explain.explainer import Explainer
     from avrec.kg.graph import KnowledgeGraph
 
-    model = _load_model(args.model_dir)
+    model = load_model(args.model_dir)
     kg = KnowledgeGraph.load(args.kg) if args.kg else None
     explanation = Explainer(model, kg, generator=_generator(args)).explain(args.user, args.item)
     if args.json:
@@ -111,7 +102,7 @@ def cmd_explain(args: argparse.Namespace) -> int:
 
 
 def cmd_summarize(args: argparse.Namespace) -> int:
-    from avrec.summarize import SummaryConfig, summarize_item
+    from avrec.explain.summarize import SummaryConfig, summarize_item
 
     items, _ = _load_items(args.source, args)
     config = SummaryConfig(max_sentences=args.sentences, max_words=args.max_words)
@@ -126,7 +117,7 @@ def cmd_summarize(args: argparse.Namespace) -> int:
 # ---- registration ---------------------------------------------------------------------------------
 def _add_dataset_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--enrich", metavar="SOURCES", help="comma-separated enrichment: tmdb, hetrec (MovieLens only)")
-    p.add_argument("--data-dir", metavar="DIR", help="folder with local dataset copies (default: $AVREC_DATA)")
+    add_data_dir(p)
 
 
 def register(sub: argparse._SubParsersAction) -> None:

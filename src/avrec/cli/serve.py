@@ -7,10 +7,25 @@ import ipaddress
 import json
 import logging
 import sys
-from dataclasses import fields
+from dataclasses import dataclass, fields
 from pathlib import Path
 
+from avrec.cli.settings import Layout, add_settings_options, load_settings, section
 from avrec.errors import ConfigError, DataError
+from avrec.serve.service import ServeConfig
+
+#: Everything is in the ``[serve]`` table (``--set api_key=x`` is short for ``--set serve.api_key=x``); a
+#: shared file's other tables are for other commands.
+LAYOUT = Layout(("serve",), loose="serve", other_keys="ignore")
+
+
+@dataclass
+class ServeCommandConfig(ServeConfig):
+    """:class:`ServeConfig` plus where ``avrec serve`` listens and keeps its events."""
+
+    host: str = "127.0.0.1"
+    port: int = 8000
+    store: str | None = None
 
 
 def default_store(model_dir: Path) -> Path:
@@ -40,7 +55,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--host", default=None, help="interface to bind (default 127.0.0.1)")
     p.add_argument("--port", type=int, default=None, help="port (default 8000; 0 picks a free one)")
     p.add_argument("--store", default=None, help="SQLite event store (default: MODEL_DIR-events.sqlite3 beside it)")
-    p.add_argument("--config", default=None, help="TOML/YAML file with a [serve] table (api_key, port, ...)")
+    add_settings_options(p, example="serve.api_key=KEY, watch_interval=5",
+                         config_help="TOML/YAML file with a [serve] table (api_key, port, ...)")
     p.add_argument("--insecure-dev", action="store_true",
                    help="accept writes without an API key when none is configured (loopback only; for demos)")
     p.add_argument("--no-search", action="store_true", help="do not build the natural-language search index")
@@ -68,32 +84,15 @@ def register(sub: argparse._SubParsersAction) -> None:
     u.set_defaults(func=cmd_update)
 
 
-def _serve_settings(args: argparse.Namespace):
-    from avrec.config import apply_overrides, read_config_file
-    from avrec.serve.service import ServeConfig
-
-    table: dict = {}
-    if args.config:
-        data = read_config_file(args.config)
-        table = dict(data.get("serve", data) if isinstance(data.get("serve"), dict) else {})
-    host = args.host or table.pop("host", None) or "127.0.0.1"
-    port = args.port if args.port is not None else int(table.pop("port", 8000))
-    store = args.store or table.pop("store", None)
-    table.pop("host", None), table.pop("port", None), table.pop("store", None)
-    known = {f.name for f in fields(ServeConfig)}
-    unknown = sorted(set(table) - known)
-    if unknown:
-        raise ConfigError(f"{args.config}: unknown serve setting(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}")
-    config = apply_overrides(ServeConfig(), table) if table else ServeConfig()
-    if args.insecure_dev:
-        config.insecure_dev = True
-    if args.no_search:
-        config.search = False
-    if args.watch_interval is not None:
-        config.watch_interval = args.watch_interval
-    if not 0 <= port <= 65535:
-        raise ConfigError(f"--port must be between 0 and 65535, not {port}")
-    return host, port, store, config
+def serve_settings(args: argparse.Namespace) -> tuple[str, int, str | None, ServeConfig]:
+    """(host, port, store, ServeConfig): defaults < the file's ``[serve]`` table < ``--set`` < the flags."""
+    flags = {"host": args.host, "port": args.port, "store": args.store, "watch_interval": args.watch_interval,
+             "insecure_dev": True if args.insecure_dev else None, "search": False if args.no_search else None}
+    cfg = section(load_settings(args.config, args.set, LAYOUT), "serve", ServeCommandConfig(), flags)
+    if not 0 <= cfg.port <= 65535:
+        raise ConfigError(f"--port must be between 0 and 65535, not {cfg.port}")
+    config = ServeConfig(**{f.name: getattr(cfg, f.name) for f in fields(ServeConfig)})
+    return cfg.host, cfg.port, cfg.store, config
 
 
 def limit_compute_threads(n: int) -> None:
@@ -117,7 +116,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     model_dir = Path(args.model_dir)
     if not (model_dir / "config.json").exists():
         raise DataError(f"{model_dir}: not a model folder (no config.json); create one with `avrec fit --out`")
-    host, port, store_path, config = _serve_settings(args)
+    host, port, store_path, config = serve_settings(args)
     if config.insecure_dev and not _is_loopback(host):
         raise ConfigError(f"--insecure-dev only binds a loopback address (127.0.0.1), not {host}")
     if not _is_loopback(host):
@@ -159,7 +158,7 @@ def _announce(server, host: str, service, store) -> None:
 
 def cmd_update(args: argparse.Namespace) -> int:
     from avrec.models.base import Recommender
-    from avrec.serve.service import ServeConfig, fold_events, save_model_atomically
+    from avrec.serve.service import fold_events, save_model_atomically
     from avrec.serve.store import EventStore
 
     model_dir = Path(args.model_dir)

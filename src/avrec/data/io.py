@@ -55,7 +55,8 @@ def sha256_file(path: Path) -> str:
     return h.hexdigest()
 
 
-def _find(folder: Path, stem: str) -> Path:
+def find_table(folder: Path, stem: str) -> Path:
+    """``folder/stem`` as .csv, .parquet, .csv.gz or .tsv (the first that exists); a DataError when none does."""
     for ext in (".csv", ".parquet", ".csv.gz", ".tsv"):
         p = folder / f"{stem}{ext}"
         if p.exists():
@@ -354,8 +355,8 @@ def load_folder(folder: str | Path, config: DataConfig | None = None, name: str 
     config = config or DataConfig()
     if not folder.is_dir():
         raise DataError(f"{folder}: not a dataset folder (no such directory)")
-    items_path = _find(folder, "items")
-    inter_path = _find(folder, "interactions")
+    items_path = find_table(folder, "items")
+    inter_path = find_table(folder, "interactions")
     items = clean_items(read_table(items_path), items_path)
     inter = clean_interactions(read_table(inter_path), set(items["item_id"]), config, inter_path)
     checksums = {p.name: sha256_file(p) for p in (items_path, inter_path)}

@@ -1,0 +1,212 @@
+"""``avrec fit``, ``recommend``, ``similar`` and ``add-items``: fit a model on a dataset and use the saved folder."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from avrec.cli.common import (
+    add_data_dir, add_run_dir, finish_run, load_data, load_model, read_id_file, stderr_console, stdout_console,
+)
+from avrec.cli.settings import add_settings_options, load_settings, resolve_settings
+from avrec.errors import ConfigError, DataError
+
+
+def cmd_fit(args: argparse.Namespace) -> int:
+    """Fit --model on every interaction of DATASET and save it to --out, with a run record."""
+    from avrec.models.registry import create_model
+    from avrec.run import start_run
+
+    settings = resolve_settings(load_settings(args.config, args.set), [args.model])
+    err = stderr_console()
+    run = start_run("fit", settings.seed, args.run_dir)
+    ok = False
+    try:
+        run.record_config(settings.to_dict(command="fit", dataset=args.dataset, model=args.model, out=str(args.out)))
+        dataset = load_data(args, settings.data, err)
+        run.record_checksums(dataset.checksums)
+        model = create_model(args.model, settings.models[args.model])
+        start = time.perf_counter()
+        with err.status(f"fitting {args.model} on {dataset.name} ({dataset.n_interactions:,} interactions)"):
+            model.fit(dataset)
+        fit_s = time.perf_counter() - start
+        model.save(args.out)
+        run.record_metrics(
+            {"fit_seconds": round(fit_s, 3), "users": dataset.n_users, "items": dataset.n_items,
+             "interactions": dataset.n_interactions, "model_dir": str(args.out)}
+        )
+        ok = True
+    finally:
+        finish_run(run, ok)
+    print(
+        f"fitted {args.model} on {dataset.name}: {dataset.n_users:,} users, {dataset.n_items:,} items, "
+        f"{dataset.n_interactions:,} interactions in {fit_s:.1f} s; saved to {args.out} (run record: {run.path})"
+    )
+    return 0
+
+
+def _candidate_indices(model, path: Path) -> np.ndarray:
+    ids = read_id_file(path, "item id")
+    index = model.item_index
+    unknown = [(n, i) for n, i in enumerate(ids, start=1) if i not in index]
+    if unknown:
+        shown = ", ".join(repr(i) for _, i in unknown[:5])
+        raise DataError(
+            f"{path}: {len(unknown)} candidate id(s) not in the model's catalogue: {shown}"
+            + (" …" if len(unknown) > 5 else "")
+        )
+    return np.unique(np.fromiter((index[i] for i in ids), dtype=np.int64, count=len(ids)))
+
+
+def _name_list(names: list[str], limit: int = 20) -> str:
+    shown = ", ".join(names[:limit])
+    return shown + (f" … and {len(names) - limit} more" if len(names) > limit else "")
+
+
+def rank_with_popularity_fallback(model, users: list[str], k: int, cand_idx: np.ndarray | None,
+                                  console) -> tuple[np.ndarray, np.ndarray]:
+    """Top-``k`` (ids, scores) per user: known users through the model, users it has never seen the most
+    popular items (most training users first, ties by catalogue order).
+
+    Temporary: once ``Recommender.recommend`` gives unknown users popularity itself, ``cmd_recommend``
+    calls it directly and this function goes.
+    """
+    known = model.known_users(users)
+    ids = np.empty((len(users), k), dtype=object)
+    scores = np.full((len(users), k), -np.inf, dtype=np.float32)
+    if known.any():
+        cand_ids = None if cand_idx is None else model.item_ids[cand_idx].tolist()
+        with console.status(f"ranking for {int(known.sum()):,} users"):
+            ids[known], scores[known] = model.recommend([u for u, m in zip(users, known) if m], k=k, candidates=cand_ids)
+    if not known.all():
+        pool = np.arange(model.n_items) if cand_idx is None else np.asarray(cand_idx, dtype=np.int64)
+        pop = np.asarray(model.popularity, dtype=np.float64)[pool]
+        order = pool[np.argsort(-pop, kind="stable")][:k]
+        fallback_ids = np.empty(k, dtype=object)
+        fallback_ids[: len(order)] = model.item_ids[order]
+        fallback_scores = np.full(k, -np.inf, dtype=np.float32)
+        fallback_scores[: len(order)] = np.asarray(model.popularity, dtype=np.float32)[order]
+        ids[~known], scores[~known] = fallback_ids, fallback_scores
+    return ids, scores
+
+
+def cmd_recommend(args: argparse.Namespace) -> int:
+    """Write user_id,item_id,rank,score rows (best first) for each user; seen items excluded."""
+    import pandas as pd
+
+    if (args.users is None) == (args.user is None):
+        raise ConfigError("recommend: give either --users FILE or --user ID")
+    if args.k < 1:
+        raise ConfigError(f"--k must be at least 1, not {args.k}")
+    model = load_model(args.model_dir)
+    users = read_id_file(args.users, "user id") if args.users else [str(args.user).strip()]
+    cand_idx = _candidate_indices(model, Path(args.candidates)) if args.candidates else None
+    n, k = len(users), args.k
+    ids, scores = rank_with_popularity_fallback(model, users, k, cand_idx, stderr_console())
+    unknown = [u for u, m in zip(users, model.known_users(users)) if not m]
+    rows = [
+        (user, item, rank + 1, float(score))
+        for user, row_ids, row_scores in zip(users, ids, scores)
+        for rank, (item, score) in enumerate(zip(row_ids, row_scores))
+        if item is not None
+    ]
+    frame = pd.DataFrame(rows, columns=["user_id", "item_id", "rank", "score"])
+    if args.out:
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+        frame.to_csv(args.out, index=False, float_format="%.6g")
+    else:
+        frame.to_csv(sys.stdout, index=False, float_format="%.6g")
+    if unknown:
+        noun = "user" if len(unknown) == 1 else "users"
+        print(f"{len(unknown)} {noun} unknown to the model got popularity fallbacks: {_name_list(unknown)}", file=sys.stderr)
+    if args.out:
+        print(f"wrote {len(frame):,} recommendations for {n:,} users to {args.out}", file=sys.stderr)
+    return 0
+
+
+def cmd_similar(args: argparse.Namespace) -> int:
+    """The items nearest to --item in the model's item space, as a table or JSON."""
+    if args.k < 1:
+        raise ConfigError(f"--k must be at least 1, not {args.k}")
+    model = load_model(args.model_dir)
+    item = str(args.item).strip()
+    if item not in model.item_index:
+        raise DataError(f"--item {item!r}: not in the model's catalogue ({args.model_dir})")
+    ids, scores = model.similar_items([item], k=args.k)
+    items = model.items.set_index("item_id")
+    title = lambda i: str(items.at[i, "title"]) if "title" in items.columns else ""  # noqa: E731
+    rows = [
+        {"rank": r + 1, "item_id": i, "title": title(i), "score": round(float(s), 6)}
+        for r, (i, s) in enumerate(zip(ids[0], scores[0]))
+        if i is not None
+    ]
+    if args.json:
+        print(json.dumps({"item": {"item_id": item, "title": title(item)}, "model": model.name, "similar": rows},
+                         indent=1, ensure_ascii=False))
+        return 0
+    from rich.table import Table
+
+    table = Table(title=f"Items similar to {item} {title(item)!s} ({model.name})", title_justify="left")
+    for col, justify in (("Rank", "right"), ("Item", "left"), ("Title", "left"), ("Score", "right")):
+        table.add_column(col, justify=justify)
+    for row in rows:
+        table.add_row(str(row["rank"]), row["item_id"], row["title"], f"{row['score']:.4f}")
+    stdout_console().print(table)
+    return 0
+
+
+def cmd_add_items(args: argparse.Namespace) -> int:
+    """Make new items recommendable without a retrain (content-aware models), saving the folder in place."""
+    from avrec.data.io import clean_items, read_table
+    from avrec.serve.service import save_model_atomically
+
+    model = load_model(args.model_dir)
+    path = Path(args.items)
+    if not path.exists():
+        raise DataError(f"{path}: file not found")
+    new_items = clean_items(read_table(path), path)
+    added = model.add_items(new_items)
+    save_model_atomically(model, Path(args.model_dir))
+    print(f"added {added:,} item(s) to {args.model_dir} ({model.name}); the catalogue now has {model.n_items:,} items")
+    return 0
+
+
+# ---- registration ---------------------------------------------------------------------------------
+def register(sub: argparse._SubParsersAction) -> None:
+    """Add fit, recommend, similar and add-items to the ``avrec`` parser."""
+    p = sub.add_parser("fit", help="fit a model on all interactions of a dataset and save it",
+                       description="Fit a model on ALL interactions of DATASET (a folder or built-in name) and save it.")
+    p.add_argument("dataset", metavar="DATASET")
+    p.add_argument("--model", required=True, metavar="NAME", help="registered model name (ease, als, itemknn, ...)")
+    p.add_argument("--out", required=True, metavar="MODEL_DIR", help="folder to save the fitted model in")
+    add_settings_options(p)
+    add_data_dir(p)
+    add_run_dir(p)
+    p.set_defaults(func=cmd_fit)
+
+    p = sub.add_parser("recommend", help="top-K recommendations from a saved model",
+                       description="Write user_id,item_id,rank,score (best first) for each user; seen items excluded.")
+    p.add_argument("model_dir", metavar="MODEL_DIR")
+    p.add_argument("--users", metavar="FILE", help="user ids, one per line")
+    p.add_argument("--user", metavar="ID", help="one user id (instead of --users)")
+    p.add_argument("--k", type=int, default=10)
+    p.add_argument("--candidates", metavar="FILE", help="rank only these item ids (one per line)")
+    p.add_argument("--out", metavar="RECS.csv", help="output CSV (default: standard output)")
+    p.set_defaults(func=cmd_recommend)
+
+    p = sub.add_parser("similar", help="items most similar to one item")
+    p.add_argument("model_dir", metavar="MODEL_DIR")
+    p.add_argument("--item", required=True, metavar="ID")
+    p.add_argument("--k", type=int, default=10)
+    p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    p.set_defaults(func=cmd_similar)
+
+    p = sub.add_parser("add-items", help="add new items to a fitted model without a retrain")
+    p.add_argument("model_dir", metavar="MODEL_DIR")
+    p.add_argument("items", metavar="ITEMS", help="items.csv or items.parquet in the dataset folder format")
+    p.set_defaults(func=cmd_add_items)
