@@ -12,6 +12,7 @@ import pytest
 
 from avrec.data.splits import cold_item_split, random_split
 from avrec.eval.evaluate import evaluate_model
+from avrec.eval.validation import ValidationSet
 from avrec.models.blend import fuse, standardise, tune_weights
 from avrec.models.registry import create_model
 from avrec.models.base import Recommender
@@ -56,7 +57,7 @@ def test_tune_weights_finds_the_informative_component():
     truth = sp.csr_matrix((rng.random((40, 30)) < 0.1).astype(np.float32))
     useful = standardise(truth.toarray() + 0.1 * rng.random((40, 30)))
     noise = standardise(rng.random((40, 30)))
-    weights, score = tune_weights([noise, useful], None, truth)
+    weights, score = tune_weights([noise, useful], ValidationSet(np.arange(40), truth, None))
     assert weights[1] > 0 and (weights[0] == 0 or weights[1] / max(weights[0], 1e-9) >= 2)
     assert score > 0.9
 

@@ -122,6 +122,15 @@ class Dataset:
             m.data[:] = 1.0
         return m
 
+    def timestamp_matrix(self) -> sp.csr_matrix | None:
+        """User × item matrix of each pair's latest timestamp (None without timestamps), for recency."""
+        if not self.has_timestamps:
+            return None
+        last = (pd.DataFrame({"u": self.user_idx, "i": self.item_idx, "t": self.timestamp.astype(np.float64)})
+                .groupby(["u", "i"], sort=False, as_index=False)["t"].max())
+        return sp.csr_matrix((last["t"].to_numpy(), (last["u"].to_numpy(), last["i"].to_numpy())),
+                             shape=(self.n_users, self.n_items))
+
     def item_counts(self) -> np.ndarray:
         """Number of distinct users per item."""
         return np.asarray((self.matrix(binary=True)).sum(axis=0)).ravel()

@@ -245,3 +245,14 @@ def make_split(dataset: Dataset, config: SplitConfig | None = None) -> Split:
     if config.method == "global_temporal":
         return global_temporal_split(dataset, config.ratios, config.seed)
     return cold_item_split(dataset, config.cold_share, config.cold_valid_share, config.seed)
+
+
+def holdout_warm_and_cold(dataset: Dataset, share: float, seed: int):
+    """An internal validation split for a model fitted on everything (``avrec fit``).
+
+    Holds out ``share`` of the items entirely (cold validation) and ``share`` of each user's remaining
+    items (warm validation). Returns (train, warm_valid, cold_valid, cold_candidates).
+    """
+    cold = cold_item_split(dataset, cold_share=share, valid_share=0.0, seed=seed)
+    warm = random_split(cold.train, ratios=(1 - share, share, 0.0), seed=seed)
+    return warm.train, warm.valid, cold.test, cold.test_candidates

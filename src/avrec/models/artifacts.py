@@ -18,7 +18,8 @@ import pandas as pd
 import scipy.sparse as sp
 from safetensors.numpy import load_file, save_file
 
-from avrec.errors import DataError
+from avrec.config import known_settings
+from avrec.errors import ConfigError, DataError
 
 FORMAT_VERSION = 1
 
@@ -72,6 +73,22 @@ def write_folder(model: Any, folder: Path, state: dict[str, np.ndarray]) -> None
     base["popularity"] = model.popularity.astype(np.float32)
     save_file(base, str(folder / "catalog" / "train.safetensors"))
     save_file({k: np.ascontiguousarray(v) for k, v in state.items()}, str(folder / "model.safetensors"))
+
+
+def new_model_for(folder: Path, expected: type) -> Any:
+    """An unfitted instance of the class named in ``folder``'s config.json, with its saved settings.
+
+    ``expected`` (a Recommender subclass, or the base class for any model) guards ``EASE.load(folder)``
+    against a folder that holds another model.
+    """
+    from avrec.models.registry import get_model_class
+
+    meta = read_meta(folder)
+    model_cls = get_model_class(meta["model"])
+    if expected.name and not issubclass(model_cls, expected):
+        raise ConfigError(f"{folder} holds a {meta['model']!r} model, not {expected.name!r}")
+    # keys this version no longer has are dropped; old names (aliases, e.g. hybrid's ease_l2) still map
+    return model_cls(known_settings(model_cls.Config, meta["config"]))
 
 
 def read_catalog(folder: Path) -> tuple[pd.DataFrame, np.ndarray, sp.csr_matrix, np.ndarray]:

@@ -395,21 +395,11 @@ class Recommender(ABC):
     @classmethod
     def load(cls, folder: str | Path) -> Recommender:
         """Load any saved avrec model; the concrete class comes from ``config.json``."""
-        from avrec.models.registry import get_model_class
-
-        folder = Path(folder)
-        meta = artifacts.read_meta(folder)
-        model_cls = get_model_class(meta["model"])
-        if cls is not Recommender and not issubclass(model_cls, cls):
-            raise ConfigError(f"{folder} holds a {meta['model']!r} model, not {cls.name!r}")
-        from avrec.config import known_settings
-
-        # keys this version no longer has are dropped; old names (aliases, e.g. hybrid's ease_l2) still map
-        model = model_cls(known_settings(model_cls.Config, meta["config"]))
-        model.items, model.user_ids, model.seen, model.popularity = artifacts.read_catalog(folder)
+        model = artifacts.new_model_for(Path(folder), cls)
+        model.items, model.user_ids, model.seen, model.popularity = artifacts.read_catalog(Path(folder))
         model._clear_caches()
-        model._load_state(artifacts.read_state(folder))
-        model._load_extra(folder)
+        model._load_state(artifacts.read_state(Path(folder)))
+        model._load_extra(Path(folder))
         return model
 
     def __repr__(self) -> str:

@@ -10,8 +10,7 @@ from __future__ import annotations
 import numpy as np
 import scipy.sparse as sp
 
-from avrec.eval.metrics import per_user_metrics
-from avrec.eval.topk import topk_from_scores
+from avrec.eval.validation import ValidationSet
 
 
 def standardise(scores: np.ndarray) -> np.ndarray:
@@ -31,33 +30,21 @@ def fuse(components: list[np.ndarray], weights: list[float]) -> np.ndarray:
     return out
 
 
-def ndcg_of(scores: np.ndarray, exclude: sp.csr_matrix | None, truth: sp.csr_matrix, k: int = 10) -> float:
-    s = scores.copy()
-    if exclude is not None:
-        r, c = exclude.nonzero()
-        s[r, c] = -np.inf
-    if s.shape[0] == 0:  # no validation users (tiny data): nothing to rank
-        return 0.0
-    top, _ = topk_from_scores(s, k)
-    return float(per_user_metrics(top, truth, k)["ndcg"].mean())
-
-
 def tune_weights(
     components: list[np.ndarray],
-    exclude: sp.csr_matrix | None,
-    truth: sp.csr_matrix,
+    check: ValidationSet,
     grid: tuple[float, ...] = (0.0, 0.25, 0.5, 1.0, 2.0, 4.0),
     k: int = 10,
     passes: int = 3,
 ) -> tuple[list[float], float]:
     """Weights that maximise validation NDCG@k, by coordinate ascent over ``grid`` from equal weights.
 
-    ``components`` are standardised score matrices over the same users and items. Each pass tries every
+    ``components`` are standardised score matrices over ``check``'s users and items. Each pass tries every
     grid value for one weight at a time with the others fixed; it stops when a pass changes nothing.
     """
     n = len(components)
     weights = [1.0] * n
-    best = ndcg_of(fuse(components, weights), exclude, truth, k)
+    best = check.ndcg(fuse(components, weights), k)
     if n == 1:
         return weights, best
     for _ in range(passes):
@@ -70,7 +57,7 @@ def tune_weights(
                 trial[j] = value
                 if not any(trial):
                     continue
-                score = ndcg_of(fuse(components, trial), exclude, truth, k)
+                score = check.ndcg(fuse(components, trial), k)
                 if score > best + 1e-6:
                     weights, best, changed = trial, score, True
         if not changed:

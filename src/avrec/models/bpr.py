@@ -14,8 +14,9 @@ from dataclasses import dataclass
 import numpy as np
 import scipy.sparse as sp
 
-from avrec.eval.topk import rank_scores
+from avrec.eval.validation import ValidationSet
 from avrec.models.base import Capabilities, Recommender
+from avrec.training import EarlyStopping
 
 
 @dataclass
@@ -37,26 +38,6 @@ class _EarlyStop(Exception):
     pass
 
 
-class _ValidationMonitor:
-    """NDCG@10 of factor snapshots on the validation part, under the evaluation protocol's exclusions."""
-
-    def __init__(self, seen: sp.csr_matrix, valid, candidates: np.ndarray | None, max_users: int, seed: int):
-        truth = valid.matrix(binary=True)
-        users = np.flatnonzero(np.diff(truth.indptr) > 0)
-        if max_users and len(users) > max_users:
-            users = np.sort(np.random.default_rng(seed).choice(users, max_users, replace=False))
-        self.users, self.truth, self.exclude = users, truth[users], seen[users]
-        self.candidates = candidates
-
-    def __call__(self, user_factors: np.ndarray, item_factors: np.ndarray) -> float:
-        from avrec.eval.metrics import per_user_metrics
-
-        items = item_factors if self.candidates is None else item_factors[self.candidates]
-        scores = np.asarray(user_factors[self.users] @ items.T, dtype=np.float32)
-        top, _ = rank_scores(scores, 10, self.exclude, self.candidates)
-        return float(per_user_metrics(top, self.truth, 10)["ndcg"].mean())
-
-
 class BPR(Recommender):
     name = "bpr"
     CAPABILITIES = Capabilities(item_vectors=True)
@@ -73,21 +54,20 @@ class BPR(Recommender):
         self.best_iteration = c.iterations
         callback = None
         if c.early_stopping and valid is not None and valid.n_interactions > 0:
-            monitor = _ValidationMonitor(self.seen, valid, valid_candidates, c.eval_users, c.seed)
-            best = {"score": -1.0, "epoch": 0, "factors": None, "worse": 0}
+            check = ValidationSet.from_matrices(valid.matrix(binary=True), self.seen, valid_candidates,
+                                                c.eval_users, c.seed)
+            stopper = EarlyStopping(patience=c.patience, min_delta=0.0)
+            best: dict = {"factors": None}
 
             def callback(epoch: int, elapsed: float, correct: int, skipped: int) -> None:
                 done = epoch + 1
                 if done % max(c.eval_every, 1) and done != c.iterations:
                     return
-                score = monitor(model.user_factors, model.item_factors)
-                if score > best["score"]:
-                    best.update(score=score, epoch=done, worse=0,
-                                factors=(model.user_factors.copy(), model.item_factors.copy()))
-                else:
-                    best["worse"] += 1
-                    if best["worse"] >= c.patience:
-                        raise _EarlyStop
+                items = model.item_factors if check.candidates is None else model.item_factors[check.candidates]
+                if stopper.update(check.ndcg(model.user_factors[check.users] @ items.T), done):
+                    best["factors"] = (model.user_factors.copy(), model.item_factors.copy())
+                if stopper.stopped:
+                    raise _EarlyStop
 
         try:
             model.fit(self.seen, show_progress=False, callback=callback)
@@ -95,8 +75,8 @@ class BPR(Recommender):
             pass
         if callback is not None and best["factors"] is not None:
             user_factors, item_factors = best["factors"]
-            self.best_iteration = best["epoch"]
-            self.valid_ndcg = best["score"]
+            self.best_iteration = stopper.best_step
+            self.valid_ndcg = stopper.best_score
         else:
             user_factors, item_factors = model.user_factors, model.item_factors
         self.user_factors = np.asarray(user_factors, dtype=np.float32)

@@ -47,12 +47,7 @@ class ContentModel(Recommender):
 
     def _fit(self, dataset, valid, valid_candidates) -> None:
         self.vectors = self._encode(dataset.items)
-        self.timestamps = None
-        if dataset.has_timestamps:
-            m = sp.csr_matrix((dataset.timestamp.astype(np.float64), (dataset.user_idx, dataset.item_idx)),
-                              shape=(dataset.n_users, dataset.n_items))
-            m.sum_duplicates()
-            self.timestamps = m
+        self.timestamps = dataset.timestamp_matrix()
 
     def _user_scores(self, items: np.ndarray, ts: np.ndarray | None, cand: np.ndarray) -> np.ndarray:
         c = self.config

@@ -25,20 +25,27 @@ import scipy.sparse as sp
 import torch
 
 from avrec.data.dataset import TEXT_FIELDS, Dataset
-from avrec.data.documents import DocumentConfig, build_documents
+from avrec.data.splits import holdout_warm_and_cold
 from avrec.errors import DataWarning, NotApplicable
 from avrec.eval.topk import rank_scores, topk_from_scores
+from avrec.eval.validation import ValidationSet
 from avrec.models.als import ALSConfig
 from avrec.models.ann import ANNConfig, ANNIndex
 from avrec.models.artifacts import csr_from_tensors, csr_to_tensors
 from avrec.models.base import Capabilities, Recommender
-from avrec.models.blend import fuse, ndcg_of, standardise, tune_weights
+from avrec.models.blend import fuse, standardise, tune_weights
 from avrec.models.ease import EASEConfig
-from avrec.models.features import TokenVocab, item_tokens, tfidf_weight
 from avrec.models.itemknn import ItemKNNConfig
 from avrec.models.kgpath import KGPathConfig
-from avrec.models.tfidf import TextVectorizer, TfidfConfig
-from avrec.models.towers import ItemFeatures, TowerTrainer, TrainConfig, Towers, history_batch, recency_of
+from avrec.models.hybrid_features import ItemFeaturizer
+from avrec.models.towers import (
+    ItemFeatures,
+    TowerTrainConfig,
+    TowerTrainer,
+    Towers,
+    item_outputs,
+    user_outputs,
+)
 
 WARM_COMPONENTS = ("ease", "als", "itemknn")
 COLD_COMPONENTS = ("tfidf", "kgpath")
@@ -112,64 +119,10 @@ def _component(name: str, cfg: HybridConfig, n_active_items: int) -> Recommender
     return create_model(name)
 
 
-def _internal_split(dataset: Dataset, share: float, seed: int):
-    """Hold out ``share`` of the items entirely (cold validation) and ``share`` of each user's rest (warm)."""
-    from avrec.data.splits import cold_item_split, random_split
-
-    cold = cold_item_split(dataset, cold_share=share, valid_share=0.0, seed=seed)
-    warm = random_split(cold.train, ratios=(1 - share, share, 0.0), seed=seed)
-    return warm.train, warm.valid, cold.test, cold.test_candidates
-
-
 class Hybrid(Recommender):
     name = "hybrid"
     CAPABILITIES = Capabilities(cold_items=True, add_items=True, item_vectors=True, text_queries=True)
     Config = HybridConfig
-
-    # ---- features ----------------------------------------------------------------------------
-    def _documents(self, items: pd.DataFrame) -> list[str]:
-        return build_documents(items, DocumentConfig(fields=list(self.config.doc_fields)))
-
-    def _encoder(self):
-        from avrec.encoders import TextEncoder
-
-        if getattr(self, "_text_encoder", None) is None:
-            self._text_encoder = TextEncoder(self.config.encoder, max_length=self.config.max_length)
-        return self._text_encoder
-
-    def _lm_vectors(self, docs: list[str]) -> np.ndarray | None:
-        if not self.config.use_lm:
-            return None
-        from avrec.encoders import EmbeddingCache, encode_texts
-
-        cache = None if self.config.embedding_cache == "none" else EmbeddingCache(self.config.embedding_cache)
-        return np.asarray(encode_texts(self._encoder(), docs, cache, show_progress=len(docs) > 256), dtype=np.float32)
-
-    def _fit_features(self, items: pd.DataFrame) -> ItemFeatures:
-        docs = self._documents(items)
-        blocks = []
-        self.word_vectorizer = None
-        if self.config.use_words:
-            self.word_vectorizer = TextVectorizer(TfidfConfig(min_df=self.config.word_min_df, fields=list(self.config.doc_fields)))
-            blocks.append(self.word_vectorizer.fit_transform(docs))
-        self.token_vocab = TokenVocab.fit(item_tokens(items), min_count=self.config.token_min_count)
-        self.token_idf = None
-        if self.config.use_tokens and self.token_vocab.tokens:
-            tok, self.token_idf = tfidf_weight(self.token_vocab.matrix(item_tokens(items)))
-            blocks.append(tok)
-        sparse = sp.csr_matrix(sp.hstack(blocks), dtype=np.float32) if blocks else sp.csr_matrix((len(items), 0), dtype=np.float32)
-        return ItemFeatures(self._lm_vectors(docs), sparse)
-
-    def _transform_features(self, items: pd.DataFrame, docs: list[str] | None = None) -> ItemFeatures:
-        docs = docs if docs is not None else self._documents(items)
-        blocks = []
-        if self.word_vectorizer is not None:
-            blocks.append(self.word_vectorizer.transform(docs))
-        if self.token_idf is not None:
-            tok, _ = tfidf_weight(self.token_vocab.matrix(item_tokens(items)), self.token_idf)
-            blocks.append(tok)
-        sparse = sp.csr_matrix(sp.hstack(blocks), dtype=np.float32) if blocks else sp.csr_matrix((len(docs), 0), dtype=np.float32)
-        return ItemFeatures(self._lm_vectors(docs), sparse)
 
     # ---- towers ------------------------------------------------------------------------------
     def _new_towers(self, n_users: int) -> Towers:
@@ -179,49 +132,19 @@ class Hybrid(Recommender):
         return Towers(self.features.sparse.shape[0], n_users, lm_dim, self.features.sparse.shape[1],
                       c.dim, c.hidden, c.use_item_ids, c.use_user_ids)
 
-    def _train_config(self, max_steps: int | None = None, patience: int | None = None) -> TrainConfig:
+    def _train_config(self, max_steps: int | None = None, patience: int | None = None) -> TowerTrainConfig:
         c = self.config
-        return TrainConfig(max_steps=max_steps or c.max_steps, batch_users=c.batch_users, lr=c.lr,
+        return TowerTrainConfig(max_steps=max_steps or c.max_steps, batch_users=c.batch_users, lr=c.lr,
                            weight_decay=c.weight_decay, id_dropout=c.id_dropout, user_id_dropout=c.user_id_dropout,
                            input_keep=c.input_keep, history_len=c.history_len, eval_every=c.eval_every,
                            patience=patience if patience is not None else c.patience, seed=c.seed)
 
-    @staticmethod
-    def _timestamps(dataset: Dataset) -> sp.csr_matrix | None:
-        if not dataset.has_timestamps:
-            return None
-        m = sp.csr_matrix((dataset.timestamp.astype(np.float64), (dataset.user_idx, dataset.item_idx)),
-                          shape=(dataset.n_users, dataset.n_items))
-        m.sum_duplicates()
-        return m
-
-    @torch.no_grad()
     def _item_outputs(self, towers: Towers, warm: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        towers.eval()
-        content = towers.content(*self.features.tensors())
-        vec, bias = towers.items(content, torch.from_numpy(warm.astype(np.float32)))
-        return vec.numpy(), bias.numpy()
+        return item_outputs(towers, self.features, warm)
 
-    @torch.no_grad()
     def _user_outputs(self, towers: Towers, item_vecs: np.ndarray, history: sp.csr_matrix,
-                      timestamps: sp.csr_matrix | None, user_idx: np.ndarray | None, batch: int = 1024) -> np.ndarray:
-        """User vectors from history rows (aligned with ``user_idx`` when IDs are used)."""
-        towers.eval()
-        history = sp.csr_matrix(history)
-        out = np.zeros((history.shape[0], towers.dim), dtype=np.float32)
-        iv = torch.from_numpy(item_vecs)
-        for start in range(0, history.shape[0], batch):
-            rows = range(start, min(start + batch, history.shape[0]))
-            hists, recs = [], []
-            for r in rows:
-                s, e = history.indptr[r], history.indptr[r + 1]
-                hists.append(history.indices[s:e])
-                ts = timestamps.data[s:e] if timestamps is not None else np.full(e - s, -1)
-                recs.append(recency_of(np.asarray(ts)))
-            h_idx, h_rec = history_batch(hists, recs, max(self.config.history_len, 1))
-            uid = None if user_idx is None else torch.from_numpy(np.asarray(user_idx[start : start + batch], dtype=np.int64))
-            out[start : start + len(rows)] = towers.users(iv, h_idx, h_rec, uid).numpy()
-        return out
+                      timestamps: sp.csr_matrix | None, user_idx: np.ndarray | None) -> np.ndarray:
+        return user_outputs(towers, item_vecs, history, timestamps, user_idx, self.config.history_len)
 
     def _tower_scores(self, user_vecs: np.ndarray, items: np.ndarray | None) -> np.ndarray:
         """Tower scores over ``items`` (None: the whole catalogue, without copying the item vectors)."""
@@ -233,14 +156,15 @@ class Hybrid(Recommender):
     def _fit(self, dataset: Dataset, valid: Dataset | None, valid_candidates: np.ndarray | None) -> None:
         c = self.config
         started = time.perf_counter()
-        self.features = self._fit_features(dataset.items)
+        self.featurizer = ItemFeaturizer(self.config)
+        self.features = self.featurizer.fit(dataset.items)
         self.report: dict = {"feature_dim": int(self.features.sparse.shape[1]),
                              "lm_dim": 0 if self.features.lm is None else int(self.features.lm.shape[1])}
         self.warm_weights: list[float] = []
         self.cold_weights: list[float] = []
         internal = valid is None and c.refit and c.internal_valid_share > 0
         if internal:
-            train, warm_valid, cold_valid, cold_cands = _internal_split(dataset, c.internal_valid_share, c.seed)
+            train, warm_valid, cold_valid, cold_cands = holdout_warm_and_cold(dataset, c.internal_valid_share, c.seed)
         else:
             train = dataset
             warm_valid = valid if (valid is not None and valid_candidates is None) else None
@@ -253,32 +177,31 @@ class Hybrid(Recommender):
             # The user tower reads histories, so the trained towers serve the full data as they are:
             # only the item/user vectors and the fused components are recomputed on every interaction.
             seen = dataset.matrix(binary=True)
-            self.fit_seen, self.fit_timestamps = seen, self._timestamps(dataset)
+            self.fit_seen, self.fit_timestamps = seen, dataset.timestamp_matrix()
             self._finalize(dataset, np.asarray(seen.sum(axis=0)).ravel() > 0)
         self.report["fit_seconds"] = round(time.perf_counter() - started, 2)
 
     def _train_and_tune(self, train: Dataset, warm_valid, cold_valid, cold_cands, fixed_steps: int | None = None) -> int:
         c = self.config
         seen = train.matrix(binary=True)
-        timestamps = self._timestamps(train)
+        timestamps = train.timestamp_matrix()
         self.fit_seen, self.fit_timestamps = seen, timestamps
         warm_items = np.asarray(seen.sum(axis=0)).ravel() > 0
         towers = self._new_towers(train.n_users)
         trainer = TowerTrainer(towers, self.features, seen, timestamps, warm_items,
                                self._train_config(fixed_steps, patience=10**9 if fixed_steps else None))
 
+        checks = [ValidationSet.from_matrices(part.matrix(binary=True), seen, cands)
+                  for part, cands in ((warm_valid, None), (cold_valid, cold_cands)) if part is not None]
+
         def validate(model: Towers) -> float:
             item_vecs, item_bias = self._item_outputs(model, warm_items)
             total = 0.0
-            for part, cands in ((warm_valid, None), (cold_valid, cold_cands)):
-                if part is None:
-                    continue
-                truth = part.matrix(binary=True)
-                users = np.flatnonzero(np.diff(truth.indptr) > 0)
-                u = self._user_outputs(model, item_vecs, seen[users], None if timestamps is None else timestamps[users], users)
-                items = np.arange(train.n_items) if cands is None else np.asarray(cands)
-                scores = u @ item_vecs[items].T + item_bias[items]
-                total += ndcg_of(scores, None if cands is not None else seen[users], truth[users][:, items] if cands is not None else truth[users])
+            for check in checks:
+                u = self._user_outputs(model, item_vecs, seen[check.users],
+                                       None if timestamps is None else timestamps[check.users], check.users)
+                items = np.arange(train.n_items) if check.candidates is None else check.candidates
+                total += check.ndcg(u @ item_vecs[items].T + item_bias[items])
             return total
 
         if warm_valid is None and cold_valid is None:
@@ -334,13 +257,9 @@ class Hybrid(Recommender):
         self.cold_components = [n for n in self.config.cold_blend if n in self.components]
 
     def _tune(self, train: Dataset, part: Dataset, cands: np.ndarray | None, names: list[str]):
-        truth = part.matrix(binary=True)
-        users = np.flatnonzero(np.diff(truth.indptr) > 0)
-        items = np.arange(train.n_items) if cands is None else cands
-        comps = self._components_z(users, None, items, names)
-        exclude = None if cands is not None else self.fit_seen[users]
-        t = truth[users] if cands is None else truth[users][:, items]
-        return tune_weights(comps, exclude, t)
+        check = ValidationSet.from_matrices(part.matrix(binary=True), self.fit_seen, cands)
+        items = np.arange(train.n_items) if cands is None else np.asarray(cands)
+        return tune_weights(self._components_z(check.users, None, items, names), check)
 
     # ---- scoring -----------------------------------------------------------------------------
     def _components_z(self, user_idx, history, items: np.ndarray, names: list[str]) -> list[np.ndarray]:
@@ -413,7 +332,7 @@ class Hybrid(Recommender):
     @torch.no_grad()
     def encode_query(self, text: str) -> np.ndarray:
         """A natural-language request as a vector in the item space (cosine with ``_item_vectors``)."""
-        feats = self._transform_features(pd.DataFrame({"item_id": ["query"]}), docs=[str(text)])
+        feats = self.featurizer.transform(pd.DataFrame({"item_id": ["query"]}), docs=[str(text)])
         self.towers.eval()
         lm, idx, off, w = feats.tensors()
         return self.towers.content(lm, idx, off, w).numpy()[0]
@@ -427,7 +346,7 @@ class Hybrid(Recommender):
         return self.ids_of(top)[0], val[0]
 
     def _add_items(self, new_items: pd.DataFrame) -> None:
-        feats = self._transform_features(new_items)
+        feats = self.featurizer.transform(new_items)
         self.features = ItemFeatures(
             None if self.features.lm is None else np.vstack([self.features.lm, feats.lm]),
             sp.csr_matrix(sp.vstack([self.features.sparse, feats.sparse]), dtype=np.float32),
@@ -453,11 +372,7 @@ class Hybrid(Recommender):
         state |= csr_to_tensors("features.sparse", self.features.sparse)
         if self.features.lm is not None:
             state["features.lm"] = self.features.lm
-        if self.token_idf is not None:
-            state["token_idf"] = self.token_idf
-        if self.word_vectorizer is not None:
-            state["word_idf"] = self.word_vectorizer.state()[1]
-        return state
+        return state | self.featurizer.state()
 
     def _load_state(self, state):
         self._loaded = state
@@ -466,8 +381,7 @@ class Hybrid(Recommender):
         meta = {
             "warm_components": self.warm_components, "cold_components": self.cold_components,
             "warm_weights": self.warm_weights, "cold_weights": self.cold_weights,
-            "token_vocab": self.token_vocab.tokens, "token_min_count": self.token_vocab.min_count,
-            "word_vocabulary": None if self.word_vectorizer is None else self.word_vectorizer.state()[0],
+            **self.featurizer.meta(),
             "n_tower_users": int(self.towers.user_id.num_embeddings) if self.towers.user_id is not None else len(self.user_vecs),
             "report": self.report,
         }
@@ -483,12 +397,8 @@ class Hybrid(Recommender):
         self.warm_components, self.cold_components = meta["warm_components"], meta["cold_components"]
         self.warm_weights, self.cold_weights = meta["warm_weights"], meta["cold_weights"]
         self.report = meta["report"]
-        self.token_vocab = TokenVocab(meta["token_vocab"], meta["token_min_count"])
-        self.token_idf = s.get("token_idf")
-        self.word_vectorizer = None
-        if meta["word_vocabulary"] is not None:
-            self.word_vectorizer = TextVectorizer(TfidfConfig(min_df=self.config.word_min_df))
-            self.word_vectorizer.restore(meta["word_vocabulary"], s["word_idf"])
+        self.featurizer = ItemFeaturizer(self.config)
+        self.featurizer.restore(meta, s)
         self.features = ItemFeatures(s.get("features.lm"), csr_from_tensors("features.sparse", s))
         self.item_vecs, self.item_bias, self.user_vecs = s["item_vecs"], s["item_bias"], s["user_vecs"]
         self.cold_mask = s["cold_mask"].astype(bool)

@@ -22,6 +22,8 @@ import scipy.sparse as sp
 import torch
 from torch import nn
 
+from avrec.training import EarlyStopping
+
 
 @dataclass
 class ItemFeatures:
@@ -100,6 +102,37 @@ class Towers(nn.Module):
         return u
 
 
+@torch.no_grad()
+def item_outputs(towers: Towers, features: ItemFeatures, warm: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Item vectors and biases of every item; only ``warm`` items use their ID embeddings."""
+    towers.eval()
+    content = towers.content(*features.tensors())
+    vec, bias = towers.items(content, torch.from_numpy(warm.astype(np.float32)))
+    return vec.numpy(), bias.numpy()
+
+
+@torch.no_grad()
+def user_outputs(towers: Towers, item_vecs: np.ndarray, history: sp.csr_matrix, timestamps: sp.csr_matrix | None,
+                 user_idx: np.ndarray | None, history_len: int, batch: int = 1024) -> np.ndarray:
+    """User vectors from history rows (aligned with ``user_idx`` when IDs are used; None: fold-in)."""
+    towers.eval()
+    history = sp.csr_matrix(history)
+    out = np.zeros((history.shape[0], towers.dim), dtype=np.float32)
+    iv = torch.from_numpy(item_vecs)
+    for start in range(0, history.shape[0], batch):
+        rows = range(start, min(start + batch, history.shape[0]))
+        hists, recs = [], []
+        for r in rows:
+            s, e = history.indptr[r], history.indptr[r + 1]
+            hists.append(history.indices[s:e])
+            ts = timestamps.data[s:e] if timestamps is not None else np.full(e - s, -1)
+            recs.append(recency_of(np.asarray(ts)))
+        h_idx, h_rec = history_batch(hists, recs, max(history_len, 1))
+        uid = None if user_idx is None else torch.from_numpy(np.asarray(user_idx[start : start + batch], dtype=np.int64))
+        out[start : start + len(rows)] = towers.users(iv, h_idx, h_rec, uid).numpy()
+    return out
+
+
 def history_batch(histories: list[np.ndarray], recencies: list[np.ndarray], max_len: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Pad item-index lists (and their recency in [0, 1], 1 = newest) to a (B, L) tensor with -1."""
     length = max(1, min(max_len, max((len(h) for h in histories), default=1)))
@@ -123,7 +156,7 @@ def recency_of(timestamps: np.ndarray) -> np.ndarray:
 
 
 @dataclass
-class TrainConfig:
+class TowerTrainConfig:
     max_steps: int
     batch_users: int
     lr: float
@@ -141,7 +174,7 @@ class TowerTrainer:
     """Trains :class:`Towers` with a catalogue-wide softmax and early stopping on a validation callback."""
 
     def __init__(self, model: Towers, features: ItemFeatures, seen: sp.csr_matrix, timestamps: sp.csr_matrix | None,
-                 warm_items: np.ndarray, config: TrainConfig) -> None:
+                 warm_items: np.ndarray, config: TowerTrainConfig) -> None:
         self.model = model
         self.features = features.tensors()
         self.seen = sp.csr_matrix(seen)
@@ -187,7 +220,7 @@ class TowerTrainer:
         torch.manual_seed(c.seed)
         opt = torch.optim.AdamW(self.model.parameters(), lr=c.lr, weight_decay=c.weight_decay)
         n_items = self.seen.shape[1]
-        best_state, best_score, best_step, bad, curve = None, -np.inf, 0, 0, []
+        stopper, best_state, curve = EarlyStopping(patience=c.patience), None, []
         for step in range(1, c.max_steps + 1):
             self.model.train()
             users, inputs, recs, targets = self._step_batch()
@@ -211,13 +244,10 @@ class TowerTrainer:
             if step % c.eval_every == 0 or step == c.max_steps:
                 score = float(validate(self.model))
                 curve.append((step, score))
-                if score > best_score + 1e-5:
-                    best_score, best_step, bad = score, step, 0
+                if stopper.update(score, step):
                     best_state = copy.deepcopy(self.model.state_dict())
-                else:
-                    bad += 1
-                    if bad >= c.patience:
-                        break
+                elif stopper.stopped:
+                    break
         if best_state is not None:
             self.model.load_state_dict(best_state)
-        return best_step, best_score, curve
+        return stopper.best_step, stopper.best_score, curve
