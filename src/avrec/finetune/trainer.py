@@ -17,8 +17,6 @@ from __future__ import annotations
 import contextlib
 import json
 import math
-import os
-import random
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -31,7 +29,17 @@ import torch
 from torch import nn
 
 from avrec.errors import ConfigError, DataError
+from avrec.finetune.checkpoints import (
+    load_model_state,
+    optimizer_from_files,
+    optimizer_to_files,
+    rng_state,
+    set_rng_state,
+    trainable_state,
+)
+from avrec.finetune.distributed import dist_info, init_distributed, peak_rss_mb, rank_zero
 from avrec.seeding import seed_everything
+from avrec.training import EarlyStopping
 
 AMP_MODES = ("auto", "off", "bf16", "fp16")
 
@@ -96,37 +104,6 @@ class TrainResult:
         return asdict(self)
 
 
-# ---- process group -------------------------------------------------------------------------------
-def dist_info() -> tuple[int, int, int]:
-    """(rank, world_size, local_rank) from torchrun's environment (0, 1, 0 otherwise)."""
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    rank = int(os.environ.get("RANK", "0"))
-    local = int(os.environ.get("LOCAL_RANK", "0"))
-    return rank, world, local
-
-
-def init_distributed() -> tuple[int, int, torch.device]:
-    """Join the torchrun process group when there is one; returns (rank, world_size, device)."""
-    import torch.distributed as dist
-
-    rank, world, local = dist_info()
-    if torch.cuda.is_available():
-        device = torch.device("cuda", local if world > 1 else torch.cuda.current_device())
-        torch.cuda.set_device(device)
-    else:
-        device = torch.device("cpu")
-    if world > 1 and not dist.is_initialized():
-        dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
-    return rank, world, device
-
-
-def peak_rss_mb() -> float:
-    """Peak resident memory of this process in MiB."""
-    import resource
-
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
-
-
 def _lr_lambda(warmup: int, total: int) -> Callable[[int], float]:
     def f(step: int) -> float:
         if warmup and step < warmup:
@@ -158,76 +135,6 @@ def build_optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.Optimi
             "weight_decay": 0.0 if no_decay else config.weight_decay,
         })
     return torch.optim.AdamW(params, lr=config.lr, betas=(0.9, 0.999), eps=1e-8)
-
-
-# ---- checkpoints ----------------------------------------------------------------------------------
-def _optimizer_to_files(opt: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
-    sd = opt.state_dict()
-    tensors: dict[str, torch.Tensor] = {}
-    scalars: dict[str, Any] = {}
-    for pid, state in sd["state"].items():
-        for k, v in state.items():
-            if torch.is_tensor(v):
-                tensors[f"state.{pid}.{k}"] = v.detach().cpu().contiguous()
-            else:
-                scalars[f"{pid}.{k}"] = v
-    groups = [{k: v for k, v in g.items()} for g in sd["param_groups"]]
-    return tensors, {"param_groups": groups, "scalars": scalars}
-
-
-def _optimizer_from_files(tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> dict[str, Any]:
-    state: dict[int, dict[str, Any]] = {}
-    for key, v in tensors.items():
-        _, pid, name = key.split(".", 2)
-        state.setdefault(int(pid), {})[name] = v
-    for key, v in meta.get("scalars", {}).items():
-        pid, name = key.split(".", 1)
-        state.setdefault(int(pid), {})[name] = v
-    return {"state": state, "param_groups": meta["param_groups"]}
-
-
-def _rng_state() -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
-    tensors = {"torch": torch.get_rng_state()}
-    if torch.cuda.is_available():
-        for i, s in enumerate(torch.cuda.get_rng_state_all()):
-            tensors[f"cuda.{i}"] = s
-    name, keys, pos, has_gauss, cached = np.random.get_state()
-    tensors["numpy.keys"] = torch.from_numpy(np.asarray(keys, dtype=np.int64))
-    py = random.getstate()
-    meta = {"numpy": [name, int(pos), int(has_gauss), float(cached)], "python": [py[0], list(py[1]), py[2]]}
-    return tensors, meta
-
-
-def _set_rng_state(tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> None:
-    torch.set_rng_state(tensors["torch"])
-    if torch.cuda.is_available():
-        states = [tensors[k] for k in sorted(k for k in tensors if k.startswith("cuda."))]
-        if states:
-            torch.cuda.set_rng_state_all(states)
-    name, pos, has_gauss, cached = meta["numpy"]
-    np.random.set_state((name, tensors["numpy.keys"].numpy().astype(np.uint32), pos, has_gauss, cached))
-    version, state, gauss = meta["python"]
-    random.setstate((version, tuple(state), gauss))
-
-
-def trainable_state(model: nn.Module) -> dict[str, torch.Tensor]:
-    """Every parameter and buffer (a full state dict) as contiguous CPU tensors, shared storage deduplicated."""
-    out, seen = {}, set()
-    for k, v in model.state_dict().items():
-        ptr = (v.data_ptr(), tuple(v.shape)) if v.numel() else None
-        if ptr is not None and ptr in seen:
-            continue
-        if ptr is not None:
-            seen.add(ptr)
-        out[k] = v.detach().cpu().clone().contiguous()
-    return out
-
-
-def load_model_state(model: nn.Module, state: dict[str, torch.Tensor]) -> None:
-    missing, unexpected = model.load_state_dict(state, strict=False)
-    # tied weights (saved once) show up as missing; anything unexpected is a real mismatch
-    if unexpected:
-        raise DataError(f"checkpoint does not match the model (unexpected keys {unexpected[:3]})")
 
 
 class Trainer:
@@ -313,12 +220,12 @@ class Trainer:
             return
         folder = self.out_dir / "checkpoint"
         folder.mkdir(parents=True, exist_ok=True)
-        rng_t, rng_meta = _rng_state()
+        rng_t, rng_meta = rng_state()
         save_file(rng_t, str(folder / f"rng_rank{self.rank}.safetensors"))
         (folder / f"rng_rank{self.rank}.json").write_text(json.dumps(rng_meta))
         if self.rank == 0:
             save_file(trainable_state(self._raw()), str(folder / "model.safetensors"))
-            opt_t, opt_meta = _optimizer_to_files(opt)
+            opt_t, opt_meta = optimizer_to_files(opt)
             save_file(opt_t or {"_empty": torch.zeros(0)}, str(folder / "optimizer.safetensors"))
             sched_state = {k: v for k, v in sched.state_dict().items() if k != "lr_lambdas"}
             meta = {
@@ -356,13 +263,13 @@ class Trainer:
             self.log(f"note: checkpoint was written by {meta['world_size']} process(es); RNG streams restart")
         load_model_state(self._raw(), load_file(str(folder / "model.safetensors")))
         opt_t = {k: v for k, v in load_file(str(folder / "optimizer.safetensors")).items() if k != "_empty"}
-        opt.load_state_dict(_optimizer_from_files(opt_t, meta["optimizer"]))
+        opt.load_state_dict(optimizer_from_files(opt_t, meta["optimizer"]))
         sched.load_state_dict({**sched.state_dict(), **meta["scheduler"]})
         if meta.get("scaler") and scaler.is_enabled():
             scaler.load_state_dict(meta["scaler"])
         rng_file = folder / f"rng_rank{self.rank}.safetensors"
         if rng_file.exists():
-            _set_rng_state(load_file(str(rng_file)), json.loads((folder / f"rng_rank{self.rank}.json").read_text()))
+            set_rng_state(load_file(str(rng_file)), json.loads((folder / f"rng_rank{self.rank}.json").read_text()))
         return meta["trainer"]
 
     def _save_best(self) -> None:
@@ -416,6 +323,9 @@ class Trainer:
         result = TrainResult(world_size=self.world)
         if torch.cuda.is_available():
             torch.cuda.reset_peak_memory_stats(self.device)
+        stopper = EarlyStopping(patience=cfg.patience, min_delta=0.0, best_step=state["best_step"],
+                                best_score=-math.inf if state["best"] is None else state["best"],
+                                bad_checks=state["bad_evals"], stopped=state["stopped_early"])
         t0 = time.perf_counter() - float(state.get("seconds", 0.0))
         trainable = [p for p in raw.parameters() if p.requires_grad]
         done = state["stopped_early"] or state["global_step"] >= total
@@ -460,14 +370,12 @@ class Trainer:
                     metric = self.eval_fn(raw) if self.rank == 0 else None
                     metric = float(self._broadcast(metric))
                     state["evals"].append([g, metric])
-                    if state["best"] is None or metric > state["best"]:
-                        state["best"], state["best_step"], state["bad_evals"] = metric, g, 0
+                    if stopper.update(metric, g):
                         self._save_best()
-                    else:
-                        state["bad_evals"] += 1
+                    state.update(best=stopper.best_score, best_step=stopper.best_step, bad_evals=stopper.bad_checks,
+                                 stopped_early=stopper.stopped)
                     self.log(f"step {g}: validation {metric:.4f} (best {state['best']:.4f} at step {state['best_step']})")
-                    if state["bad_evals"] >= cfg.patience:
-                        state["stopped_early"] = True
+                    if stopper.stopped:
                         self.log(f"early stop: no improvement in {cfg.patience} validation(s)")
                 state["seconds"] = time.perf_counter() - t0
                 if (cfg.checkpoint_every and g % cfg.checkpoint_every == 0) or state["stopped_early"] or last:
@@ -493,6 +401,5 @@ class Trainer:
         return result
 
 
-def rank_zero() -> bool:
-    """True in the process that writes outputs (the only one without torchrun)."""
-    return dist_info()[0] == 0
+__all__ = ["TrainConfig", "TrainResult", "Trainer", "build_optimizer", "dist_info", "init_distributed",
+           "load_model_state", "peak_rss_mb", "rank_zero", "seed_everything", "trainable_state"]
