@@ -19,13 +19,13 @@ LAYERS: list[set[str]] = [
     {"errors"},
     {"config", "seeding", "__init__"},
     {"data"},
-    {"encoders", "eval", "kg", "run"},
+    {"encoders", "eval", "kg", "run", "training"},
     {"finetune"},
     {"models"},
     {"pipeline"},
     {"explain"},
     {"serve"},
-    {"cli"},
+    {"cli", "testing"},
 ]
 LAYER_OF = {name: depth for depth, names in enumerate(LAYERS) for name in names}
 # `avrec/__init__.py` re-exports a few names from `data` for users; it is the package's front door.

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from model_suite import make_structured_dataset
+from avrec.testing import make_structured_dataset
 
 from avrec.cli import main
 from avrec.data.documents import build_documents
@@ -159,7 +159,7 @@ def test_given_kg_in_another_order_and_added_items(ease, data):
     assert check_explanation(b, ease) == []
     model = create_model("kgpath").fit(data)
     explainer = Explainer(model)
-    from model_suite import new_items_frame
+    from avrec.testing import new_items_frame
 
     model.add_items(new_items_frame())
     exp = explainer.explain("ua00", "a_new")  # the explainer follows the grown catalogue

@@ -22,7 +22,7 @@ from avrec.finetune.ranker import CrossEncoderRanker, RankerConfig, RankerTraini
 from avrec.finetune.trainer import TrainConfig, Trainer, seed_everything, trainable_state
 from avrec.models.registry import create_model
 from finetune_helpers import make_tiny_bert
-from model_suite import make_structured_dataset
+from avrec.testing import make_structured_dataset
 
 
 @pytest.fixture(autouse=True, scope="module")

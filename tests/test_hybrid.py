@@ -16,7 +16,7 @@ from avrec.eval.validation import ValidationSet
 from avrec.models.blend import fuse, standardise, tune_weights
 from avrec.models.registry import create_model
 from avrec.models.base import Recommender
-from model_suite import RecommenderSuite, make_structured_dataset
+from avrec.testing import RecommenderSuite, make_structured_dataset
 
 # One embedding cache for the whole module: each fit re-reads the vectors instead of re-encoding the catalogue.
 CACHE = tempfile.mkdtemp(prefix="avrec-test-embeddings-")
@@ -31,12 +31,16 @@ class TestTfidf(RecommenderSuite):
 
 
 class TestHybrid(RecommenderSuite):
+    candidate_independent_scores = False  # fusion standardises over the ranked items
+
     def make_model(self):
         return create_model("hybrid", **TINY)
 
 
 class TestHybridWithoutLM(RecommenderSuite):
     """The towers must also work from lexical and categorical features alone (use_lm=false)."""
+
+    candidate_independent_scores = False
 
     def make_model(self):
         return create_model("hybrid", **(TINY | {"use_lm": False}))

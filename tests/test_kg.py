@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import scipy.sparse as sp
-from model_suite import RecommenderSuite, make_structured_dataset
+from avrec.testing import RecommenderSuite, make_structured_dataset
 
 from avrec.cli import main
 from avrec.data.dataset import build_dataset

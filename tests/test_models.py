@@ -1,7 +1,7 @@
-"""The shared behaviour suite (tests/model_suite.py) for each collaborative-filtering baseline, plus
+"""The shared behaviour suite (avrec.testing) for each collaborative-filtering baseline, plus
 model-specific checks: EASE against its closed form, ItemKNN against a direct cosine computation.
 
-To cover a new model, subclass ``RecommenderSuite`` and implement ``make_model`` (see model_suite's
+To cover a new model, subclass ``RecommenderSuite`` and implement ``make_model`` (see avrec.testing.suite's
 docstring); keep its configuration small so the whole file stays fast.
 """
 
@@ -12,7 +12,7 @@ import pytest
 import scipy.sparse as sp
 
 from avrec.models.registry import available_models, create_model, get_model_class
-from model_suite import RecommenderSuite, make_structured_dataset
+from avrec.testing import RecommenderSuite, make_structured_dataset
 
 
 class TestPopularity(RecommenderSuite):

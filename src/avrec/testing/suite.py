@@ -1,8 +1,8 @@
 """The shared behaviour suite every avrec ``Recommender`` must pass (in the spirit of implicit's test mixin).
 
-Adding a model takes three lines in a ``tests/test_*.py`` file::
+Adding a model (yours too: a plug-in package can run it) takes three lines in a ``test_*.py`` file::
 
-    from model_suite import RecommenderSuite
+    from avrec.testing import RecommenderSuite
 
     class TestHybrid(RecommenderSuite):
         def make_model(self):
@@ -31,92 +31,14 @@ from pathlib import Path
 from typing import ClassVar
 
 import numpy as np
-import pandas as pd
 import pytest
 
-from avrec.data.dataset import Dataset, build_dataset
+from avrec.data.dataset import Dataset
 from avrec.data.splits import random_split
 from avrec.errors import ConfigError, DataError
 from avrec.eval.evaluate import evaluate_model
-from avrec.eval.metrics import per_user_metrics
 from avrec.models.base import Recommender
-
-N_PER_GROUP = 24
-USERS_PER_GROUP = 36
-ITEMS_PER_USER = 10
-
-GROUPS = {
-    "a": {
-        "genres": ["Sci-Fi", "Action", "Adventure"],
-        "words": ["space", "galaxy", "robot", "starship", "alien", "planet", "laser", "orbit", "android",
-                  "asteroid", "rocket", "cyborg", "nebula", "astronaut", "spaceship", "martian"],
-        "sentence": "A {0} crew fights a {1} {2} on a distant {3}, far out in deep space among the stars.",
-    },
-    "b": {
-        "genres": ["Romance", "Comedy", "Drama"],
-        "words": ["love", "wedding", "romance", "kiss", "heart", "date", "marriage", "couple", "valentine",
-                  "bride", "sweetheart", "honeymoon", "engagement", "flirt", "boyfriend", "girlfriend"],
-        "sentence": "Two {0} lovers plan a {1} {2} and fall in love again after a {3} romance and a kiss.",
-    },
-}
-
-
-def group_of(item_id: str) -> str:
-    """'a' or 'b': every generated item id starts with its group letter."""
-    return str(item_id)[0]
-
-
-def _item_row(group: str, name: str, rng: np.random.Generator) -> dict:
-    spec = GROUPS[group]
-    w = rng.choice(spec["words"], size=6, replace=False)
-    return {
-        "item_id": name,
-        "title": f"{w[0].title()} {w[1].title()}",
-        "media_type": "movie",
-        "genres": "|".join(rng.choice(spec["genres"], size=2, replace=False)),
-        "tags": "|".join(w[2:5]),
-        "overview": spec["sentence"].format(*w[:4]),
-        "year": str(1990 + int(rng.integers(0, 30))),
-    }
-
-
-def new_items_frame(seed: int = 99) -> pd.DataFrame:
-    """Two items that are not in the generated catalogue: 'a_new' (group-A text) and 'b_new'."""
-    rng = np.random.default_rng(seed)
-    return pd.DataFrame([_item_row("a", "a_new", rng), _item_row("b", "b_new", rng)])
-
-
-def make_structured_dataset(seed: int = 0) -> Dataset:
-    """Two groups of users with disjoint tastes, plus two catalogue items that nobody has seen."""
-    rng = np.random.default_rng(seed)
-    items = [_item_row(g, f"{g}{i:02d}", rng) for g in GROUPS for i in range(N_PER_GROUP)]
-    items += [_item_row("a", "a_cold", rng), _item_row("b", "b_cold", rng)]
-    p = 1.0 / np.arange(1, N_PER_GROUP + 1) ** 0.9
-    p /= p.sum()
-    rows, t = [], 1_600_000_000
-    for g in GROUPS:
-        for u in range(USERS_PER_GROUP):
-            for i in rng.choice(N_PER_GROUP, size=ITEMS_PER_USER, replace=False, p=p):
-                t += int(rng.integers(1, 100))
-                rows.append((f"u{g}{u:02d}", f"{g}{i:02d}", 1.0, t))
-    inter = pd.DataFrame(rows, columns=["user_id", "item_id", "weight", "timestamp"])
-    return build_dataset(pd.DataFrame(items), inter, name="two-groups")
-
-
-def random_ndcg(split, k: int = 10, repeats: int = 20, seed: int = 0) -> float:
-    """Expected NDCG@k of a uniformly random ranking under the same exclusions as evaluate_model."""
-    truth = split.test.matrix(binary=True)
-    users = np.flatnonzero(np.diff(truth.indptr) > 0)
-    exclude = (split.train.matrix(binary=True) + split.valid.matrix(binary=True)).tocsr()
-    rng = np.random.default_rng(seed)
-    values = []
-    for _ in range(repeats):
-        scores = rng.random((len(users), split.train.n_items))
-        for r, u in enumerate(users):
-            scores[r, exclude[u].indices] = -np.inf
-        top = np.argsort(-scores, axis=1)[:, :k]
-        values.append(per_user_metrics(top, truth[users], k)["ndcg"].mean())
-    return float(np.mean(values))
+from avrec.testing.data import GROUPS, group_of, make_structured_dataset, new_items_frame, random_ndcg
 
 
 def _looks_like_pickle(path: Path) -> bool:
@@ -130,6 +52,9 @@ class RecommenderSuite:
     personalised: ClassVar[bool] = True
     similar_items_follow_groups: ClassVar[bool] = True
     min_ndcg_gain: ClassVar[float] = 0.05
+    #: False for models that standardise scores over the items being ranked (hybrid fusion): their
+    #: score for an item then depends on which other items are scored with it
+    candidate_independent_scores: ClassVar[bool] = True
     #: share of a group's users/items for which group-following checks must hold
     group_share: ClassVar[float] = 0.8
 
@@ -247,6 +172,55 @@ class RecommenderSuite:
         assert ids[1].tolist() == alone_ids[0].tolist()  # rows do not influence each other
         np.testing.assert_allclose(scores[1], alone_scores[0], rtol=1e-5, atol=1e-6)
 
+    def test_unknown_users_get_the_most_popular_items(self, model, data):
+        """The library's fallback is popularity, most-interacted first, for every model (not catalogue order)."""
+        k = 6
+        ids, scores = model.recommend(["ghost-user"], k=k)
+        pop = np.asarray(model.popularity)
+        got = pop[model.items_to_index(list(ids[0]))]
+        assert np.allclose(np.sort(got)[::-1], np.sort(pop)[::-1][:k]), (ids[0], got)
+        assert (np.diff(got) <= 0).all(), "the fallback is not in popularity order"
+        cands = ["a00", "b00", "a20", "b21", "a_cold"]
+        ids, _ = model.recommend(["ghost-user"], k=3, candidates=cands)
+        by_pop = sorted(cands, key=lambda i: -pop[model.item_index[i]])
+        assert set(ids[0]) == set(by_pop[:3]) or pop[model.items_to_index(list(ids[0]))].min() >= np.sort(
+            pop[model.items_to_index(cands)])[::-1][2]
+
+    # ---- the public scoring contract --------------------------------------------------------------
+    def test_public_scores_match_rankings_and_column_choices(self, model, data):
+        users = np.arange(4)
+        full = model.score_users(users)
+        assert full.shape == (4, data.n_items) and full.dtype == np.float32
+        cols = np.array([0, 5, data.n_items - 1])
+        hist = model.history_matrix([["a00", "a01"], []])
+        folded = model.score_histories(hist)
+        assert folded.shape == (2, data.n_items)
+        some, some_folded = model.score_users(users, cols), model.score_histories(hist, cols)
+        assert some.shape == (4, 3) and some_folded.shape == (2, 3)
+        if self.candidate_independent_scores:
+            np.testing.assert_allclose(some, full[:, cols], rtol=1e-4, atol=1e-5)
+            np.testing.assert_allclose(some_folded, folded[:, cols], rtol=1e-4, atol=1e-5)
+        rows = model.similarity_rows(np.array([1, 2]))
+        assert rows.shape == (2, data.n_items)
+
+    def test_capabilities_are_honest(self, model, data):
+        caps = model.capabilities
+        if caps.exact_fold_in:  # a user is their history: folding in a training row reproduces their scores
+            users = np.arange(3)
+            np.testing.assert_allclose(model.score_histories(model.seen[users]), model.score_users(users),
+                                       rtol=1e-4, atol=1e-5)
+        vectors = model.item_vectors()
+        if caps.item_vectors:
+            assert vectors is not None and vectors.shape[0] == data.n_items
+            assert model.item_vector_dim() == vectors.shape[1]
+        else:
+            assert vectors is None and model.item_vector_dim() is None
+        if caps.text_queries:
+            q = model.encode_query("a starship crew in deep space")
+            assert q.shape == (vectors.shape[1],)
+        if caps.add_items:
+            assert caps.cold_items, "a model that adds items must be able to score them"
+
     # ---- fold-in and similar items ----------------------------------------------------------------
     def test_recommend_history(self, model, data):
         hist_a = ["a00", "a01", "a02", "a05", "a07"]
@@ -349,7 +323,7 @@ class RecommenderSuite:
         model = self.make_model().fit(data)
         n = model.n_items
         new = new_items_frame()
-        if not model.capabilities.cold_items:
+        if not model.capabilities.add_items:
             with pytest.raises(ConfigError):
                 model.add_items(new)
             assert model.n_items == n and "a_new" not in model.item_index
