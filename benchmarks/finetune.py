@@ -65,7 +65,7 @@ def user_subset(split, n: int, seed: int = 2026):
 
 def section_pipeline(args) -> dict:
     from avrec.eval.evaluate import evaluate_model
-    from avrec.models.pipeline import default_retriever
+    from avrec.models.registry import default_retriever
     from avrec.models.registry import create_model
 
     retriever_name = args.retriever if args.retriever != "auto" else default_retriever()

@@ -5,15 +5,15 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from finetune_helpers import tiny_bert_dir
 
 from avrec.data.splits import random_split
 from avrec.errors import ConfigError
 from avrec.eval.evaluate import evaluate_model, item_feature_matrix
 from avrec.eval.metrics import intra_list_diversity
-from avrec.models.pipeline import Pipeline, mmr_select
 from avrec.models.registry import available_models, create_model
-from finetune_helpers import tiny_bert_dir
-from model_suite import RecommenderSuite, make_structured_dataset
+from avrec.pipeline import Pipeline, mmr_select
+from avrec.testing import RecommenderSuite, make_structured_dataset
 
 RETRIEVER = "hybrid" if "hybrid" in available_models() else "ease"
 RETRIEVER_CONFIG = {"max_steps": 150, "use_lm": False} if RETRIEVER == "hybrid" else {}
@@ -44,6 +44,9 @@ def _one_thread():
 
 
 class TestPipeline(RecommenderSuite):
+    #: a pipeline's score rows raise its picks among the items being scored, so they depend on that set
+    candidate_independent_scores = False
+
     def make_model(self):
         return small_pipeline()
 
@@ -137,13 +140,13 @@ def test_duplicates_are_moved_down(fitted):
     items = model.items
     old = items.loc[items["item_id"] == second, ["title", "year"]].copy()
     items.loc[items["item_id"] == second, ["title", "year"]] = items.loc[items["item_id"] == first, ["title", "year"]].values
-    model._dup_keys = None
+    model.reset_caches()  # titles edited in place
     try:
         again, _ = model.recommend([user], k=6)
         assert again[0, 0] == first and second not in set(again[0, :5])
     finally:
         items.loc[items["item_id"] == second, ["title", "year"]] = old.values
-        model._dup_keys = None
+        model.reset_caches()
 
 
 def test_pipeline_not_worse_than_retriever_on_validation_choice(fitted):
@@ -153,13 +156,65 @@ def test_pipeline_not_worse_than_retriever_on_validation_choice(fitted):
 
 
 def test_explain_stage_gives_grounded_evidence_for_every_item(fitted):
-    from avrec.explain import check_explanation
+    from avrec.explain import check_explanation, recommend_explained
 
     data, split, model = fitted
     users = [str(u) for u in split.train.user_ids[:3]] + ["never-seen"]
-    ids, scores, explanations = model.recommend_explained(users, k=4)
+    ids, scores, explanations = recommend_explained(model, users, k=4)
     assert explanations[-1] == [None] * 4  # an unknown user has no history to cite
     for user, row, expl_row in zip(users[:3], ids[:3], explanations[:3]):
         for item, expl in zip(row, expl_row):
             assert expl["user_id"] == user and expl["item_id"] == item and expl["text"]
             assert check_explanation(expl, model) == []  # every piece of evidence holds in the data
+
+
+def test_stages_in_order_and_an_extra_stage_runs_before_the_filters(fitted):
+    from avrec.pipeline import MMR, CrossEncoderRank, Dedupe, Filters, Retrieve
+
+    data, split, model = fitted
+    kinds = [type(s) for s in model.stages()]
+    assert kinds == [Retrieve, CrossEncoderRank, MMR, Dedupe, Filters]
+
+    class Inject:  # a stand-in for an exploration policy that brings in a blocked item
+        def apply(self, ctx, candidates, scores):
+            c = np.array(candidates, copy=True)
+            c[:, 0] = model.item_index["a00"]
+            return c, scores
+
+    users = np.arange(4)
+    model.extra_stages = [Inject()]
+    model.config.blocked_items = ["a00"]
+    try:
+        ids, vals = model.topk_indices(users, 8)
+        assert model.item_index["a00"] not in set(ids.ravel()) and (np.diff(vals, axis=1) <= 0).all()
+        model.config.blocked_items = []
+        ids, _ = model.topk_indices(users, 8)
+        assert (ids[:, 0] == model.item_index["a00"]).all()
+    finally:
+        model.extra_stages, model.config.blocked_items = [], []
+
+
+def test_fold_in_and_score_rows_follow_the_pipeline(fitted):
+    data, split, model = fitted
+    histories = [["a03", "a04", "a10"], ["b01", "b02"]]
+    hist = model.history_matrix(histories)
+    w, lam = model.blend_weight_, model.mmr_lambda_
+    try:
+        model.blend_weight_, model.mmr_lambda_ = 0.0, 0.7  # views of the history do not matter at weight 0
+        ids, _ = model.recommend_history(histories, k=8)
+        idx, _ = model.topk_histories(hist, 8)
+        assert (model.ids_of(idx) == ids).all()
+        # score rows: the pipeline's top N (seen items included) on top, in list order; the retriever below
+        users = np.arange(3)
+        rows = model.score_users(users)
+        picks, _ = model.topk_indices(users, model.config.n_candidates)
+        n = model.config.n_candidates
+        assert (np.argsort(-rows, axis=1, kind="stable")[:, :n] == picks).all()
+        base = model.retriever.score_users(users)
+        rest = np.argsort(-rows, axis=1, kind="stable")[:, n:]
+        assert all((np.diff(base[r, rest[r]]) <= 0).all() for r in range(len(users)))
+        h_rows = model.score_histories(hist)
+        h_picks, _ = model.topk_histories(hist, n, exclude_seen=False)
+        assert (np.argsort(-h_rows, axis=1, kind="stable")[:, :n] == h_picks).all()
+    finally:
+        model.blend_weight_, model.mmr_lambda_ = w, lam

@@ -63,7 +63,7 @@ def cmd_ranker(args: argparse.Namespace) -> int:
     from avrec.data.splits import SplitConfig, make_split
     from avrec.finetune.ranker import CrossEncoderRanker, fit_ranker
     from avrec.seeding import seed_everything
-    from avrec.models.pipeline import default_retriever
+    from avrec.models.registry import default_retriever
     from avrec.models.registry import create_model
 
     raw = _settings(args)

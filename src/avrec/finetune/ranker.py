@@ -356,15 +356,16 @@ class RankerTrainingConfig:
         from avrec.finetune.data import PairConfig, UserViewConfig
         from avrec.finetune.trainer import TrainConfig
 
-        self.ranker = _as(RankerConfig, self.ranker)
-        self.view = _as(UserViewConfig, self.view)
-        self.pairs = _as(PairConfig, self.pairs)
-        self.train = _as(TrainConfig, self.train)
+        self.ranker = as_config(RankerConfig, self.ranker)
+        self.view = as_config(UserViewConfig, self.view)
+        self.pairs = as_config(PairConfig, self.pairs)
+        self.train = as_config(TrainConfig, self.train)
         if self.n_candidates < 1:
             raise ConfigError("n_candidates must be at least 1")
 
 
-def _as(cls, value):
+def as_config(cls, value):
+    """``value`` as a ``cls`` config: None gives the defaults, a dict its fields (a nested settings table)."""
     if value is None:
         return cls()
     if isinstance(value, cls):

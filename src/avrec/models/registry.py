@@ -1,13 +1,27 @@
-"""String registry of models: ``avrec fit --model NAME`` looks names up here.
+"""String registry of models: ``avrec fit --model NAME`` and ``Recommender.load`` look names up here.
 
-Entries are import paths so that asking for ``ease`` does not import torch or transformers.
+Entries are import strings (``"module:Class"``) so that asking for ``ease`` does not import torch or
+transformers. Three sources, first match wins:
+
+1. :func:`register` calls (at run time);
+2. the built-in table below (the models of this package);
+3. the ``avrec.models`` entry-point group of every installed distribution, read on the first lookup
+   that needs it and cached. Models of higher layers (the ``pipeline``) and third-party plug-ins
+   register there, so this module never imports them::
+
+       [project.entry-points."avrec.models"]
+       mymodel = "mypackage.module:MyModel"
 """
 
 from __future__ import annotations
 
 import importlib
+import importlib.metadata
 
 from avrec.errors import ConfigError
+
+#: the entry-point group that plug-in models (and avrec's own ``pipeline``) register under
+ENTRY_POINT_GROUP = "avrec.models"
 
 _MODELS: dict[str, str] = {
     "pop": "avrec.models.pop:Popularity",
@@ -19,8 +33,8 @@ _MODELS: dict[str, str] = {
     "tfidf": "avrec.models.tfidf:TfidfKNN",
     "hybrid": "avrec.models.hybrid:Hybrid",
     "content": "avrec.models.content:ContentModel",
-    "pipeline": "avrec.models.pipeline:Pipeline",
 }
+_plugins: dict[str, str] | None = None
 
 
 def register(name: str, target: str) -> None:
@@ -28,18 +42,41 @@ def register(name: str, target: str) -> None:
     _MODELS[name] = target
 
 
+def plugin_models() -> dict[str, str]:
+    """Name → ``"module:Class"`` of the installed ``avrec.models`` entry points (read once, cached)."""
+    global _plugins
+    if _plugins is None:
+        found: dict[str, str] = {}
+        for ep in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP):
+            found.setdefault(ep.name, ep.value)  # a distribution seen twice (stale metadata): the first
+        _plugins = found
+    return _plugins
+
+
+def _targets() -> dict[str, str]:
+    return {**plugin_models(), **_MODELS}
+
+
 def available_models() -> list[str]:
-    return sorted(_MODELS)
+    return sorted(_targets())
+
+
+def default_retriever() -> str:
+    """The retriever a multi-stage model or ranker training uses by default: ``hybrid`` when registered,
+    else ``ease``."""
+    return "hybrid" if "hybrid" in _targets() else "ease"
 
 
 def get_model_class(name: str):
     """The class registered under ``name``; a ConfigError lists the valid names otherwise."""
-    try:
-        target = _MODELS[name]
-    except KeyError:
-        raise ConfigError(f"unknown model {name!r}; available: {', '.join(available_models())}") from None
-    module, cls = target.split(":")
-    return getattr(importlib.import_module(module), cls)
+    target = _MODELS.get(name) or plugin_models().get(name)
+    if target is None:
+        raise ConfigError(f"unknown model {name!r}; available: {', '.join(available_models())}")
+    module, _, attr = target.partition(":")
+    obj = importlib.import_module(module)
+    for part in attr.split(".") if attr else []:
+        obj = getattr(obj, part)
+    return obj
 
 
 def create_model(name: str, config=None, **overrides):
