@@ -49,3 +49,18 @@ def fit_tiny(folder: Path, model: str = "itemknn", seed: int = 7) -> Path:
     """Fit ``model`` on the tiny data and save it to ``folder``."""
     create_model(model).fit(tiny_dataset(seed)).save(folder)
     return folder
+
+
+def fit_tiny_pipeline(folder: Path, retriever: str = "ease") -> Path:
+    """A retrieve → rank pipeline over ``retriever`` with a tiny cross-encoder (a few seconds on one thread)."""
+    from finetune_helpers import tiny_bert_dir, torch_threads
+
+    model = create_model(
+        "pipeline", retriever=retriever, n_candidates=10, eval_users=10, tune_users=10,
+        ranker={"model": tiny_bert_dir(), "max_length": 32, "user_max_tokens": 8, "finetune": "full"},
+        pairs={"positives_per_user": 1, "hard_negatives": 1, "random_negatives": 1},
+        train={"batch_size": 16, "lr": 1e-3, "max_steps": 2, "log_every": 0},
+    )
+    with torch_threads(1):
+        model.fit(tiny_dataset()).save(folder)
+    return folder

@@ -4,14 +4,14 @@ metrics, ``avrec update`` and natural-language search — on a tiny generated ca
 from __future__ import annotations
 
 import json
-import sqlite3
+import shutil
 import threading
 import time
 from pathlib import Path
 
 import numpy as np
 import pytest
-from serve_fixtures import ROMANCE, SCIFI, fit_tiny, tiny_dataset
+from serve_fixtures import ROMANCE, SCIFI, fit_tiny, fit_tiny_pipeline, tiny_dataset
 
 pytest.importorskip("fastapi")
 pytest.importorskip("httpx")
@@ -19,7 +19,7 @@ from fastapi.testclient import TestClient  # noqa: E402
 
 from avrec.models.base import Recommender  # noqa: E402
 from avrec.serve import EventStore, RecommenderService, ServeConfig, create_app  # noqa: E402
-from avrec.serve.service import fold_events  # noqa: E402
+from avrec.serve.updates import fold_events  # noqa: E402
 
 KEY = "test-key"
 H = {"X-API-Key": KEY}
@@ -46,7 +46,22 @@ def client(model_dir: Path, tmp_path: Path):
 
 
 def ids(response) -> list[str]:
-    return [it["item_id"] for it in response.json()["items"]]
+    return ids_of(response.json())
+
+
+def ids_of(body: dict) -> list[str]:
+    return [it["item_id"] for it in body["items"]]
+
+
+def require_text_encoder() -> None:
+    """Skip unless the small default sentence encoder of search loads here."""
+    pytest.importorskip("sentence_transformers")
+    try:
+        from avrec.encoders import TextEncoder
+
+        TextEncoder("default")
+    except Exception as e:  # noqa: BLE001
+        pytest.skip(f"default text encoder unavailable: {e}")
 
 
 # ---- shapes --------------------------------------------------------------------------------------
@@ -232,6 +247,94 @@ def test_added_items_to_a_content_model_are_recommendable(tmp_path):
     assert "n-robot" in service.state.catalog_index and service.state.model.n_items == 41
 
 
+# ---- issue 13, defect 1: a pipeline over EASE cannot add items ------------------------------------
+@pytest.fixture(scope="module")
+def ease_pipeline_dir(tmp_path_factory) -> Path:
+    pytest.importorskip("transformers")
+    return fit_tiny_pipeline(tmp_path_factory.mktemp("ease-pipeline") / "model", retriever="ease")
+
+
+def test_items_added_to_a_pipeline_over_ease_survive_a_restart(ease_pipeline_dir, tmp_path):
+    """Before capabilities, POST /items on a pipeline whose retriever is EASE stored the item, then answered
+    400, and the next start replayed the stored item and failed. Now the item is acknowledged, stored,
+    listed and not recommended, like on any model that cannot add items, and the server starts again over
+    the same store and model folder with the item in its catalogue."""
+    folder = Path(shutil.copytree(ease_pipeline_dir, tmp_path / "model"))
+    model = Recommender.load(folder)
+    assert model.name == "pipeline" and model.capabilities.add_items is False
+    new = {"item_id": "n-robot", "title": "Robot Star Voyage Returns", "media_type": "movie",
+           "genres": "Sci-Fi|Adventure", "tags": "robots|space"}
+    with make_client(folder, tmp_path) as c:
+        r = c.post("/items", json=new, headers=H)
+        assert r.status_code == 200, r.text
+        assert r.json() == {"added": 1, "recommendable": False, "n_items": 41}
+        assert c.get("/items/n-robot").json()["recommendable"] is False
+        assert "n-robot" not in ids(c.get("/recommend", params={"user_id": "u0", "k": 40}))
+        assert "n-robot" not in ids(c.post("/recommend", json={"history": SCIFI[:5], "k": 30}))
+        ex = c.get("/explain", params={"user_id": "u0", "item_id": "n-robot"})
+        assert ex.status_code == 200 and "new in the catalogue" in ex.json()["text"]
+        assert c.post("/feedback", json={"user_id": "u0", "item_id": "n-robot", "event": "like"},
+                      headers=H).status_code == 200
+    with EventStore(tmp_path / "events.sqlite3") as store:
+        assert [it["item_id"] for it in store.items()] == ["n-robot"]
+    # restart: a new service and app over the same model folder and store
+    with make_client(folder, tmp_path) as c:
+        health = c.get("/health").json()
+        assert health["model"] == "pipeline" and health["n_items"] == 41
+        item = c.get("/items/n-robot")
+        assert item.status_code == 200 and item.json()["title"] == "Robot Star Voyage Returns"
+        assert item.json()["recommendable"] is False
+        body = c.get("/recommend", params={"user_id": "u0", "k": 5, "explain": "true"}).json()
+        assert body["fallback"] is False and len(body["items"]) == 5 and "n-robot" not in ids_of(body)
+        assert c.post("/items", json=new, headers=H).status_code == 409  # it is in the catalogue again
+    # `avrec update` over the same store leaves the model whole and counts the item as skipped
+    with EventStore(tmp_path / "events.sqlite3") as store:
+        summary = fold_events(model, store)
+    assert summary["items_skipped"] == 1 and "n-robot" not in model.item_index
+
+
+def test_items_added_to_a_pipeline_over_ease_are_searchable(ease_pipeline_dir, tmp_path):
+    require_text_encoder()
+    folder = Path(shutil.copytree(ease_pipeline_dir, tmp_path / "model"))
+    new = {"item_id": "n-jazz", "title": "Midnight Jazz Piano", "media_type": "music", "genres": "Jazz",
+           "tags": "piano|rain|melancholy"}
+    query = {"q": "melancholy piano music for a rainy night", "k": 3}
+    with make_client(folder, tmp_path, search=True, cache_dir=str(tmp_path / "cache")) as c:
+        assert c.post("/items", json=new, headers=H).json()["recommendable"] is False
+        assert ids(c.get("/search", params=query))[0] == "n-jazz"
+        assert len(ids(c.get("/similar/n-jazz", params={"k": 3}))) == 3
+    with make_client(folder, tmp_path, search=True, cache_dir=str(tmp_path / "cache")) as c:  # restart
+        assert ids(c.get("/search", params=query))[0] == "n-jazz"
+
+
+# ---- explanations: one engine (avrec.explain) for known, folded-in and anonymous users -------------
+def test_explanations_cite_feedback_of_new_and_anonymous_users(client):
+    events = [{"user_id": "newbie", "item_id": i, "event": "like"} for i in ("r3", "r4")]
+    client.post("/feedback", json={"events": events}, headers=H)
+    titles = {"Paris Love Letters 3", "Paris Love Letters 4"}
+    body = client.get("/recommend", params={"user_id": "newbie", "k": 3, "explain": "true"}).json()
+    assert body["fallback"] is False
+    for it in body["items"]:
+        assert any(t in it["explanation"] for t in titles), it["explanation"]
+    ex = client.get("/explain", params={"user_id": "newbie", "item_id": body["items"][0]["item_id"]}).json()
+    cited = {e["item_id"] for e in ex["evidence"] if e["kind"] == "history_item"}
+    assert cited and cited <= {"r3", "r4"}
+    anon = client.post("/recommend", json={"history": ["s1", "s2"], "k": 3, "explain": True}).json()
+    for it in anon["items"]:
+        assert "Robot Star Voyage 1" in it["explanation"] or "Robot Star Voyage 2" in it["explanation"]
+    cold = client.get("/recommend", params={"user_id": "nobody", "k": 2, "explain": "true"}).json()
+    assert cold["fallback"] is True and all("popularity" in it["explanation"] for it in cold["items"])
+
+
+def test_a_known_users_explanation_is_the_explainers(client):
+    service = client.app.state.service
+    explainer = service.state.explainer
+    for item in ("s5", "s11", "r2"):
+        got = client.get("/explain", params={"user_id": "u0", "item_id": item}).json()
+        assert got == explainer.explain("u0", item)
+    assert client.get("/health").json()["explanations"] == "avrec.explain"
+
+
 # ---- operations ----------------------------------------------------------------------------------
 def test_health_metrics_and_docs(client):
     client.get("/recommend", params={"user_id": "u0"})
@@ -283,7 +386,7 @@ def test_store_reads_do_not_wait_for_a_writer(tmp_path):
 def test_quick_reads_run_inline_and_go_to_the_pool_while_a_writer_holds_the_model(model_dir, tmp_path):
     import asyncio
 
-    from avrec.serve.app import InlineReads
+    from avrec.serve.middleware import InlineReads
 
     service = RecommenderService(model_dir, EventStore(tmp_path / "e.sqlite3"),
                                  ServeConfig(search=False, watch_interval=0))
@@ -405,13 +508,7 @@ def test_update_missing_store_is_a_clear_error(model_dir, tmp_path, capsys):
 # ---- natural-language search (loads the small default text encoder) -----------------------------
 @pytest.fixture()
 def search_client(model_dir, tmp_path):
-    pytest.importorskip("sentence_transformers")
-    try:
-        from avrec.encoders import TextEncoder
-
-        TextEncoder("default")
-    except Exception as e:  # noqa: BLE001
-        pytest.skip(f"default text encoder unavailable: {e}")
+    require_text_encoder()
     with make_client(model_dir, tmp_path, search=True, cache_dir=str(tmp_path / "cache")) as c:
         yield c
 
@@ -434,6 +531,28 @@ def test_search_by_a_sentence_personalised_and_new_items(search_client):
     assert hits[0] == "n-jazz"
     sim = c.get("/similar/n-jazz", params={"k": 3})
     assert sim.status_code == 200 and len(ids(sim)) == 3
+
+
+def test_the_search_index_warms_up_its_query_encoder_before_it_is_ready(model_dir, tmp_path):
+    """The first /search does not pay for loading the encoder: one query runs before the index is marked ready."""
+    from avrec.serve.search import WARM_UP_QUERY
+
+    service = RecommenderService(model_dir, EventStore(tmp_path / "e.sqlite3"),
+                                 ServeConfig(search=False, watch_interval=0))
+    state = service.state
+    queries: list[tuple[list[str], bool]] = []
+
+    class Encoder:
+        def encode(self, texts, show_progress=False):
+            queries.append((list(texts), state.search_ready.is_set()))
+            return np.ones((len(texts), 4), np.float32)
+
+    service.indexer.text_encoder = Encoder
+    service.indexer.encode_items = lambda items: np.random.default_rng(0).normal(size=(len(items), 4))
+    state.search_ready.clear()
+    service.indexer.build(state)
+    assert state.search is not None and state.search_ready.is_set()
+    assert queries == [([WARM_UP_QUERY], False)]
 
 
 # ---- the API key before the body, and a body size limit ------------------------------------------
@@ -517,8 +636,21 @@ def test_bodies_over_the_limit_are_refused_with_413(model_dir, tmp_path):
         assert 'route="/recommend",status="413"' in c.get("/metrics").text
 
 
+def test_max_body_bytes_is_an_avrec_serve_flag(tmp_path):
+    from avrec.cli import build_parser
+    from avrec.cli.serve import serve_settings
+    from avrec.errors import ConfigError
+
+    parse = build_parser().parse_args
+    assert serve_settings(parse(["serve", "m", "--max-body-bytes", "4096"]))[3].max_body_bytes == 4096
+    assert serve_settings(parse(["serve", "m", "--max-body-bytes", "0"]))[3].max_body_bytes == 0
+    assert serve_settings(parse(["serve", "m"]))[3].max_body_bytes == ServeConfig().max_body_bytes
+    with pytest.raises(ConfigError, match="max-body-bytes"):
+        serve_settings(parse(["serve", "m", "--max-body-bytes", "-1"]))
+
+
 def test_the_default_body_limit_fits_the_largest_batch(client):
-    from avrec.serve.app import MAX_BATCH
+    from avrec.serve.schemas import MAX_BATCH
 
     limit = client.app.state.service.config.max_body_bytes
     overview = "A long overview sentence about the story, its people and its places. " * 12  # ~850 chars

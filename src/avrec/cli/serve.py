@@ -62,6 +62,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--no-search", action="store_true", help="do not build the natural-language search index")
     p.add_argument("--watch-interval", type=float, default=None,
                    help="seconds between checks of MODEL_DIR for a new model (0 disables; default 2)")
+    p.add_argument("--max-body-bytes", type=int, default=None,
+                   help="largest request body accepted, in bytes (413 above it; 0 disables; default 32 MiB)")
     p.add_argument("--log-level", default="warning", choices=["critical", "error", "warning", "info", "debug"])
     p.add_argument("--compute-threads", type=int, default=1,
                    help="BLAS/torch threads per request (default 1: requests run in parallel, and threaded "
@@ -87,10 +89,13 @@ def register(sub: argparse._SubParsersAction) -> None:
 def serve_settings(args: argparse.Namespace) -> tuple[str, int, str | None, ServeConfig]:
     """(host, port, store, ServeConfig): defaults < the file's ``[serve]`` table < ``--set`` < the flags."""
     flags = {"host": args.host, "port": args.port, "store": args.store, "watch_interval": args.watch_interval,
-             "insecure_dev": True if args.insecure_dev else None, "search": False if args.no_search else None}
+             "insecure_dev": True if args.insecure_dev else None, "search": False if args.no_search else None,
+             "max_body_bytes": args.max_body_bytes}
     cfg = section(load_settings(args.config, args.set, LAYOUT), "serve", ServeCommandConfig(), flags)
     if not 0 <= cfg.port <= 65535:
         raise ConfigError(f"--port must be between 0 and 65535, not {cfg.port}")
+    if cfg.max_body_bytes < 0:
+        raise ConfigError(f"--max-body-bytes must be 0 (no limit) or more, not {cfg.max_body_bytes}")
     config = ServeConfig(**{f.name: getattr(cfg, f.name) for f in fields(ServeConfig)})
     return cfg.host, cfg.port, cfg.store, config
 

@@ -12,6 +12,7 @@ Output (other programs depend on this exact shape)::
   without them; knowledge-graph features for the ``kgpath`` model and for cold candidates).
 - ``entity``: knowledge-graph entities linked to the candidate and to the listed history items, ranked by
   (1 + log of the number of history items sharing it) × idf × (0.1 + the best history weight among them).
+- ``popularity`` (only from :meth:`Explainer.explain_history` with an empty history): how many users chose it.
 - ``text``: one sentence of the candidate's overview (or tagline, description, lyrics) that occurs verbatim
   in its item document and overlaps most with the user's taste. Taste is read from the history items'
   structured metadata (tags, keywords, genres, people), never from their free text, so one item's prose
@@ -142,10 +143,31 @@ class Explainer:
     def explain(self, user_id: str, item_id: str) -> dict[str, Any]:
         """The explanation of ``item_id`` for ``user_id`` in the documented JSON shape."""
         facts, evidence = self._explain(str(user_id), str(item_id))
-        text = render_template(facts)
-        if self.generator is not None:
-            text = self.generator.rewrite(facts, text, known_entities=self.known_entity_values())
-        return {"user_id": str(user_id), "item_id": str(item_id), "text": text, "evidence": evidence}
+        return self._answer(str(user_id), str(item_id), facts, evidence)
+
+    def explain_history(self, history_item_ids, item_id: str, user_id: str | None = None) -> dict[str, Any]:
+        """The explanation of ``item_id`` for a user given as the item ids of their history.
+
+        For users the model was not trained on (folded in from feedback, or anonymous) and for a known
+        user's training history plus newer feedback; the evidence is found as in :meth:`explain`. History
+        ids the model's catalogue lacks are ignored. With no other history item there is nothing personal
+        to say: the evidence is the item's popularity, ``{"kind": "popularity", "users": n}``.
+        """
+        self._refresh()
+        item_id = str(item_id)
+        i = self._item(item_id)
+        index = self.model.item_index
+        history = np.unique(np.fromiter((index.get(str(h), -1) for h in history_item_ids), dtype=np.int64))
+        history = history[(history >= 0) & (history != i)]
+        if len(history) == 0:
+            users = int(self.model.popularity[i])
+            text = (f'"{self._titles[i]}" is recommended for its popularity: {users} '
+                    f'{"person" if users == 1 else "people"} chose it.' if users
+                    else f'"{self._titles[i]}" is new in the catalogue.')
+            return {"user_id": user_id, "item_id": item_id, "text": text,
+                    "evidence": [{"kind": "popularity", "users": users}]}
+        facts, evidence = self._evidence(i, history)
+        return self._answer(user_id, item_id, facts, evidence)
 
     def explain_many(self, pairs) -> list[dict[str, Any]]:
         """Explanations for many ``(user_id, item_id)`` pairs, in order."""
@@ -162,17 +184,31 @@ class Explainer:
         return self._known_values
 
     # ---- evidence ----------------------------------------------------------------------------
-    def _explain(self, user_id: str, item_id: str) -> tuple[ExplanationFacts, list[dict[str, Any]]]:
-        self._refresh()
-        model = self.model
-        u = model.user_index.get(user_id)
-        if u is None:
-            raise DataError(f"user {user_id!r} is not in the model's training data; explanations need a history")
-        i = model.item_index.get(item_id)
+    def _answer(self, user_id: str | None, item_id: str, facts: ExplanationFacts,
+                evidence: list[dict[str, Any]]) -> dict[str, Any]:
+        text = render_template(facts)
+        if self.generator is not None:
+            text = self.generator.rewrite(facts, text, known_entities=self.known_entity_values())
+        return {"user_id": user_id, "item_id": item_id, "text": text, "evidence": evidence}
+
+    def _item(self, item_id: str) -> int:
+        i = self.model.item_index.get(item_id)
         if i is None:
             raise DataError(f"item {item_id!r} is not in the model's catalogue")
-        history = model.seen[u].indices.astype(np.int64)
-        history = history[history != i]
+        return i
+
+    def _explain(self, user_id: str, item_id: str) -> tuple[ExplanationFacts, list[dict[str, Any]]]:
+        self._refresh()
+        u = self.model.user_index.get(user_id)
+        if u is None:
+            raise DataError(f"user {user_id!r} is not in the model's training data; explanations need a history")
+        i = self._item(item_id)
+        history = self.model.seen[u].indices.astype(np.int64)
+        return self._evidence(i, history[history != i])
+
+    def _evidence(self, i: int, history: np.ndarray) -> tuple[ExplanationFacts, list[dict[str, Any]]]:
+        """Facts and evidence for candidate row ``i`` and history rows ``history`` (the candidate not among them)."""
+        model = self.model
         weights = self._history_weights(i, history)
         cfg = self.config
 

@@ -1,9 +1,17 @@
-"""Serving: the HTTP API (FastAPI), the durable event store (SQLite WAL) and the model holder."""
+"""Serving: the HTTP API (FastAPI), the durable event store (SQLite WAL) and the model holder.
 
-from avrec.serve.service import RecommenderService, ServeConfig
+Layout: ``config`` (ServeConfig), ``store`` (EventStore), ``state`` (one loaded model and what the API
+derives from it; folder watching), ``search`` (the text-search index), ``updates`` (stored feedback as
+model input), ``service`` (the RecommenderService facade); the HTTP side: ``schemas``, ``dependencies``,
+``handlers``, ``middleware``, ``metrics``, ``docs``, ``routers/`` (one module per resource) and ``app``
+(``create_app``, wiring only).
+"""
+
+from avrec.serve.config import ServeConfig
+from avrec.serve.service import RecommenderService, save_model_atomically
 from avrec.serve.store import EventStore
 
-__all__ = ["RecommenderService", "ServeConfig", "EventStore", "create_app"]
+__all__ = ["EventStore", "RecommenderService", "ServeConfig", "create_app", "save_model_atomically"]
 
 
 def create_app(*args, **kwargs):

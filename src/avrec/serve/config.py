@@ -1,0 +1,56 @@
+"""Service settings: ``avrec serve`` flags and the ``[serve]`` table of a config file."""
+
+from __future__ import annotations
+
+import hmac
+import os
+from dataclasses import dataclass
+
+from avrec.serve.store import DEFAULT_RATING_THRESHOLD
+
+#: the largest ``k`` a request may ask for
+MAX_K = 1000
+#: 32 MiB: 10,000 catalogue items of about 3 kB of JSON each (title, genres, tags, people, an overview)
+DEFAULT_MAX_BODY_BYTES = 32 * 2**20
+
+
+@dataclass
+class ServeConfig:
+    """Service settings (``avrec serve`` flags and the ``[serve]`` table of a config file).
+
+    ``api_key``: the key write endpoints require in ``X-API-Key`` (``AVREC_API_KEY`` wins when set).
+    ``insecure_dev``: accept writes without a key when none is configured (local demos only).
+    ``watch_interval``: seconds between checks of the model folder for a new model (0 disables).
+    ``search``: build the natural-language search index (at start-up, in the background).
+    ``encoder``: text encoder for search when the model has no ``encode_query``.
+    ``personal_weight``: weight of the user's model scores when /search is personalised.
+    ``search_wait``: seconds a request waits for the search index being built before a 503.
+    ``max_body_bytes``: the largest request body accepted (413 above it; 0 disables the limit). The
+    default fits the largest batch, 10,000 items with long overviews in one ``POST /items``.
+    """
+
+    api_key: str | None = None
+    insecure_dev: bool = False
+    rating_threshold: float = DEFAULT_RATING_THRESHOLD
+    watch_interval: float = 2.0
+    search: bool = True
+    encoder: str = "default"
+    cache_dir: str | None = None
+    personal_weight: float = 0.3
+    search_wait: float = 120.0
+    max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
+
+    def effective_api_key(self) -> str | None:
+        return os.environ.get("AVREC_API_KEY") or self.api_key or None
+
+    def key_problem(self, given: str | None) -> tuple[int, str] | None:
+        """Why a write with ``X-API-Key: given`` is refused, as (status, message); None when it may go on."""
+        configured = self.effective_api_key()
+        if configured is None:
+            if self.insecure_dev:
+                return None
+            return 403, ("writes are disabled: no API key is configured (set AVREC_API_KEY or serve.api_key, "
+                         "or start a local demo with --insecure-dev)")
+        if not given or not hmac.compare_digest(given.encode(), configured.encode()):
+            return 401, "missing or wrong X-API-Key header"
+        return None

@@ -1,0 +1,25 @@
+"""The catalogue: ``GET /items/{item_id}`` and ``POST /items`` (one item or a batch)."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Body
+
+from avrec.serve.dependencies import WRITE, Service
+from avrec.serve.schemas import ItemP, ItemsBatch, ItemsBody, ItemsResponse
+
+router = APIRouter()
+
+
+@router.get("/items/{item_id}", tags=["catalogue"])
+def get_item(service: Service, item_id: ItemP) -> dict[str, Any]:
+    """One item's metadata."""
+    return service.item(item_id)
+
+
+@router.post("/items", response_model=ItemsResponse, dependencies=WRITE, tags=["write"])
+def add_items(service: Service, body: Annotated[ItemsBody, Body()]):
+    """Add one item or ``{"items": [...]}`` to the catalogue, searchable (and recommendable) at once."""
+    items = body.items if isinstance(body, ItemsBatch) else [body]
+    return service.add_items([it.record() for it in items])

@@ -1,0 +1,34 @@
+"""``/similar/{item_id}`` and ``/search`` (natural language, optionally personalised)."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Query
+from starlette.exceptions import HTTPException
+
+from avrec.serve.dependencies import Inline, Service
+from avrec.serve.schemas import ID_MAX_LENGTH, ID_PATTERN, ItemP, K, SearchResponse, SimilarResponse
+
+router = APIRouter(tags=["recommend"])
+
+
+@router.get("/similar/{item_id}", response_model=SimilarResponse, response_model_exclude_unset=True)
+async def similar(service: Service, inline: Inline, item_id: ItemP, k: K = 10):
+    """Items most similar to one item."""
+    return await inline("similar", service.similar, item_id, k=k)
+
+
+@router.get("/search", response_model=SearchResponse, response_model_exclude_unset=True)
+def search(
+    service: Service,
+    q: Annotated[str, Query(min_length=1, max_length=1000, description="a natural-language request")],
+    k: K = 10,
+    user_id: Annotated[str | None, Query(min_length=1, max_length=ID_MAX_LENGTH, pattern=ID_PATTERN)] = None,
+    personal_weight: Annotated[float | None, Query(ge=0, le=1)] = None,
+    details: bool = False,
+):
+    """Items matching a sentence, through the text encoder; ``user_id`` blends in that user's scores."""
+    if not q.strip():
+        raise HTTPException(422, "invalid request: query.q: must not be blank")
+    return service.search(q, k=k, user_id=user_id, personal_weight=personal_weight, details=details)

@@ -1,0 +1,170 @@
+"""Request and response models of the HTTP API, and the one id rule for the query string, the path and the body."""
+
+from __future__ import annotations
+
+import math
+from typing import Annotated, Any, Literal
+
+from fastapi import Path as PathParam
+from fastapi import Query
+from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, field_validator, model_validator
+
+from avrec.serve.config import MAX_K
+
+#: the most events or items one request may carry
+MAX_BATCH = 10_000
+
+#: Every id, in a body, the query string or the path: 1-256 characters, no control characters, no
+#: whitespace at either end (the data loader strips ids, so a padded id could never match one).
+ID_MAX_LENGTH = 256
+ID_PATTERN = r"^[^\s\x00-\x1f\x7f](?:[^\x00-\x1f\x7f]*[^\s\x00-\x1f\x7f])?$"
+ID_RULE = "ids are 1-256 characters, without control characters or whitespace at either end"
+Id = Annotated[str, Field(min_length=1, max_length=ID_MAX_LENGTH, pattern=ID_PATTERN)]
+K = Annotated[int, Query(ge=1, le=MAX_K, description="how many items")]
+UserQ = Annotated[str, Query(min_length=1, max_length=ID_MAX_LENGTH, pattern=ID_PATTERN)]
+ItemQ = Annotated[str, Query(min_length=1, max_length=ID_MAX_LENGTH, pattern=ID_PATTERN)]
+UserP = Annotated[str, PathParam(min_length=1, max_length=ID_MAX_LENGTH, pattern=ID_PATTERN)]
+ItemP = Annotated[str, PathParam(min_length=1, max_length=ID_MAX_LENGTH, pattern=ID_PATTERN)]
+
+
+# ---- request and response models -----------------------------------------------------------------
+class RecommendedItem(BaseModel):
+    item_id: str
+    score: float
+    title: str
+    explanation: str | None = None
+    media_type: str | None = None
+    genres: list[str] | None = None
+    year: str | None = None
+
+
+class RecommendResponse(BaseModel):
+    user_id: str | None
+    fallback: bool
+    items: list[RecommendedItem]
+
+
+class HistoryRequest(BaseModel):
+    """An anonymous or new visitor: the items they played or liked, and items to leave out."""
+
+    model_config = ConfigDict(extra="forbid")
+    history: list[Id] = Field(default_factory=list, max_length=MAX_BATCH)
+    exclude: list[Id] = Field(default_factory=list, max_length=MAX_BATCH)
+    k: int = Field(10, ge=1, le=MAX_K)
+    explain: bool = False
+    details: bool = False
+    user_id: Id | None = None
+
+
+class ScoredItem(BaseModel):
+    item_id: str
+    score: float
+    title: str
+    media_type: str | None = None
+    genres: list[str] | None = None
+    year: str | None = None
+
+
+class SimilarResponse(BaseModel):
+    item_id: str
+    items: list[ScoredItem]
+
+
+class SearchResponse(BaseModel):
+    query: str
+    user_id: str | None
+    personalised: bool
+    items: list[ScoredItem]
+
+
+class ExplainResponse(BaseModel):
+    user_id: str | None
+    item_id: str
+    text: str
+    evidence: list[dict[str, Any]]
+
+
+class FeedbackEvent(BaseModel):
+    """One interaction: ``play``, ``like``, ``skip``, ``dislike`` or ``rate`` (with a ``value``)."""
+
+    model_config = ConfigDict(extra="forbid")
+    user_id: Id
+    item_id: Id
+    event: Literal["play", "like", "skip", "dislike", "rate"]
+    value: float | None = Field(None, allow_inf_nan=False)
+    ts: float | None = Field(None, ge=0, allow_inf_nan=False, description="unix seconds; default now")
+
+    @model_validator(mode="after")
+    def _rate_needs_value(self) -> FeedbackEvent:
+        if self.event == "rate" and self.value is None:
+            raise ValueError("a 'rate' event needs a numeric 'value'")
+        return self
+
+
+class FeedbackBatch(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    events: list[FeedbackEvent] = Field(min_length=1, max_length=MAX_BATCH)
+
+
+def _one_or_batch(key: str):
+    """Pick the batch model when the body has ``key`` (so errors name only the fields of the chosen form)."""
+    return lambda v: "batch" if isinstance(v, dict) and key in v else "one"
+
+
+FeedbackBody = Annotated[
+    Annotated[FeedbackEvent, Tag("one")] | Annotated[FeedbackBatch, Tag("batch")],
+    Discriminator(_one_or_batch("events")),
+]
+
+
+class FeedbackResponse(BaseModel):
+    stored: int
+    ids: list[int]
+
+
+class NewItem(BaseModel):
+    """A catalogue item: ``item_id`` plus metadata (strings; lists become ``|``-separated values)."""
+
+    model_config = ConfigDict(extra="allow")
+    item_id: Id
+    title: str = ""
+    media_type: str = ""
+    genres: str | list[str] = ""
+
+    @field_validator("genres")
+    @classmethod
+    def _join(cls, v):
+        return "|".join(str(x) for x in v) if isinstance(v, list) else v
+
+    @model_validator(mode="after")
+    def _extras_are_text(self) -> NewItem:
+        for key, value in (self.model_extra or {}).items():
+            if isinstance(value, list) and all(isinstance(x, (str, int, float)) for x in value):
+                value = "|".join(str(x) for x in value)
+            elif isinstance(value, bool) or not isinstance(value, (str, int, float)):
+                raise ValueError(f"field {key!r} must be text, a number or a list of text")
+            elif isinstance(value, float) and not math.isfinite(value):
+                raise ValueError(f"field {key!r} must be finite")
+            self.model_extra[key] = str(value)
+        return self
+
+    def record(self) -> dict[str, str]:
+        return {"item_id": self.item_id, "title": self.title, "media_type": self.media_type,
+                "genres": self.genres, **(self.model_extra or {})}
+
+
+class ItemsBatch(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    items: list[NewItem] = Field(min_length=1, max_length=MAX_BATCH)
+
+
+ItemsBody = Annotated[
+    Annotated[NewItem, Tag("one")] | Annotated[ItemsBatch, Tag("batch")],
+    Discriminator(_one_or_batch("items")),
+]
+
+
+class ItemsResponse(BaseModel):
+    added: int
+    recommendable: bool
+    n_items: int
