@@ -18,7 +18,8 @@ from avrec.errors import ConfigError
 from avrec.finetune.contrastive import ContrastiveConfig, info_nce, train_contrastive
 from avrec.finetune.data import PairConfig, UserViews, co_consumed_pairs, recent_items, sample_pairs
 from avrec.finetune.mlm import MLMConfig, mask_tokens, train_mlm
-from avrec.finetune.ranker import CrossEncoderRanker, RankerConfig, RankerTrainingConfig, fit_ranker
+from avrec.finetune.ranker import CrossEncoderRanker, RankerConfig
+from avrec.finetune.ranker_training import RankerTrainingConfig, fit_ranker
 from avrec.finetune.trainer import TrainConfig, Trainer, seed_everything, trainable_state
 from avrec.models.registry import create_model
 from finetune_helpers import make_tiny_bert

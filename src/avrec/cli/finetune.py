@@ -24,7 +24,7 @@ from typing import Any
 
 from avrec.cli.common import add_data_dir
 from avrec.cli.settings import Layout, add_settings_options, load_settings, own_fields, run_seed, section, with_run_seed
-from avrec.finetune.ranker import RankerTrainingConfig
+from avrec.finetune.ranker_training import RankerTrainingConfig
 
 JOBS = ("ranker", "mlm", "contrastive")
 #: ``seed``, ``data`` and ``split`` are sections; every other top-level key is a field of the job's config.
@@ -61,7 +61,8 @@ def _log(msg: str) -> None:
 
 def cmd_ranker(args: argparse.Namespace) -> int:
     from avrec.data.splits import SplitConfig, make_split
-    from avrec.finetune.ranker import CrossEncoderRanker, fit_ranker
+    from avrec.finetune.ranker import CrossEncoderRanker
+    from avrec.finetune.ranker_training import fit_ranker
     from avrec.seeding import seed_everything
     from avrec.models.registry import default_retriever
     from avrec.models.registry import create_model

@@ -47,7 +47,8 @@ class PipelineConfig:
 
     def __post_init__(self) -> None:
         from avrec.finetune.data import PairConfig, UserViewConfig
-        from avrec.finetune.ranker import RankerConfig, as_config
+        from avrec.finetune.ranker import RankerConfig
+        from avrec.finetune.ranker_training import as_config
         from avrec.finetune.trainer import TrainConfig
 
         self.ranker = as_config(RankerConfig, self.ranker)

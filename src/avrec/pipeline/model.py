@@ -108,7 +108,8 @@ class Pipeline(Recommender):
 
     def _fit(self, dataset, valid, valid_candidates) -> None:
         from avrec.finetune.data import recent_items
-        from avrec.finetune.ranker import CrossEncoderRanker, RankerTrainingConfig, fit_ranker
+        from avrec.finetune.ranker import CrossEncoderRanker
+        from avrec.finetune.ranker_training import RankerTrainingConfig, fit_ranker
 
         cfg = self.config
         self._set_threads()

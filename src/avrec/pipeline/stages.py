@@ -251,7 +251,7 @@ class CrossEncoderRank:
 
     def logits(self, ctx: Context, candidates: np.ndarray) -> np.ndarray:
         """Cross-encoder logits for every valid entry of ``candidates``; -inf at padding."""
-        from avrec.finetune.ranker import score_lists
+        from avrec.finetune.ranker_training import score_lists
 
         texts = self.inputs.user_texts(ctx)
         return score_lists(self.inputs.ranker, texts, candidates)

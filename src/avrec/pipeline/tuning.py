@@ -28,7 +28,7 @@ def tune(
 ) -> dict[str, Any]:
     """The tuning report: chosen ``blend_weight`` and ``mmr_lambda``, their validation NDCG@10, that of
     the retriever's own order and the whole grid. ``rerank(λ)`` gives the re-ranking stages for a λ."""
-    from avrec.finetune.ranker import list_ndcg
+    from avrec.finetune.ranker_training import list_ndcg
 
     cfg = config
     truth_all = valid.matrix(binary=True)
