@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import atexit
 import os
 
 import torch
@@ -27,7 +28,17 @@ def init_distributed() -> tuple[int, int, torch.device]:
         device = torch.device("cpu")
     if world > 1 and not dist.is_initialized():
         dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
+        # leave the group before the interpreter tears down: exiting with gloo's threads still running
+        # aborts a rank now and then ("terminate called without an active exception")
+        atexit.register(_leave_group)
     return rank, world, device
+
+
+def _leave_group() -> None:
+    import torch.distributed as dist
+
+    if dist.is_initialized():
+        dist.destroy_process_group()
 
 
 def peak_rss_mb() -> float:

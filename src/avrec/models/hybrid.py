@@ -35,20 +35,17 @@ from avrec.models.artifacts import csr_from_tensors, csr_to_tensors
 from avrec.models.base import Capabilities, Recommender
 from avrec.models.blend import fuse, standardise, tune_weights
 from avrec.models.ease import EASEConfig
+from avrec.models.hybrid_features import ItemFeaturizer
 from avrec.models.itemknn import ItemKNNConfig
 from avrec.models.kgpath import KGPathConfig
-from avrec.models.hybrid_features import ItemFeaturizer
 from avrec.models.towers import (
     ItemFeatures,
+    Towers,
     TowerTrainConfig,
     TowerTrainer,
-    Towers,
     item_outputs,
     user_outputs,
 )
-
-WARM_COMPONENTS = ("ease", "als", "itemknn")
-COLD_COMPONENTS = ("tfidf", "kgpath")
 
 
 @dataclass
@@ -275,7 +272,7 @@ class Hybrid(Recommender):
             comp = self.components[name]
             scores = np.full((len(tower), len(items)), np.nan, dtype=np.float32)
             known = items < comp.n_items
-            if name in WARM_COMPONENTS:
+            if not comp.capabilities.cold_items:  # its scores for items without interactions mean nothing
                 known &= ~self.cold_mask[items]
             if known.any():
                 # the whole catalogue in order goes as None, so a component selects no columns at all
