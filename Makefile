@@ -6,18 +6,23 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.avrec-installed
 
-.PHONY: install test demo bench bench-peers clean-venv
+.PHONY: install test lint demo bench bench-peers clean-venv
 
 install: $(STAMP)
 
 # Re-runs only when pyproject.toml or constraints.txt change (or the venv is gone).
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install -c constraints.txt -e '.[test]'
+	$(BIN)/python -m pip install -c constraints.txt -e '.[test,lint]'
 	touch $(STAMP)
 
 test: install
 	$(BIN)/python -m pytest -q
+
+# ruff and mypy with the settings in pyproject.toml (the versions pinned in the `lint` extra).
+lint: install
+	$(BIN)/ruff check src/avrec
+	$(BIN)/mypy src/avrec
 
 DEMO_PORT ?= 8000
 demo: install

@@ -15,6 +15,7 @@ import json
 import tomllib
 import types
 import typing
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -53,7 +54,7 @@ def _no_bool(value: Any) -> Any:
     return value
 
 
-def _choice(choices: tuple[Any, ...]):
+def _choice(choices: tuple[Any, ...]) -> Callable[[Any], Any]:
     def match(value: Any) -> Any:  # "3" picks the choice 3, as it would on the command line
         return next((c for c in choices if value == c or str(value) == str(c)), value)
 
@@ -72,7 +73,7 @@ def _lax(annotation: Any) -> Any:
     if origin is typing.Literal:
         return Annotated[annotation, BeforeValidator(_choice(args))]
     if _is_union(annotation):
-        return typing.Union[tuple(_lax(a) for a in args)]
+        return typing.Union[tuple(_lax(a) for a in args)]  # noqa: UP007 (built at run time; no `|` form)
     if origin in (list, tuple, dict) and args:
         return origin[tuple(a if a is Ellipsis else _lax(a) for a in args)]
     return annotation

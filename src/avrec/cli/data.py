@@ -25,7 +25,8 @@ def dataset_info(dataset) -> dict[str, Any]:
     def stats(x: np.ndarray) -> dict[str, float]:
         if len(x) == 0:
             return {"min": 0, "median": 0, "mean": 0, "max": 0}
-        return {"min": int(x.min()), "median": float(np.median(x)), "mean": round(float(x.mean()), 2), "max": int(x.max())}
+        return {"min": int(x.min()), "median": float(np.median(x)), "mean": round(float(x.mean()), 2),
+                "max": int(x.max())}
 
     items = dataset.items
     coverage = {
@@ -33,7 +34,8 @@ def dataset_info(dataset) -> dict[str, Any]:
         for col in items.columns
         if col != "item_id"
     }
-    media = items["media_type"].astype(str).replace("", "(none)").value_counts().to_dict() if "media_type" in items else {}
+    media = (items["media_type"].astype(str).replace("", "(none)").value_counts().to_dict()
+             if "media_type" in items else {})
     pairs = int(m.nnz)
     return {
         "name": dataset.name,
@@ -115,8 +117,8 @@ def cmd_data_validate(args: argparse.Namespace) -> int:
 
 def cmd_data_convert(args: argparse.Namespace) -> int:
     """Write a built-in dataset or a folder in the avrec folder format (CSV or Parquet)."""
-    from avrec.data.sources import BUILTIN, builtin_frames
     from avrec.data.io import clean_items, find_table, load_folder, read_table
+    from avrec.data.sources import BUILTIN, builtin_frames
 
     out = Path(args.out)
     err = stderr_console()

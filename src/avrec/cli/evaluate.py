@@ -10,7 +10,12 @@ from typing import Any
 
 from avrec.cli.common import add_data_dir, add_run_dir, finish_run, stderr_console, stdout_console
 from avrec.cli.settings import (
-    DemoConfig, Settings, add_settings_options, load_settings, parse_model_names, resolve_settings,
+    DemoConfig,
+    Settings,
+    add_settings_options,
+    load_settings,
+    parse_model_names,
+    resolve_settings,
 )
 from avrec.errors import ConfigError
 
@@ -38,7 +43,8 @@ def metrics_table(results: dict[str, dict[str, float]], k: int, title: str):
         table.add_column(label, justify="right")
     table.add_column("Fit s", justify="right")
     for name, m in results.items():
-        table.add_row(name, *[_fmt(m.get(f"{key}@{k}", float("nan"))) for key, _ in TABLE_COLUMNS], f"{m['fit_seconds']:.1f}")
+        cells = [_fmt(m.get(f"{key}@{k}", float("nan"))) for key, _ in TABLE_COLUMNS]
+        table.add_row(name, *cells, f"{m['fit_seconds']:.1f}")
     return table
 
 
@@ -61,7 +67,8 @@ def _models_for_split(command: str, split, settings: Settings, names: list[str])
     if left_out and len(left_out) == len(models):
         raise ConfigError(
             f"{command}: {', '.join(left_out)} cannot score items without interactions, which the {split.method} "
-            "split ranks, so there is nothing to evaluate; choose a content-aware model (tfidf, content, kgpath, hybrid)"
+            "split ranks, so there is nothing to evaluate; "
+            "choose a content-aware model (tfidf, content, kgpath, hybrid)"
         )
     for name in left_out:
         print(f"warning: {name} cannot score items without interactions; left out of the {split.method} evaluation",

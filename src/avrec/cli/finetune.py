@@ -63,9 +63,8 @@ def cmd_ranker(args: argparse.Namespace) -> int:
     from avrec.data.splits import SplitConfig, make_split
     from avrec.finetune.ranker import CrossEncoderRanker
     from avrec.finetune.ranker_training import fit_ranker
+    from avrec.models.registry import create_model, default_retriever
     from avrec.seeding import seed_everything
-    from avrec.models.registry import default_retriever
-    from avrec.models.registry import create_model
 
     raw = _settings(args)
     seed = run_seed(raw)
@@ -129,7 +128,8 @@ def _summary(job: str, out, result, metric: str) -> None:
     losses = result.losses
     first = sum(losses[:5]) / max(len(losses[:5]), 1)
     last = sum(losses[-5:]) / max(len(losses[-5:]), 1)
-    best = f", best {metric} {result.best_metric:.4f} at step {result.best_step}" if result.best_metric is not None else ""
+    best = (f", best {metric} {result.best_metric:.4f} at step {result.best_step}"
+            if result.best_metric is not None else "")
     print(f"{job}: {result.steps} steps in {result.seconds:.0f}s, loss {first:.4f} -> {last:.4f}{best}; "
           f"peak memory {result.peak_rss_mb:.0f} MB; saved {out}")
 

@@ -7,11 +7,19 @@ import json
 import sys
 import time
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 
 from avrec.cli.common import (
-    add_data_dir, add_run_dir, finish_run, load_data, load_model, read_id_file, stderr_console, stdout_console,
+    add_data_dir,
+    add_run_dir,
+    finish_run,
+    load_data,
+    load_model,
+    read_id_file,
+    stderr_console,
+    stdout_console,
 )
 from avrec.cli.settings import add_settings_options, load_settings, resolve_settings
 from avrec.errors import ConfigError, DataError
@@ -82,7 +90,8 @@ def rank_with_popularity_fallback(model, users: list[str], k: int, cand_idx: np.
     if known.any():
         cand_ids = None if cand_idx is None else model.item_ids[cand_idx].tolist()
         with console.status(f"ranking for {int(known.sum()):,} users"):
-            ids[known], scores[known] = model.recommend([u for u, m in zip(users, known) if m], k=k, candidates=cand_ids)
+            known_users = [u for u, m in zip(users, known) if m]
+            ids[known], scores[known] = model.recommend(known_users, k=k, candidates=cand_ids)
     if not known.all():
         pool = np.arange(model.n_items) if cand_idx is None else np.asarray(cand_idx, dtype=np.int64)
         pop = np.asarray(model.popularity, dtype=np.float64)[pool]
@@ -123,7 +132,8 @@ def cmd_recommend(args: argparse.Namespace) -> int:
         frame.to_csv(sys.stdout, index=False, float_format="%.6g")
     if unknown:
         noun = "user" if len(unknown) == 1 else "users"
-        print(f"{len(unknown)} {noun} unknown to the model got popularity fallbacks: {_name_list(unknown)}", file=sys.stderr)
+        print(f"{len(unknown)} {noun} unknown to the model got popularity fallbacks: {_name_list(unknown)}",
+              file=sys.stderr)
     if args.out:
         print(f"wrote {len(frame):,} recommendations for {n:,} users to {args.out}", file=sys.stderr)
     return 0
@@ -152,7 +162,9 @@ def cmd_similar(args: argparse.Namespace) -> int:
     from rich.table import Table
 
     table = Table(title=f"Items similar to {item} {title(item)!s} ({model.name})", title_justify="left")
-    for col, justify in (("Rank", "right"), ("Item", "left"), ("Title", "left"), ("Score", "right")):
+    columns: list[tuple[str, Literal["left", "right"]]] = [
+        ("Rank", "right"), ("Item", "left"), ("Title", "left"), ("Score", "right")]
+    for col, justify in columns:
         table.add_column(col, justify=justify)
     for row in rows:
         table.add_row(str(row["rank"]), row["item_id"], row["title"], f"{row['score']:.4f}")
@@ -180,7 +192,8 @@ def cmd_add_items(args: argparse.Namespace) -> int:
 def register(sub: argparse._SubParsersAction) -> None:
     """Add fit, recommend, similar and add-items to the ``avrec`` parser."""
     p = sub.add_parser("fit", help="fit a model on all interactions of a dataset and save it",
-                       description="Fit a model on ALL interactions of DATASET (a folder or built-in name) and save it.")
+                       description="Fit a model on ALL interactions of DATASET (a folder or built-in name) "
+                                   "and save it.")
     p.add_argument("dataset", metavar="DATASET")
     p.add_argument("--model", required=True, metavar="NAME", help="registered model name (ease, als, itemknn, ...)")
     p.add_argument("--out", required=True, metavar="MODEL_DIR", help="folder to save the fitted model in")

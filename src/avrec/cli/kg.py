@@ -24,7 +24,8 @@ def _load_items(source: str, args: argparse.Namespace):
     from avrec.data.builtin import load_dataset
     from avrec.data.io import DataConfig
 
-    ds = load_dataset(source, DataConfig(enrich=_enrich_list(getattr(args, "enrich", None))), getattr(args, "data_dir", None))
+    config = DataConfig(enrich=_enrich_list(getattr(args, "enrich", None)))
+    ds = load_dataset(source, config, getattr(args, "data_dir", None))
     return ds.items, ds.name
 
 
@@ -146,7 +147,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("model_dir", metavar="MODEL_DIR")
     p.add_argument("--user", required=True, metavar="ID")
     p.add_argument("--item", required=True, metavar="ID")
-    p.add_argument("--kg", metavar="KG_DIR", help="a graph from `avrec kg build` (default: built from the model's items)")
+    p.add_argument("--kg", metavar="KG_DIR",
+                   help="a graph from `avrec kg build` (default: built from the model's items)")
     p.add_argument("--generate", action="store_true",
                    help="let SmolLM2 rewrite the sentence (needs the 'llm' extra; verified, template on failure)")
     p.add_argument("--json", action="store_true", help="print the explanation JSON")

@@ -80,7 +80,8 @@ class Settings:
             data=dataclasses.asdict(self.data),
             split=dataclasses.asdict(self.split),
             eval=dataclasses.asdict(self.eval),
-            models={n: dataclasses.asdict(c) if dataclasses.is_dataclass(c) else {} for n, c in self.models.items()},
+            models={n: dataclasses.asdict(c) if dataclasses.is_dataclass(c) and not isinstance(c, type) else {}
+                    for n, c in self.models.items()},
         )
         return out
 
@@ -147,7 +148,8 @@ def with_run_seed(config: Any, given: dict[str, Any], seed: int, path: str = "se
     target, explicit = config, given
     for part in parents:
         target = getattr(target, part, None)
-        explicit = explicit.get(part) if isinstance(explicit.get(part), dict) else {}
+        sub = explicit.get(part)
+        explicit = sub if isinstance(sub, dict) else {}
     has_field = dataclasses.is_dataclass(target) and leaf in {f.name for f in dataclasses.fields(target)}
     if not has_field or leaf in explicit:
         return config
@@ -221,7 +223,8 @@ def resolve_settings(
                     models=model_configs(raw, model_names, seed))
 
 
-def add_settings_options(p: argparse.ArgumentParser, example: str = "model.l2=200, data.rating_threshold=4, split.seed=1",
+def add_settings_options(p: argparse.ArgumentParser,
+                         example: str = "model.l2=200, data.rating_threshold=4, split.seed=1",
                          config_help: str = "TOML or YAML settings file") -> None:
     """``--config FILE`` and ``--set KEY=VALUE`` (repeatable), the same for every command."""
     p.add_argument("--config", metavar="FILE", default=None, help=config_help)

@@ -7,8 +7,10 @@ index means the same item in train, validation and test.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from functools import cached_property
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -96,7 +98,7 @@ class Dataset:
     def user_index(self) -> dict[str, int]:
         return {user_id: u for u, user_id in enumerate(self.user_ids)}
 
-    def item_indices(self, item_ids, *, strict: bool = True) -> np.ndarray:
+    def item_indices(self, item_ids: Iterable[Any], *, strict: bool = True) -> np.ndarray:
         """Map external item ids to indices; unknown ids raise (strict) or map to -1."""
         index = self.item_index
         out = np.fromiter((index.get(str(i), -1) for i in item_ids), dtype=np.int64)
@@ -105,7 +107,7 @@ class Dataset:
             raise DataError(f"unknown item id(s): {', '.join(missing)}")
         return out
 
-    def user_indices(self, user_ids) -> np.ndarray:
+    def user_indices(self, user_ids: Iterable[Any]) -> np.ndarray:
         """Map external user ids to indices, -1 for users the dataset does not know."""
         index = self.user_index
         return np.fromiter((index.get(str(u), -1) for u in user_ids), dtype=np.int64)

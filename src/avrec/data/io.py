@@ -91,7 +91,9 @@ def read_table(path: Path) -> pd.DataFrame:
         text = raw.decode("utf-8-sig")
     except UnicodeDecodeError as e:
         line = _line_of_offset(raw, e.start)
-        raise DataError(f"{path}: line {line} is not valid UTF-8 (byte 0x{raw[e.start]:02x}); save the file as UTF-8") from None
+        raise DataError(
+            f"{path}: line {line} is not valid UTF-8 (byte 0x{raw[e.start]:02x}); save the file as UTF-8"
+        ) from None
     sep = "\t" if path.suffix == ".tsv" or path.name.endswith(".tsv.gz") else ","
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", pd.errors.ParserWarning)
@@ -281,14 +283,14 @@ def clean_interactions(
 
     drop(((df["user_id"] == "") | (df["item_id"] == "")).to_numpy(), "with an empty user_id or item_id")
 
-    rating = None
+    rating: np.ndarray | None = None
     if "rating" in df.columns:
-        rating, bad = _numeric(df["rating"], "rating", path)
+        parsed, bad = _numeric(df["rating"], "rating", path)
         has_text = (df["rating"].astype(str).str.strip() != "").to_numpy()
         drop(bad & has_text, "with a non-numeric or NaN rating")
-        rating = rating.to_numpy(dtype=float)
+        rating = parsed.to_numpy(dtype=float)
 
-    value = None
+    value: np.ndarray | None = None
     for col in WEIGHT_COLUMNS:
         if col in df.columns:
             parsed, bad = _numeric(df[col], col, path)

@@ -33,6 +33,7 @@ class SplitConfig:
     def __post_init__(self) -> None:
         if self.method not in SPLIT_METHODS:
             raise ConfigError(f"split.method must be one of {', '.join(SPLIT_METHODS)}, not {self.method!r}")
+        # a tuple[float, ...] until the length check just below makes it a triple: hence the ignore
         self.ratios = tuple(float(r) for r in self.ratios)  # type: ignore[assignment]
         if len(self.ratios) != 3 or abs(sum(self.ratios) - 1) > 1e-6 or min(self.ratios) < 0:
             raise ConfigError(f"split.ratios must be three non-negative shares that sum to 1, not {self.ratios}")
@@ -98,7 +99,8 @@ class Split:
         folder = Path(folder)
         meta = json.loads((folder / "meta.json").read_text())
         items = read_table(folder / "items.csv")
-        frames = {n: pd.read_csv(folder / f"{n}.csv", dtype={"user_id": str, "item_id": str}) for n in ("train", "valid", "test")}
+        frames = {n: pd.read_csv(folder / f"{n}.csv", dtype={"user_id": str, "item_id": str})
+                  for n in ("train", "valid", "test")}
         everything = pd.concat(frames.values(), ignore_index=True)
         full = build_dataset(items, everything, name=meta["dataset"], checksums=meta.get("checksums"))
         if meta.get("user_ids") is not None:
@@ -111,12 +113,12 @@ class Split:
             full = Dataset(items=full.items, user_ids=user_ids, user_idx=user_idx, item_idx=full.item_idx,
                            weight=full.weight, timestamp=full.timestamp, name=full.name, checksums=full.checksums)
         sizes = np.cumsum([0] + [len(f) for f in frames.values()])
-        parts = [full.subset(np.arange(full.n_interactions)[sizes[i] : sizes[i + 1]]) for i in range(3)]
+        train, valid, test = (full.subset(np.arange(full.n_interactions)[sizes[i] : sizes[i + 1]]) for i in range(3))
 
         def cands(key: str) -> np.ndarray | None:
             return None if meta[key] is None else full.item_indices(meta[key]).astype(np.int64)
 
-        return cls(*parts, method=meta["method"], seed=meta["seed"],
+        return cls(train, valid, test, method=meta["method"], seed=meta["seed"],
                    valid_candidates=cands("valid_candidates"), test_candidates=cands("test_candidates"))
 
 
@@ -158,7 +160,7 @@ def _parts(dataset: Dataset, part: np.ndarray) -> tuple[Dataset, Dataset, Datase
     return dataset.subset(part == 0), dataset.subset(part == 1), dataset.subset(part == 2)
 
 
-def random_split(dataset: Dataset, ratios=(0.8, 0.1, 0.1), seed: int = 2026) -> Split:
+def random_split(dataset: Dataset, ratios: tuple[float, float, float] = (0.8, 0.1, 0.1), seed: int = 2026) -> Split:
     """Per-user random split by ratio; users with fewer than 3 items keep everything in train."""
     ds = _dedupe(dataset)
     rng = np.random.default_rng(seed)
@@ -188,7 +190,9 @@ def temporal_leave_one_out(dataset: Dataset, seed: int = 2026) -> Split:
     return Split(*_parts(ds, part), method="temporal_loo", seed=seed)
 
 
-def global_temporal_split(dataset: Dataset, ratios=(0.8, 0.1, 0.1), seed: int = 2026) -> Split:
+def global_temporal_split(
+    dataset: Dataset, ratios: tuple[float, float, float] = (0.8, 0.1, 0.1), seed: int = 2026
+) -> Split:
     """One time cut for all users: the oldest 80% trains, the next 10% validates, the newest 10% tests.
 
     ``seed`` is recorded but unused: the split depends only on the timestamps.
@@ -247,7 +251,9 @@ def make_split(dataset: Dataset, config: SplitConfig | None = None) -> Split:
     return cold_item_split(dataset, config.cold_share, config.cold_valid_share, config.seed)
 
 
-def holdout_warm_and_cold(dataset: Dataset, share: float, seed: int):
+def holdout_warm_and_cold(
+    dataset: Dataset, share: float, seed: int
+) -> tuple[Dataset, Dataset, Dataset, np.ndarray | None]:
     """An internal validation split for a model fitted on everything (``avrec fit``).
 
     Holds out ``share`` of the items entirely (cold validation) and ``share`` of each user's remaining

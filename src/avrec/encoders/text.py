@@ -88,7 +88,8 @@ def _st_modules() -> tuple[Any, Any, Any]:
     try:
         from sentence_transformers.sentence_transformer.modules import Normalize, Pooling, Transformer
     except ImportError:
-        from sentence_transformers.models import Normalize, Pooling, Transformer
+        # sentence-transformers before 5.x: the same classes under their old module
+        from sentence_transformers.models import Normalize, Pooling, Transformer  # type: ignore[no-redef]
     return Transformer, Pooling, Normalize
 
 
@@ -191,7 +192,9 @@ class TextEncoder:
         """Output vector dimension (loads the model)."""
         st = self._load()
         get_dim = getattr(st, "get_embedding_dimension", None) or st.get_sentence_embedding_dimension
-        return int(get_dim())
+        dim = get_dim()
+        assert dim is not None, "the sentence-transformers model does not report its vector dimension"
+        return int(dim)
 
     @property
     def sentence_transformer(self) -> SentenceTransformer:
@@ -290,7 +293,7 @@ class TextEncoder:
         names = list(st._modules)
         pool_names = [n for n in names if isinstance(st._modules[n], pooling_cls)]
         if pool_names:
-            old = st._modules[pool_names[0]]
+            old: Any = st._modules[pool_names[0]]  # a sentence-transformers Pooling module
             mode = getattr(old, "pooling_mode", None) or old.get_pooling_mode_str()
             if mode != self.pooling:
                 dim = getattr(old, "embedding_dimension", None) or old.word_embedding_dimension

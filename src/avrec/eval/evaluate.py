@@ -6,6 +6,9 @@ with the items seen in training (and validation, when scoring test) excluded.
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Sequence
+from typing import Any
+
 import numpy as np
 import pandas as pd
 import scipy.sparse as sp
@@ -24,9 +27,11 @@ _EMPTY_PART_HINTS = {
 }
 
 
-def item_feature_matrix(dataset: Dataset, fields=("genres", "tags")) -> sp.csr_matrix:
+def item_feature_matrix(dataset: Dataset, fields: Iterable[str] = ("genres", "tags")) -> sp.csr_matrix:
     """Binary item × token matrix from multi-valued metadata, for diversity; falls back to co-occurrence."""
-    rows, cols, vocab = [], [], {}
+    rows: list[int] = []
+    cols: list[int] = []
+    vocab: dict[str, int] = {}
     for f in fields:
         if f not in dataset.items.columns:
             continue
@@ -57,7 +62,9 @@ def check_evaluable(split: Split, part: str = "test") -> None:
     )
 
 
-def check_scores_cold_items(model, split: Split, part: str = "test") -> None:
+# ``model`` below is a fitted avrec.models Recommender (or anything with its methods): eval sits below the
+# models layer, so it is typed Any here.
+def check_scores_cold_items(model: Any, split: Split, part: str = "test") -> None:
     """Raise a ConfigError when ``part`` is ranked among cold items and ``model`` cannot score those.
 
     Such a model gives every cold candidate the same score, so its metrics would only show tie order.
@@ -71,7 +78,7 @@ def check_scores_cold_items(model, split: Split, part: str = "test") -> None:
         )
 
 
-def _eval_inputs(split: Split, part: str):
+def _eval_inputs(split: Split, part: str) -> tuple[np.ndarray, sp.csr_matrix, sp.csr_matrix, np.ndarray | None]:
     check_evaluable(split, part)
     target = split.part(part)
     truth = target.matrix(binary=True)
@@ -82,7 +89,8 @@ def _eval_inputs(split: Split, part: str):
     return users, truth[users], exclude[users], split.candidates(part)
 
 
-def _summarise(topk, truth, split: Split, candidates, ks, features) -> dict[str, float]:
+def _summarise(topk: np.ndarray, truth: sp.csr_matrix, split: Split, candidates: np.ndarray | None,
+               ks: Sequence[int], features: sp.csr_matrix | None) -> dict[str, float]:
     pop = split.train.item_counts()
     n_candidates = split.train.n_items if candidates is None else len(candidates)
     out: dict[str, float] = {}
@@ -97,7 +105,7 @@ def _summarise(topk, truth, split: Split, candidates, ks, features) -> dict[str,
     return out
 
 
-def evaluate_model(model, split: Split, k: int | list[int] = 10, part: str = "test", batch_size: int = 512,
+def evaluate_model(model: Any, split: Split, k: int | list[int] = 10, part: str = "test", batch_size: int = 512,
                    allow_cold_unaware: bool = False) -> dict[str, float]:
     """Metrics at each K for a model fitted on ``split.train``.
 
@@ -114,7 +122,9 @@ def evaluate_model(model, split: Split, k: int | list[int] = 10, part: str = "te
     return _summarise(topk, truth, split, candidates, ks, item_feature_matrix(split.train))
 
 
-def evaluate_recommendations(recs: pd.DataFrame, split: Split, k: int | list[int] = 10, part: str = "test") -> dict[str, float]:
+def evaluate_recommendations(
+    recs: pd.DataFrame, split: Split, k: int | list[int] = 10, part: str = "test"
+) -> dict[str, float]:
     """Metrics for top-K lists produced elsewhere (columns user_id, item_id, rank), scored with avrec's code.
 
     Lists are cleaned exactly as avrec's own are: seen items and, on the cold protocol, non-candidates

@@ -41,7 +41,7 @@ def precision_at_k(hits: np.ndarray, k: int) -> np.ndarray:
 
 
 def hit_at_k(hits: np.ndarray) -> np.ndarray:
-    return hits.any(axis=1).astype(np.float64)
+    return np.asarray(hits.any(axis=1)).astype(np.float64)
 
 
 def mrr_at_k(hits: np.ndarray) -> np.ndarray:

@@ -119,7 +119,8 @@ class Explainer:
         else:  # align a graph built elsewhere to the model's item order; items it lacks get no entities
             rows = np.fromiter((kg.item_index.get(str(i), -1) for i in ids), dtype=np.int64, count=len(ids))
             present = np.flatnonzero(rows >= 0)
-            pick = sp.csr_matrix((np.ones(len(present), np.float32), (present, rows[present])), shape=(len(ids), kg.n_items))
+            pick = sp.csr_matrix((np.ones(len(present), np.float32), (present, rows[present])),
+                                 shape=(len(ids), kg.n_items))
             adj = sp.csr_matrix(pick @ kg.adjacency)
             unknown = np.flatnonzero(rows < 0)
             if len(unknown):  # link new items to the graph's entities by their metadata
@@ -227,13 +228,15 @@ class Explainer:
                 "field": str(self._ent_field[e]),
                 "history_items": [str(model.item_ids[h]) for h in members],
             })
-            entity_facts.append(EntityFact(str(self._ent_type[e]), str(self._ent_value[e]), [self._titles[h] for h in members]))
+            titles = [self._titles[h] for h in members]
+            entity_facts.append(EntityFact(str(self._ent_type[e]), str(self._ent_value[e]), titles))
 
         span_field, span = self._text_evidence(i, history)
         if span:
             evidence.append({"kind": "text", "field": span_field, "span": span})
 
-        media = model.items["media_type"].iloc[history].tolist() if "media_type" in model.items.columns and len(history) else []
+        has_media = "media_type" in model.items.columns and len(history)
+        media = model.items["media_type"].iloc[history].tolist() if has_media else []
         facts = ExplanationFacts(
             candidate_title=self._titles[i],
             history_titles=[self._titles[h] for h in top_hist],
@@ -302,14 +305,16 @@ class Explainer:
         """Per item, the values of its entities (structured metadata only, never free text)."""
         adj = self.adjacency
         values = self._ent_value
-        return [" ".join(str(values[e]) for e in adj.indices[adj.indptr[r] : adj.indptr[r + 1]]) for r in range(adj.shape[0])]
+        return [" ".join(str(values[e]) for e in adj.indices[adj.indptr[r] : adj.indptr[r + 1]])
+                for r in range(adj.shape[0])]
 
     def _taste(self):
         if self._taste_vectorizer is None:
             from sklearn.feature_extraction.text import TfidfVectorizer
 
             docs = self._taste_documents()
-            vec = TfidfVectorizer(stop_words="english", sublinear_tf=True, min_df=1, token_pattern=r"(?u)\b[^\W\d_]{3,}\b")
+            vec = TfidfVectorizer(stop_words="english", sublinear_tf=True, min_df=1,
+                                  token_pattern=r"(?u)\b[^\W\d_]{3,}\b")
             try:
                 self._taste_matrix = sp.csr_matrix(vec.fit_transform(docs), dtype=np.float32)
             except ValueError:  # no usable words at all

@@ -82,7 +82,7 @@ def check_explanation(explanation: dict[str, Any], model, document_config: Docum
 def measure_faithfulness(explainer, pairs, document_config: DocumentConfig | None = None) -> dict[str, Any]:
     """Explain each (user, item) pair and report the grounded share, coverage and evidence counts."""
     grounded = covered = 0
-    counts = {"history_item": [], "entity": [], "text": []}
+    counts: dict[str, list[int]] = {"history_item": [], "entity": [], "text": []}
     failures: list[dict[str, Any]] = []
     for user, item in pairs:
         exp = explainer.explain(user, item)

@@ -18,6 +18,7 @@ import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from avrec.errors import ConfigError
 from avrec.explain.templates import ExplanationFacts, reason_parts, span_sentence
@@ -33,7 +34,7 @@ _GLUE = {
     "fan", "here", "there", "with", "which", "who", "what", "when", "while", "shares", "share", "sharing",
     "another", "similar", "same", "genre", "director", "tag", "keyword", "country", "decade", "cast", "artist",
     "member", "from", "for", "in", "on", "of", "to", "by", "at", "all", "too", "just", "then", "try", "check",
-    "given", "based", "hence", "thus", "plus", "yes", "next", "more", "much", "many", "some", "both", "each",
+    "given", "based", "hence", "thus", "plus", "yes", "next", "more", "much", "many", "some", "each",
     "not", "no", "is", "are", "was", "were", "be", "has", "have", "had", "will", "would", "could", "might",
     "may", "should", "can", "do", "does", "did", "enjoy", "love", "think", "perhaps", "maybe", "probably",
     "definitely", "great", "good", "nice", "similarly", "additionally", "moreover", "furthermore", "finally",
@@ -168,8 +169,8 @@ class SmolLMGenerator:
         self.cache_dir = Path(cache_dir) if cache_dir else default_cache_dir()
         self.max_new_tokens = max_new_tokens
         self.threads = threads
-        self._model = None
-        self._tokenizer = None
+        self._model: Any = None  # transformers causal LM and its tokenizer, loaded on first use
+        self._tokenizer: Any = None
         self.stats = {"accepted": 0, "rejected": 0}
         self.last_problems: list[str] = []
 
@@ -185,6 +186,7 @@ class SmolLMGenerator:
             self._model = AutoModelForCausalLM.from_pretrained(self.cache_dir)
         else:
             folder = gguf_folder()
+            assert folder is not None  # __init__ checked generator_available()
             self._tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=GGUF_FILE)
             loaded = AutoModelForCausalLM.from_pretrained(folder, gguf_file=GGUF_FILE)
             # transformers de-quantizes GGUF weights but refuses to save a "gguf-quantized" model: copy the
@@ -253,7 +255,7 @@ class SmolLMGenerator:
         the text still reaches the prompt only inside ``<data>``.
         """
         allowed = [str(v) for k, v in row.items() if str(v).strip() and k not in ("item_id", "imdb_id", "tmdb_id")]
-        for k, v in row.items():
+        for _, v in row.items():
             if "|" in str(v):
                 allowed.extend(p.strip() for p in str(v).split("|") if p.strip())
         messages = [

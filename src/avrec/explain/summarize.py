@@ -113,7 +113,9 @@ def summarize_row(row: pd.Series, config: SummaryConfig | None = None, generator
     return out
 
 
-def summarize_item(items: pd.DataFrame, item_id: str, config: SummaryConfig | None = None, generator=None) -> dict[str, Any]:
+def summarize_item(
+    items: pd.DataFrame, item_id: str, config: SummaryConfig | None = None, generator: Any = None
+) -> dict[str, Any]:
     """Summary of ``item_id`` from an item frame (a dataset's or a model's ``items``)."""
     match = items.index[items["item_id"].astype(str) == str(item_id)]
     if len(match) == 0:

@@ -23,7 +23,7 @@ from torch import nn
 from avrec.errors import ConfigError, DataError
 from avrec.finetune.mlm import save_encoder
 from avrec.finetune.ranker import freeze_pooler, load_encoder, pool
-from avrec.finetune.trainer import TrainConfig, TrainResult, Trainer
+from avrec.finetune.trainer import TrainConfig, Trainer, TrainResult
 from avrec.seeding import seed_everything
 
 

@@ -195,7 +195,8 @@ def sample_pairs(
                 negs.extend(int(hard_pool[j]) for j in rng.choice(len(hard_pool), take, replace=False))
             tries = 0
             n_rand = 0
-            while n_rand < config.random_negatives and tries < 20 * (config.random_negatives + 1) and len(allowed_items):
+            max_tries = 20 * (config.random_negatives + 1)
+            while n_rand < config.random_negatives and tries < max_tries and len(allowed_items):
                 tries += 1
                 j = int(allowed_items[rng.integers(len(allowed_items))])
                 if j in seen_u or j in negs:
@@ -234,7 +235,7 @@ def co_consumed_pairs(
     norm = np.sqrt(np.maximum(counts, 1))
     co = sp.diags(1 / norm) @ co @ sp.diags(1 / norm)
     co = sp.csr_matrix(co)
-    pairs = []
+    pairs: list[tuple[int, int]] = []
     for i in range(co.shape[0]):
         a, b = co.indptr[i], co.indptr[i + 1]
         if a == b:

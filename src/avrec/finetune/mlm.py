@@ -12,13 +12,14 @@ from __future__ import annotations
 import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any, cast
 
 import numpy as np
 import torch
 
 from avrec.encoders import resolve_encoder_path
 from avrec.errors import ConfigError, DataError
-from avrec.finetune.trainer import TrainConfig, TrainResult, Trainer
+from avrec.finetune.trainer import TrainConfig, Trainer, TrainResult
 from avrec.seeding import seed_everything
 
 
@@ -157,7 +158,7 @@ def train_mlm(docs: list[str], config: MLMConfig, out_dir: str | Path, *, resume
 def save_encoder(encoder: torch.nn.Module, tokenizer, out_dir: Path, meta: dict) -> Path:
     """save_pretrained the encoder body and tokenizer, plus avrec_finetune.json describing the run."""
     out_dir.mkdir(parents=True, exist_ok=True)
-    encoder.save_pretrained(out_dir)
+    cast(Any, encoder).save_pretrained(out_dir)  # a transformers model: nn.Module's stubs lack save_pretrained
     tokenizer.save_pretrained(out_dir)
     (out_dir / "avrec_finetune.json").write_text(json.dumps(meta, indent=1, default=str))
     return out_dir

@@ -79,7 +79,8 @@ def load_encoder(model: str, dropout: float | None = None) -> tuple[nn.Module, A
         tokenizer = AutoTokenizer.from_pretrained(path, **kwargs)
     except OSError as e:
         where = "folder" if local else "model id (offline: only the local Hugging Face cache is used)"
-        raise ConfigError(f"cannot load encoder {model!r} as a transformers {where}: {str(e).splitlines()[0]}") from None
+        reason = str(e).splitlines()[0]
+        raise ConfigError(f"cannot load encoder {model!r} as a transformers {where}: {reason}") from None
     finally:
         hf_logging.set_verbosity(level)
     return encoder, tokenizer
@@ -167,7 +168,7 @@ class CrossEncoderRanker(nn.Module):
         self.encoder = _encoder
         self.tokenizer = _tokenizer
         freeze_pooler(self.encoder)
-        hidden = int(getattr(self.encoder.config, "hidden_size", 0) or getattr(self.encoder.config, "d_model"))
+        hidden = int(getattr(self.encoder.config, "hidden_size", 0) or self.encoder.config.d_model)
         self.head = nn.Linear(hidden, 1)
         self._uses_token_types = "token_type_ids" in _forward_args(self.encoder)
         self.pairs = PairTokenizer(self.tokenizer, self.config.max_length, self.config.user_max_tokens)
@@ -252,7 +253,7 @@ class CrossEncoderRanker(nn.Module):
 
         folder = Path(folder)
         (folder / "encoder").mkdir(parents=True, exist_ok=True)
-        encoder = self.merged_encoder()
+        encoder: Any = self.merged_encoder()  # a transformers model (nn.Module's stubs lack its config)
         encoder.config.save_pretrained(folder / "encoder")
         self.tokenizer.save_pretrained(folder / "encoder")
         state = {f"encoder.{k}": v.detach().cpu().contiguous() for k, v in encoder.state_dict().items()}

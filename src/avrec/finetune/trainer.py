@@ -22,7 +22,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -173,6 +173,7 @@ class Trainer:
                 f"train.batch_size ({self.config.batch_size}) must be divisible by processes × grad_accum ({per_step})"
             )
         self.micro = self.config.batch_size // per_step
+        self._best_state: dict[str, torch.Tensor] | None = None
         if len(data) < self.config.batch_size:
             raise DataError(f"only {len(data)} training examples, fewer than one batch ({self.config.batch_size})")
 
@@ -297,8 +298,10 @@ class Trainer:
             from torch.nn.parallel import DistributedDataParallel as DDP
 
             train_model = DDP(raw, device_ids=[self.device.index] if self.device.type == "cuda" else None)
-        sampler = DistributedSampler(self.data, num_replicas=self.world, rank=self.rank, shuffle=True,
-                                     seed=cfg.seed, drop_last=True)
+        # the sampler only takes len() of the data, which any Sequence has (its stub asks for a torch Dataset)
+        sampler: DistributedSampler[int] = DistributedSampler(
+            self.data, num_replicas=self.world, rank=self.rank, shuffle=True,  # type: ignore[arg-type]
+            seed=cfg.seed, drop_last=True)
         micro_per_epoch = len(sampler) // self.micro
         steps_per_epoch = micro_per_epoch // cfg.grad_accum
         if steps_per_epoch == 0:
@@ -311,8 +314,10 @@ class Trainer:
         amp_ctx, fp16 = self._amp()
         scaler = torch.amp.GradScaler("cuda", enabled=fp16)
         eval_every = cfg.eval_every or steps_per_epoch
-        state = {"epoch": 0, "step_in_epoch": 0, "global_step": 0, "best": None, "best_step": 0,
-                 "bad_evals": 0, "losses": [], "evals": [], "stopped_early": False, "seconds": 0.0}
+        state: dict[str, Any] = {
+            "epoch": 0, "step_in_epoch": 0, "global_step": 0, "best": None, "best_step": 0, "bad_evals": 0,
+            "losses": [], "evals": [], "stopped_early": False, "seconds": 0.0,
+        }
         self._best_state = None
         if resume:
             state = self.load_checkpoint(opt, sched, scaler)
@@ -340,9 +345,9 @@ class Trainer:
                 for a in range(cfg.grad_accum):
                     start = (step * cfg.grad_accum + a) * self.micro
                     batch = self._to_device(self.collate([self.data[i] for i in order[start : start + self.micro]]))
-                    sync = contextlib.nullcontext()
+                    sync: contextlib.AbstractContextManager[Any] = contextlib.nullcontext()
                     if self.world > 1 and a < cfg.grad_accum - 1:
-                        sync = train_model.no_sync()
+                        sync = cast(DDP, train_model).no_sync()
                     with sync:
                         with amp_ctx:
                             loss = self.loss_fn(train_model, batch) / cfg.grad_accum
@@ -374,7 +379,8 @@ class Trainer:
                         self._save_best()
                     state.update(best=stopper.best_score, best_step=stopper.best_step, bad_evals=stopper.bad_checks,
                                  stopped_early=stopper.stopped)
-                    self.log(f"step {g}: validation {metric:.4f} (best {state['best']:.4f} at step {state['best_step']})")
+                    self.log(f"step {g}: validation {metric:.4f} "
+                             f"(best {state['best']:.4f} at step {state['best_step']})")
                     if stopper.stopped:
                         self.log(f"early stop: no improvement in {cfg.patience} validation(s)")
                 state["seconds"] = time.perf_counter() - t0

@@ -212,7 +212,7 @@ class KnowledgeGraph:
         """A bipartite ``networkx.Graph``: item nodes ``"item:<id>"`` and entity nodes, edges carry ``field``."""
         import networkx as nx
 
-        g = nx.Graph()
+        g: nx.Graph[Any] = nx.Graph()
         g.add_nodes_from((f"item:{i}", {"kind": "item", "item_id": str(i)}) for i in self.item_ids)
         for row in self.entities.itertuples(index=False):
             g.add_node(row.entity, kind="entity", type=row.type, field=row.field, value=row.value)
@@ -281,7 +281,8 @@ def build_kg(items: pd.DataFrame, fields: list[str] | None = None, min_items: in
     else:
         missing = [f for f in fields if f not in items.columns]
         if missing:
-            raise DataError(f"knowledge graph: item field {missing[0]!r} does not exist (have: {', '.join(items.columns)})")
+            have = ", ".join(items.columns)
+            raise DataError(f"knowledge graph: item field {missing[0]!r} does not exist (have: {have})")
     keys: dict[str, int] = {}
     ent_type: list[str] = []
     ent_field: list[str] = []
@@ -327,7 +328,9 @@ def build_kg(items: pd.DataFrame, fields: list[str] | None = None, min_items: in
     )
 
 
-def kg_item_features(kg: KnowledgeGraph, *, field_weights: dict[str, float] | None = None, min_items: int = 2) -> sp.csr_matrix:
+def kg_item_features(
+    kg: KnowledgeGraph, *, field_weights: dict[str, float] | None = None, min_items: int = 2
+) -> sp.csr_matrix:
     """TF-IDF weighted item × entity features with L2-normalised rows, for an item tower or a similarity.
 
     Entities linked to fewer than ``min_items`` items carry no signal between items and are zeroed;

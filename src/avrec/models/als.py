@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import scipy.sparse as sp
 
+from avrec.data.dataset import Dataset
 from avrec.models.base import Capabilities, Recommender
 
 
-def _single_threaded_blas():
+def _single_threaded_blas() -> AbstractContextManager[Any]:
     """Limit BLAS to one thread while implicit runs its own parallel loops (its documented advice)."""
     from threadpoolctl import threadpool_limits
 
@@ -32,7 +35,11 @@ class ALS(Recommender):
     CAPABILITIES = Capabilities(item_vectors=True)
     Config = ALSConfig
 
-    def _implicit_model(self):
+    user_factors: np.ndarray
+    item_factors: np.ndarray
+    _model: Any  # implicit's AlternatingLeastSquares: the fitted one, or rebuilt for fold-in after load
+
+    def _implicit_model(self) -> Any:
         from implicit.cpu.als import AlternatingLeastSquares
 
         c = self.config
@@ -42,7 +49,7 @@ class ALS(Recommender):
                 iterations=c.iterations, random_state=c.seed, num_threads=0,
             )
 
-    def _fit(self, dataset, valid, valid_candidates) -> None:
+    def _fit(self, dataset: Dataset, valid: Dataset | None, valid_candidates: np.ndarray | None) -> None:
         x = dataset.matrix(binary=not self.config.use_weights).astype(np.float32)
         model = self._implicit_model()
         with _single_threaded_blas():
@@ -51,11 +58,11 @@ class ALS(Recommender):
         self.item_factors = np.asarray(model.item_factors, dtype=np.float32)
         self._model = model
 
-    def _score(self, user_idx, item_idx):
+    def _score(self, user_idx: np.ndarray, item_idx: np.ndarray | None) -> np.ndarray:
         items = self.item_factors if item_idx is None else self.item_factors[item_idx]
         return self.user_factors[user_idx] @ items.T
 
-    def _score_history(self, history, item_idx):
+    def _score_history(self, history: sp.csr_matrix, item_idx: np.ndarray | None) -> np.ndarray:
         """Fold-in: one ALS least-squares step for each new user, with the item factors fixed."""
         if getattr(self, "_model", None) is None:
             self._model = self._implicit_model()
@@ -67,13 +74,13 @@ class ALS(Recommender):
         items = self.item_factors if item_idx is None else self.item_factors[item_idx]
         return np.atleast_2d(users) @ items.T
 
-    def _item_vectors(self):
+    def _item_vectors(self) -> np.ndarray | None:
         return self.item_factors
 
-    def _state(self):
+    def _state(self) -> dict[str, np.ndarray]:
         return {"user_factors": self.user_factors, "item_factors": self.item_factors}
 
-    def _load_state(self, state):
+    def _load_state(self, state: dict[str, np.ndarray]) -> None:
         self.user_factors = state["user_factors"]
         self.item_factors = state["item_factors"]
         self._model = None

@@ -7,10 +7,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from avrec.errors import ConfigError
+
+if TYPE_CHECKING:
+    import faiss
 
 
 @dataclass
@@ -29,7 +33,7 @@ class ANNIndex:
 
     def __init__(self, config: ANNConfig | None = None) -> None:
         self.config = config or ANNConfig()
-        self.index = None
+        self.index: faiss.Index | None = None
         self.kind = ""
 
     def resolved_kind(self, n: int) -> str:
@@ -47,47 +51,55 @@ class ANNIndex:
         n, d = x.shape
         self.kind = self.resolved_kind(n)
         c = self.config
+        index: faiss.Index
         if self.kind == "flat":
             index = faiss.IndexFlatIP(d)
         elif self.kind == "hnsw":
-            index = faiss.IndexHNSWFlat(d, c.hnsw_m, faiss.METRIC_INNER_PRODUCT)
-            index.hnsw.efConstruction = c.hnsw_ef_construction
-            index.hnsw.efSearch = c.hnsw_ef_search
+            hnsw = faiss.IndexHNSWFlat(d, c.hnsw_m, faiss.METRIC_INNER_PRODUCT)
+            hnsw.hnsw.efConstruction = c.hnsw_ef_construction
+            hnsw.hnsw.efSearch = c.hnsw_ef_search
+            index = hnsw
         else:
             lists = c.ivf_lists or max(16, int(4 * np.sqrt(n)))
             quantizer = faiss.IndexFlatIP(d)
-            index = faiss.IndexIVFFlat(quantizer, d, lists, faiss.METRIC_INNER_PRODUCT)
-            index.train(x)
-            index.nprobe = c.ivf_probe
+            ivf = faiss.IndexIVFFlat(quantizer, d, lists, faiss.METRIC_INNER_PRODUCT)
+            ivf.train(x)
+            ivf.nprobe = c.ivf_probe
+            index = ivf
         index.add(x)
         self.index = index
         return self
 
+    def _built(self) -> faiss.Index:
+        if self.index is None:
+            raise ConfigError("the ANN index is not built: call build() or load() first")
+        return self.index
+
     def add(self, vectors: np.ndarray) -> None:
-        self.index.add(np.ascontiguousarray(vectors, dtype=np.float32))
+        self._built().add(np.ascontiguousarray(vectors, dtype=np.float32))
 
     def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         """Top-k item indices (-1 padded) and inner products per query row."""
-        scores, idx = self.index.search(np.ascontiguousarray(queries, dtype=np.float32), k)
+        scores, idx = self._built().search(np.ascontiguousarray(queries, dtype=np.float32), k)
         return idx.astype(np.int64), scores
 
     def save(self, path: Path) -> None:
         import faiss
 
-        faiss.write_index(self.index, str(path))
+        faiss.write_index(self._built(), str(path))
 
     @classmethod
     def load(cls, path: Path, config: ANNConfig | None = None) -> ANNIndex:
         import faiss
 
         out = cls(config)
-        out.index = faiss.read_index(str(path))
-        if hasattr(out.index, "hnsw"):
+        index = out.index = faiss.read_index(str(path))
+        if hasattr(index, "hnsw"):
             out.kind = "hnsw"
-            out.index.hnsw.efSearch = out.config.hnsw_ef_search
-        elif hasattr(out.index, "nprobe"):
+            index.hnsw.efSearch = out.config.hnsw_ef_search
+        elif hasattr(index, "nprobe"):
             out.kind = "ivf"
-            out.index.nprobe = out.config.ivf_probe
+            index.nprobe = out.config.ivf_probe
         else:
             out.kind = "flat"
         return out

@@ -1,5 +1,6 @@
-"""Model folders (the persistence of :class:`avrec.models.base.Recommender`): ``config.json`` + ``catalog/`` (items and users as Parquet, training matrix as safetensors)
-+ ``model.safetensors``. Nothing is pickled, so loading a folder never runs code from it.
+"""Model folders (the persistence of :class:`avrec.models.base.Recommender`): ``config.json`` +
+``catalog/`` (items and users as Parquet, training matrix as safetensors) + ``model.safetensors``.
+Nothing is pickled, so loading a folder never runs code from it.
 """
 
 from __future__ import annotations
@@ -59,7 +60,7 @@ def write_folder(model: Any, folder: Path, state: dict[str, np.ndarray]) -> None
     meta = {
         "format_version": FORMAT_VERSION,
         "model": model.name,
-        "config": asdict(model.config) if is_dataclass(model.config) else {},
+        "config": asdict(model.config) if is_dataclass(model.config) and not isinstance(model.config, type) else {},
         "avrec_version": __version__,
         "python": platform.python_version(),
         "n_items": model.n_items,
@@ -75,7 +76,7 @@ def write_folder(model: Any, folder: Path, state: dict[str, np.ndarray]) -> None
     save_file({k: np.ascontiguousarray(v) for k, v in state.items()}, str(folder / "model.safetensors"))
 
 
-def new_model_for(folder: Path, expected: type) -> Any:
+def new_model_for(folder: Path, expected: Any) -> Any:
     """An unfitted instance of the class named in ``folder``'s config.json, with its saved settings.
 
     ``expected`` (a Recommender subclass, or the base class for any model) guards ``EASE.load(folder)``

@@ -15,9 +15,10 @@ unknown users and the no-pickle artifact format (:mod:`avrec.models.artifacts`).
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Collection, Iterable
 from dataclasses import dataclass, is_dataclass
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Self, TypeVar, cast
 
 import numpy as np
 import pandas as pd
@@ -29,6 +30,7 @@ from avrec.eval.topk import rank_scores, topk_from_scores
 from avrec.models import artifacts
 
 __all__ = ["Capabilities", "Recommender", "check_k", "rank_scores", "topk_from_scores"]
+_T = TypeVar("_T")
 
 
 @dataclass(frozen=True)
@@ -85,7 +87,8 @@ class Recommender(ABC):
         return self.CAPABILITIES
 
     # ---- fitting -----------------------------------------------------------------------------
-    def fit(self, dataset: Dataset, *, valid: Dataset | None = None, valid_candidates: np.ndarray | None = None):
+    def fit(self, dataset: Dataset, *, valid: Dataset | None = None,
+            valid_candidates: np.ndarray | None = None) -> Self:
         """Train on ``dataset``; ``valid`` (same catalogue) lets a model early-stop or tune."""
         if dataset.n_interactions == 0:
             raise DataError(f"{dataset.name or 'dataset'}: no interactions to fit on")
@@ -139,7 +142,7 @@ class Recommender(ABC):
 
     def popularity_scores(self, n: int, item_idx: np.ndarray | None = None) -> np.ndarray:
         """The fallback score rows: training popularity, the same for every one of ``n`` users."""
-        pop = self.popularity if item_idx is None else self.popularity[item_idx]
+        pop = self._fitted(self.popularity) if item_idx is None else self._fitted(self.popularity)[item_idx]
         return np.broadcast_to(pop.astype(np.float32), (n, len(pop))).copy()
 
     def item_vectors(self) -> np.ndarray | None:
@@ -166,49 +169,51 @@ class Recommender(ABC):
         if getattr(self, "_unit_vectors", None) is None:
             vectors = self._item_vectors()
             if vectors is not None:
-                v = np.asarray(vectors, dtype=np.float32)
-                norms = np.linalg.norm(v, axis=1, keepdims=True)
-                self._unit_vectors = v / np.where(norms > 0, norms, 1)
+                dense = np.asarray(vectors, dtype=np.float32)
+                norms = np.linalg.norm(dense, axis=1, keepdims=True)
+                self._unit_vectors = dense / np.where(norms > 0, norms, 1)
             else:
                 self._unit_vectors = cooccurrence_unit_rows(self.seen)
-        v = self._unit_vectors
+        v: Any = self._unit_vectors  # dense (n_items, d) or sparse (n_items, n_users) unit rows
         if sp.issparse(v):
             return (v[idx] @ v.T).toarray()
         return v[idx] @ v.T
 
     # ---- id maps -----------------------------------------------------------------------------
     def _check_fitted(self) -> None:
-        if self.items is None:
+        self._fitted(self.items)
+
+    def _fitted(self, value: _T | None) -> _T:  # a fitted attribute (items, seen, ...) narrowed from None
+        if value is None:
             raise ConfigError(f"model {self.name!r} is not fitted: call fit() or load() first")
+        return value
 
     @property
     def item_ids(self) -> np.ndarray:
-        self._check_fitted()
-        return self.items["item_id"].to_numpy(dtype=object)
+        return self._fitted(self.items)["item_id"].to_numpy(dtype=object)
 
     @property
     def n_items(self) -> int:
-        self._check_fitted()
-        return len(self.items)
+        return len(self._fitted(self.items))
 
     @property
     def item_index(self) -> dict[str, int]:
         if getattr(self, "_item_index", None) is None:
             self._item_index = {i: n for n, i in enumerate(self.item_ids)}
-        return self._item_index
+        return cast(dict[str, int], self._item_index)
 
     @property
     def user_index(self) -> dict[str, int]:
         if getattr(self, "_user_index", None) is None:
-            self._user_index = {u: n for n, u in enumerate(self.user_ids)}
-        return self._user_index
+            self._user_index = {u: n for n, u in enumerate(self._fitted(self.user_ids))}
+        return cast(dict[str, int], self._user_index)
 
-    def known_users(self, users) -> np.ndarray:
+    def known_users(self, users: Collection[Any]) -> np.ndarray:
         """Boolean mask of the users the model was trained on."""
         index = self.user_index
         return np.fromiter((str(u) in index for u in users), dtype=bool, count=len(users))
 
-    def items_to_index(self, item_ids, what: str = "candidates") -> np.ndarray:
+    def items_to_index(self, item_ids: Collection[Any], what: str = "candidates") -> np.ndarray:
         """Catalogue indices of ``item_ids``; a DataError naming ``what`` for an unknown id."""
         index = self.item_index
         idx = np.fromiter((index.get(str(i), -1) for i in item_ids), dtype=np.int64, count=len(item_ids))
@@ -226,7 +231,7 @@ class Recommender(ABC):
         out[~valid] = None
         return out
 
-    def history_matrix(self, histories, what: str = "history") -> sp.csr_matrix:
+    def history_matrix(self, histories: Collection[Iterable[Any]], what: str = "history") -> sp.csr_matrix:
         """Binary (len(histories), n_items) rows from lists of item ids: the one fold-in input."""
         rows, cols = [], []
         for r, history in enumerate(histories):
@@ -278,10 +283,10 @@ class Recommender(ABC):
     # ---- public API (ids) --------------------------------------------------------------------
     def recommend(
         self,
-        users,
+        users: Iterable[Any],
         k: int = 10,
         exclude_seen: bool = True,
-        candidates=None,
+        candidates: Iterable[Any] | None = None,
         batch_size: int = 512,
     ) -> tuple[np.ndarray, np.ndarray]:
         """Top-K item ids and scores for each user, best first.
@@ -299,7 +304,7 @@ class Recommender(ABC):
         out_val = np.full((len(users), k), -np.inf, dtype=np.float32)
         known = np.flatnonzero(uidx >= 0)
         if len(known):
-            exclude = self.seen[uidx[known]] if exclude_seen else None
+            exclude = self._fitted(self.seen)[uidx[known]] if exclude_seen else None
             out_idx[known], out_val[known] = self.topk_indices(
                 uidx[known], k, exclude=exclude, candidates=cand_idx, batch_size=batch_size
             )
@@ -309,7 +314,8 @@ class Recommender(ABC):
         return self.ids_of(out_idx), out_val
 
     def recommend_history(
-        self, histories, k: int = 10, exclude_seen: bool = True, candidates=None
+        self, histories: Collection[Iterable[Any]], k: int = 10, exclude_seen: bool = True,
+        candidates: Iterable[Any] | None = None,
     ) -> tuple[np.ndarray, np.ndarray]:
         """Fold in users the model has not seen, each given as a list of item ids, without a retrain."""
         self._check_fitted()
@@ -319,7 +325,7 @@ class Recommender(ABC):
         idx, val = self.topk_histories(hist, k, exclude_seen=exclude_seen, candidates=cand_idx)
         return self.ids_of(idx), val
 
-    def similar_items(self, item_ids, k: int = 10) -> tuple[np.ndarray, np.ndarray]:
+    def similar_items(self, item_ids: Iterable[Any], k: int = 10) -> tuple[np.ndarray, np.ndarray]:
         """The K items most similar to each given item (the item itself excluded)."""
         self._check_fitted()
         check_k(k)
@@ -347,25 +353,26 @@ class Recommender(ABC):
         self._add_items(new_items)
         self.items = pd.concat([self.items, new_items], ignore_index=True).fillna("")
         n_new = len(new_items)
-        self.seen = sp.csr_matrix(sp.hstack([self.seen, sp.csr_matrix((self.seen.shape[0], n_new))]), dtype=np.float32)
+        seen = self._fitted(self.seen)
+        self.seen = sp.csr_matrix(sp.hstack([seen, sp.csr_matrix((seen.shape[0], n_new))]), dtype=np.float32)
         self.popularity = np.r_[self.popularity, np.zeros(n_new, np.float32)]
         self._clear_caches()
         return n_new
 
-    def set_interactions(self, seen: sp.spmatrix, new_user_ids=()) -> None:
+    def set_interactions(self, seen: sp.spmatrix, new_user_ids: Iterable[Any] = ()) -> None:
         """Replace the training matrix (users × items) with ``seen``, appending ``new_user_ids`` as its last rows.
 
         Seen items are excluded from lists and popularity follows. New users need ``exact_fold_in``: other
         models keep per-user parameters that only a retrain gives a new user.
         """
         self._check_fitted()
-        new_user_ids = np.asarray(list(new_user_ids), dtype=object)
-        if len(new_user_ids) and not self.capabilities.exact_fold_in:
+        new_ids = np.asarray(list(new_user_ids), dtype=object)
+        if len(new_ids) and not self.capabilities.exact_fold_in:
             raise ConfigError(f"model {self.name!r} needs a retrain to take new users")
         seen = sp.csr_matrix(seen, dtype=np.float32)
-        if seen.shape != (len(self.user_ids) + len(new_user_ids), self.n_items):
-            raise DataError(f"set_interactions: a {seen.shape} matrix does not fit {len(new_user_ids)} new user(s)")
-        self.user_ids = np.r_[np.asarray(self.user_ids, dtype=object), new_user_ids].astype(object)
+        if seen.shape != (len(self._fitted(self.user_ids)) + len(new_ids), self.n_items):
+            raise DataError(f"set_interactions: a {seen.shape} matrix does not fit {len(new_ids)} new user(s)")
+        self.user_ids = np.r_[np.asarray(self.user_ids, dtype=object), new_ids].astype(object)
         self.seen = seen
         self.popularity = np.asarray(seen.sum(axis=0)).ravel().astype(np.float32)
         self._clear_caches()
@@ -375,13 +382,13 @@ class Recommender(ABC):
         """Arrays that make up the fitted model (saved as safetensors)."""
         return {}
 
-    def _load_state(self, state: dict[str, np.ndarray]) -> None:
+    def _load_state(self, state: dict[str, np.ndarray]) -> None:  # noqa: B027 (optional hook, no-op default)
         """Restore from the arrays written by ``_state``."""
 
-    def _save_extra(self, folder: Path) -> None:
+    def _save_extra(self, folder: Path) -> None:  # noqa: B027 (optional hook, no-op default)
         """Write files beyond the arrays (for example an ANN index)."""
 
-    def _load_extra(self, folder: Path) -> None:
+    def _load_extra(self, folder: Path) -> None:  # noqa: B027 (optional hook, no-op default)
         """Read what ``_save_extra`` wrote."""
 
     def save(self, folder: str | Path) -> Path:

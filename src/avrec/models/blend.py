@@ -8,7 +8,6 @@ without interactions) get the row mean, i.e. "no evidence either way".
 from __future__ import annotations
 
 import numpy as np
-import scipy.sparse as sp
 
 from avrec.eval.validation import ValidationSet
 

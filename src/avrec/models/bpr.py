@@ -14,6 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 import scipy.sparse as sp
 
+from avrec.data.dataset import Dataset
 from avrec.eval.validation import ValidationSet
 from avrec.models.base import Capabilities, Recommender
 from avrec.training import EarlyStopping
@@ -43,7 +44,7 @@ class BPR(Recommender):
     CAPABILITIES = Capabilities(item_vectors=True)
     Config = BPRConfig
 
-    def _fit(self, dataset, valid, valid_candidates) -> None:
+    def _fit(self, dataset: Dataset, valid: Dataset | None, valid_candidates: np.ndarray | None) -> None:
         from implicit.cpu.bpr import BayesianPersonalizedRanking
 
         c = self.config
@@ -82,11 +83,11 @@ class BPR(Recommender):
         self.user_factors = np.asarray(user_factors, dtype=np.float32)
         self.item_factors = np.asarray(item_factors, dtype=np.float32)
 
-    def _score(self, user_idx, item_idx):
+    def _score(self, user_idx: np.ndarray, item_idx: np.ndarray | None) -> np.ndarray:
         items = self.item_factors if item_idx is None else self.item_factors[item_idx]
         return self.user_factors[user_idx] @ items.T
 
-    def _score_history(self, history, item_idx):
+    def _score_history(self, history: sp.csr_matrix, item_idx: np.ndarray | None) -> np.ndarray:
         """Fold-in: a new user's vector is the mean of its items' factors (the bias column kept at 1)."""
         history = sp.csr_matrix(history, dtype=np.float32)
         counts = np.maximum(np.asarray(history.sum(axis=1)), 1)
@@ -95,12 +96,12 @@ class BPR(Recommender):
         items = self.item_factors if item_idx is None else self.item_factors[item_idx]
         return users @ items.T
 
-    def _item_vectors(self):
+    def _item_vectors(self) -> np.ndarray | None:
         return self.item_factors[:, :-1]
 
-    def _state(self):
+    def _state(self) -> dict[str, np.ndarray]:
         return {"user_factors": self.user_factors, "item_factors": self.item_factors}
 
-    def _load_state(self, state):
+    def _load_state(self, state: dict[str, np.ndarray]) -> None:
         self.user_factors = state["user_factors"]
         self.item_factors = state["item_factors"]

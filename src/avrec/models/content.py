@@ -11,9 +11,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import numpy as np
+import pandas as pd
 import scipy.sparse as sp
 
-from avrec.data.dataset import TEXT_FIELDS
+from avrec.data.dataset import TEXT_FIELDS, Dataset
 from avrec.data.documents import DocumentConfig, build_documents
 from avrec.models.base import Capabilities, Recommender
 from avrec.models.towers import recency_of
@@ -35,7 +36,7 @@ class ContentModel(Recommender):
     CAPABILITIES = Capabilities(cold_items=True, add_items=True, item_vectors=True)
     Config = ContentConfig
 
-    def _encode(self, items) -> np.ndarray:
+    def _encode(self, items: pd.DataFrame) -> np.ndarray:
         from avrec.encoders import EmbeddingCache, TextEncoder, encode_texts
 
         if getattr(self, "_encoder", None) is None:
@@ -45,7 +46,7 @@ class ContentModel(Recommender):
         v = np.asarray(encode_texts(self._encoder, docs, cache, show_progress=len(docs) > 256), dtype=np.float32)
         return v / np.maximum(np.linalg.norm(v, axis=1, keepdims=True), 1e-9)
 
-    def _fit(self, dataset, valid, valid_candidates) -> None:
+    def _fit(self, dataset: Dataset, valid: Dataset | None, valid_candidates: np.ndarray | None) -> None:
         self.vectors = self._encode(dataset.items)
         self.timestamps = dataset.timestamp_matrix()
 
@@ -68,7 +69,9 @@ class ContentModel(Recommender):
         alpha /= alpha.sum(axis=0, keepdims=True)
         return (alpha * sims).sum(axis=0)
 
-    def _score_rows(self, history: sp.csr_matrix, timestamps, item_idx) -> np.ndarray:
+    def _score_rows(
+        self, history: sp.csr_matrix, timestamps: sp.csr_matrix | None, item_idx: np.ndarray | None
+    ) -> np.ndarray:
         cand = np.arange(self.n_items) if item_idx is None else np.asarray(item_idx)
         out = np.zeros((history.shape[0], len(cand)), dtype=np.float32)
         for r in range(history.shape[0]):
@@ -77,22 +80,23 @@ class ContentModel(Recommender):
             out[r] = self._user_scores(history.indices[s:e], ts, cand)
         return out
 
-    def _score(self, user_idx, item_idx):
+    def _score(self, user_idx: np.ndarray, item_idx: np.ndarray | None) -> np.ndarray:
         ts = None if self.timestamps is None else self.timestamps[user_idx]
-        return self._score_rows(self.seen[user_idx], ts, item_idx)
+        return self._score_rows(self._fitted(self.seen)[user_idx], ts, item_idx)
 
-    def _score_history(self, history, item_idx):
+    def _score_history(self, history: sp.csr_matrix, item_idx: np.ndarray | None) -> np.ndarray:
         return self._score_rows(sp.csr_matrix(history), None, item_idx)
 
-    def _item_vectors(self):
+    def _item_vectors(self) -> np.ndarray | None:
         return self.vectors
 
-    def _add_items(self, new_items) -> None:
+    def _add_items(self, new_items: pd.DataFrame) -> None:
         self.vectors = np.vstack([self.vectors, self._encode(new_items)])
         if self.timestamps is not None:
-            self.timestamps = sp.csr_matrix(sp.hstack([self.timestamps, sp.csr_matrix((self.timestamps.shape[0], len(new_items)))]))
+            empty = sp.csr_matrix((self.timestamps.shape[0], len(new_items)))
+            self.timestamps = sp.csr_matrix(sp.hstack([self.timestamps, empty]))
 
-    def _state(self):
+    def _state(self) -> dict[str, np.ndarray]:
         from avrec.models.artifacts import csr_to_tensors
 
         state = {"vectors": self.vectors}
@@ -100,7 +104,7 @@ class ContentModel(Recommender):
             state |= csr_to_tensors("timestamps", self.timestamps)
         return state
 
-    def _load_state(self, state):
+    def _load_state(self, state: dict[str, np.ndarray]) -> None:
         from avrec.models.artifacts import csr_from_tensors
 
         self.vectors = state["vectors"]

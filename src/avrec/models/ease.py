@@ -11,6 +11,7 @@ import numpy as np
 import scipy.linalg
 import scipy.sparse as sp
 
+from avrec.data.dataset import Dataset
 from avrec.errors import ConfigError
 from avrec.models.base import Capabilities, Recommender
 
@@ -39,9 +40,12 @@ class EASE(Recommender):
     CAPABILITIES = Capabilities(exact_fold_in=True)
     Config = EASEConfig
 
-    def _fit(self, dataset, valid, valid_candidates) -> None:
+    weights: np.ndarray  # (n_items, n_items), set by _fit / _load_state
+    _vector_norms: np.ndarray | None  # norms of the rows of W + Wᵀ, cached by _similarity_rows
+
+    def _fit(self, dataset: Dataset, valid: Dataset | None, valid_candidates: np.ndarray | None) -> None:
         # Items without interactions have B = 0, so the inverse is only needed over the active ones.
-        active = np.flatnonzero(self.popularity > 0)
+        active = np.flatnonzero(self._fitted(self.popularity) > 0)
         n = len(active)
         if n > self.config.max_items:
             raise ConfigError(
@@ -58,32 +62,33 @@ class EASE(Recommender):
         weights[np.ix_(active, active)] = b
         self.weights = weights
 
-    def _score(self, user_idx, item_idx):
-        return self._score_history(self.seen[user_idx], item_idx)
+    def _score(self, user_idx: np.ndarray, item_idx: np.ndarray | None) -> np.ndarray:
+        return self._score_history(self._fitted(self.seen)[user_idx], item_idx)
 
-    def _score_history(self, history: sp.csr_matrix, item_idx):
+    def _score_history(self, history: sp.csr_matrix, item_idx: np.ndarray | None) -> np.ndarray:
         # sparse history @ dense weights reads only the history's rows; the columns are selected from the
         # (users × items) product, never from the items × items matrix, which would copy it on every call
         scores = np.asarray(sp.csr_matrix(history, dtype=np.float32) @ self.weights)
         return scores if item_idx is None else scores[:, item_idx]
 
     def _similarity_rows(self, idx: np.ndarray) -> np.ndarray:
-        """Cosine between rows of W + Wᵀ (in- and out-weights of each item), never building that items × items matrix."""
-        if getattr(self, "_vector_norms", None) is None:
-            norms = np.empty(self.weights.shape[0], np.float32)
-            for start in range(0, len(norms), 1024):  # row blocks of W + Wᵀ, never the whole matrix
+        """Cosine between rows of W + Wᵀ (in- and out-weights of each item), never building that matrix."""
+        vector_norms = getattr(self, "_vector_norms", None)
+        if vector_norms is None:
+            vector_norms = np.empty(self.weights.shape[0], np.float32)
+            for start in range(0, len(vector_norms), 1024):  # row blocks of W + Wᵀ, never the whole matrix
                 block = self.weights[start : start + 1024] + self.weights[:, start : start + 1024].T
-                norms[start : start + 1024] = np.linalg.norm(block, axis=1)
-            self._vector_norms = norms
+                vector_norms[start : start + 1024] = np.linalg.norm(block, axis=1)
+            self._vector_norms = vector_norms
         v = self.weights[idx] + self.weights[:, idx].T
         scores = v @ self.weights.T + v @ self.weights
-        norms = np.where(self._vector_norms > 0, self._vector_norms, 1.0)
+        norms = np.where(vector_norms > 0, vector_norms, 1.0)
         return scores / norms[idx, None] / norms[None, :]
 
-    def _state(self):
+    def _state(self) -> dict[str, np.ndarray]:
         return {"weights": self.weights}
 
-    def _load_state(self, state):
+    def _load_state(self, state: dict[str, np.ndarray]) -> None:
         self.weights = state["weights"]
 
     def _clear_caches(self) -> None:

@@ -5,6 +5,7 @@ They are functions of the item catalogue alone, so items with no interactions ge
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -17,18 +18,20 @@ from avrec.kg.graph import decade_of
 CATEGORICAL_FIELDS = ("genres", "tags", "director", "cast", "artist", "keywords", "country", "media_type", "decade")
 
 
-def item_tokens(items: pd.DataFrame, fields=CATEGORICAL_FIELDS, max_per_field: int = 20) -> list[list[str]]:
+def item_tokens(
+    items: pd.DataFrame, fields: Iterable[str] = CATEGORICAL_FIELDS, max_per_field: int = 20
+) -> list[list[str]]:
     """Per item, the list of ``field:value`` tokens of its categorical metadata."""
-    cols = {}
+    cols: dict[str, list[str]] = {}
     for f in fields:
         if f == "decade":
             if "year" in items.columns:
                 cols[f] = [decade_of(y) for y in items["year"].astype(str)]
         elif f in items.columns:
             cols[f] = items[f].fillna("").astype(str).tolist()
-    out = []
+    out: list[list[str]] = []
     for i in range(len(items)):
-        toks = []
+        toks: list[str] = []
         for f, values in cols.items():
             parts = [p.strip().lower() for p in values[i].split("|") if p.strip()]
             toks.extend(f"{f}:{p}" for p in parts[:max_per_field])

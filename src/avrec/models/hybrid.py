@@ -17,7 +17,7 @@ import time
 import warnings
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import ClassVar
+from typing import ClassVar, cast
 
 import numpy as np
 import pandas as pd
@@ -38,14 +38,7 @@ from avrec.models.ease import EASEConfig
 from avrec.models.hybrid_features import ItemFeaturizer
 from avrec.models.itemknn import ItemKNNConfig
 from avrec.models.kgpath import KGPathConfig
-from avrec.models.towers import (
-    ItemFeatures,
-    Towers,
-    TowerTrainConfig,
-    TowerTrainer,
-    item_outputs,
-    user_outputs,
-)
+from avrec.models.towers import ItemFeatures, Towers, TowerTrainConfig, TowerTrainer, item_outputs, user_outputs
 
 
 @dataclass
@@ -160,13 +153,13 @@ class Hybrid(Recommender):
         self.warm_weights: list[float] = []
         self.cold_weights: list[float] = []
         internal = valid is None and c.refit and c.internal_valid_share > 0
-        if internal:
-            train, warm_valid, cold_valid, cold_cands = holdout_warm_and_cold(dataset, c.internal_valid_share, c.seed)
-        else:
+        if not internal:
             train = dataset
             warm_valid = valid if (valid is not None and valid_candidates is None) else None
             cold_valid = valid if valid_candidates is not None else None
             cold_cands = valid_candidates
+        else:
+            train, warm_valid, cold_valid, cold_cands = holdout_warm_and_cold(dataset, c.internal_valid_share, c.seed)
         best_step = self._train_and_tune(train, warm_valid, cold_valid, cold_cands)
         if internal and c.refit_towers:
             self._train_and_tune(dataset, None, None, None, fixed_steps=max(best_step, c.eval_every))
@@ -178,8 +171,8 @@ class Hybrid(Recommender):
             self._finalize(dataset, np.asarray(seen.sum(axis=0)).ravel() > 0)
         self.report["fit_seconds"] = round(time.perf_counter() - started, 2)
 
-    def _train_and_tune(self, train: Dataset, warm_valid, cold_valid, cold_cands, fixed_steps: int | None = None) -> int:
-        c = self.config
+    def _train_and_tune(self, train: Dataset, warm_valid: Dataset | None, cold_valid: Dataset | None,
+                        cold_cands: np.ndarray | None, fixed_steps: int | None = None) -> int:
         seen = train.matrix(binary=True)
         timestamps = train.timestamp_matrix()
         self.fit_seen, self.fit_timestamps = seen, timestamps
@@ -222,8 +215,9 @@ class Hybrid(Recommender):
         if not self.towers_trained:  # untrained towers are noise: weight 0 wherever a component can rank
             self.warm_weights = [0.0] + [1.0] * len(self.warm_components) if self.warm_components else []
             self.cold_weights = [0.0] + [1.0] * len(self.cold_components) if self.cold_components else []
-        self.report["warm_weights"] = dict(zip(["towers", *self.warm_components], self.warm_weights or [1.0] * (1 + len(self.warm_components))))
-        self.report["cold_weights"] = dict(zip(["towers", *self.cold_components], self.cold_weights or [1.0] * (1 + len(self.cold_components))))
+        for key, names, weights in (("warm_weights", self.warm_components, self.warm_weights),
+                                    ("cold_weights", self.cold_components, self.cold_weights)):
+            self.report[key] = dict(zip(["towers", *names], weights or [1.0] * (1 + len(names))))
         return best_step
 
     def _finalize(self, train: Dataset, warm_items: np.ndarray) -> None:
@@ -253,13 +247,15 @@ class Hybrid(Recommender):
         self.warm_components = [n for n in self.config.blend if n in self.components]
         self.cold_components = [n for n in self.config.cold_blend if n in self.components]
 
-    def _tune(self, train: Dataset, part: Dataset, cands: np.ndarray | None, names: list[str]):
+    def _tune(self, train: Dataset, part: Dataset, cands: np.ndarray | None,
+              names: list[str]) -> tuple[list[float], float]:
         check = ValidationSet.from_matrices(part.matrix(binary=True), self.fit_seen, cands)
         items = np.arange(train.n_items) if cands is None else np.asarray(cands)
         return tune_weights(self._components_z(check.users, None, items, names), check)
 
     # ---- scoring -----------------------------------------------------------------------------
-    def _components_z(self, user_idx, history, items: np.ndarray, names: list[str]) -> list[np.ndarray]:
+    def _components_z(self, user_idx: np.ndarray | None, history: sp.csr_matrix | None, items: np.ndarray,
+                      names: list[str]) -> list[np.ndarray]:
         """Standardised score matrices: the towers first, then each named component."""
         full = len(items) == self.n_items and bool((items == np.arange(self.n_items)).all())
         if history is None:
@@ -278,28 +274,30 @@ class Hybrid(Recommender):
                 # the whole catalogue in order goes as None, so a component selects no columns at all
                 sub = None if (full and known.all()) else items[known]
                 if history is None:
+                    assert user_idx is not None  # exactly one of user_idx and history is given
                     scores[:, known] = comp.score_users(user_idx, sub)
                 else:
                     scores[:, known] = comp.score_histories(history[:, : comp.n_items], sub)
             out.append(standardise(scores))
         return out
 
-    def _fused(self, user_idx, history, items: np.ndarray) -> np.ndarray:
+    def _fused(self, user_idx: np.ndarray | None, history: sp.csr_matrix | None, items: np.ndarray) -> np.ndarray:
         all_cold = bool(self.cold_mask[items].all())
         names = self.cold_components if all_cold else self.warm_components
         weights = self.cold_weights if all_cold else self.warm_weights
         weights = weights or [1.0] * (1 + len(names))
         return fuse(self._components_z(user_idx, history, items, names), weights)
 
-    def _score(self, user_idx, item_idx):
+    def _score(self, user_idx: np.ndarray, item_idx: np.ndarray | None) -> np.ndarray:
         items = np.arange(self.n_items) if item_idx is None else np.asarray(item_idx)
         return self._fused(np.asarray(user_idx), None, items)
 
-    def _score_history(self, history, item_idx):
+    def _score_history(self, history: sp.csr_matrix, item_idx: np.ndarray | None) -> np.ndarray:
         items = np.arange(self.n_items) if item_idx is None else np.asarray(item_idx)
         return self._fused(None, sp.csr_matrix(history, dtype=np.float32), items)
 
-    def topk_indices(self, user_idx, k, *, exclude=None, candidates=None, batch_size=512):
+    def topk_indices(self, user_idx: np.ndarray, k: int, *, exclude: sp.csr_matrix | None = None,
+                     candidates: np.ndarray | None = None, batch_size: int = 512) -> tuple[np.ndarray, np.ndarray]:
         """Exact fused ranking, or FAISS retrieval of ``ann_candidates`` per user before fusion on big catalogues."""
         if self.ann is None or candidates is not None:
             return super().topk_indices(user_idx, k, exclude=exclude, candidates=candidates, batch_size=batch_size)
@@ -311,7 +309,7 @@ class Hybrid(Recommender):
         for r, u in enumerate(user_idx):
             cands = np.unique(retrieved[r][retrieved[r] >= 0])
             scores = self._fused(np.array([u]), None, cands)
-            out_idx[r : r + 1], out_val[r : r + 1] = rank_scores(scores, k, exclude[r] if exclude is not None else None, cands)
+            out_idx[r:r + 1], out_val[r:r + 1] = rank_scores(scores, k, None if exclude is None else exclude[r], cands)
         return out_idx, out_val
 
     def _build_ann(self) -> None:
@@ -322,7 +320,7 @@ class Hybrid(Recommender):
             return
         self.ann = index.build(np.hstack([self.item_vecs, self.item_bias[:, None]]))
 
-    def _item_vectors(self):
+    def _item_vectors(self) -> np.ndarray | None:
         return self.item_vecs
 
     # ---- search and catalogue updates --------------------------------------------------------
@@ -345,7 +343,8 @@ class Hybrid(Recommender):
     def _add_items(self, new_items: pd.DataFrame) -> None:
         feats = self.featurizer.transform(new_items)
         self.features = ItemFeatures(
-            None if self.features.lm is None else np.vstack([self.features.lm, feats.lm]),
+            # one featurizer: LM vectors for the old and the new items, or for neither
+            None if self.features.lm is None else np.vstack([self.features.lm, cast(np.ndarray, feats.lm)]),
             sp.csr_matrix(sp.vstack([self.features.sparse, feats.sparse]), dtype=np.float32),
         )
         with torch.no_grad():
@@ -362,7 +361,7 @@ class Hybrid(Recommender):
             self.ann.add(np.hstack([vec.numpy(), bias.numpy()[:, None]]))
 
     # ---- persistence -------------------------------------------------------------------------
-    def _state(self):
+    def _state(self) -> dict[str, np.ndarray]:
         state = {f"towers.{k}": v.detach().cpu().numpy() for k, v in self.towers.state_dict().items()}
         state |= {"item_vecs": self.item_vecs, "item_bias": self.item_bias, "user_vecs": self.user_vecs,
                   "cold_mask": self.cold_mask.astype(np.uint8)}
@@ -371,15 +370,16 @@ class Hybrid(Recommender):
             state["features.lm"] = self.features.lm
         return state | self.featurizer.state()
 
-    def _load_state(self, state):
-        self._loaded = state
+    def _load_state(self, state: dict[str, np.ndarray]) -> None:
+        self._loaded: dict[str, np.ndarray] | None = state  # read by _load_extra, then dropped
 
     def _save_extra(self, folder: Path) -> None:
         meta = {
             "warm_components": self.warm_components, "cold_components": self.cold_components,
             "warm_weights": self.warm_weights, "cold_weights": self.cold_weights,
             **self.featurizer.meta(),
-            "n_tower_users": int(self.towers.user_id.num_embeddings) if self.towers.user_id is not None else len(self.user_vecs),
+            "n_tower_users": (int(self.towers.user_id.num_embeddings) if self.towers.user_id is not None
+                              else len(self.user_vecs)),
             "report": self.report,
         }
         (folder / "hybrid.json").write_text(json.dumps(meta, default=float))
@@ -390,7 +390,7 @@ class Hybrid(Recommender):
 
     def _load_extra(self, folder: Path) -> None:
         meta = json.loads((folder / "hybrid.json").read_text())
-        s = self._loaded
+        s = self._fitted(self._loaded)
         self.warm_components, self.cold_components = meta["warm_components"], meta["cold_components"]
         self.warm_weights, self.cold_weights = meta["warm_weights"], meta["cold_weights"]
         self.report = meta["report"]
@@ -399,16 +399,19 @@ class Hybrid(Recommender):
         self.features = ItemFeatures(s.get("features.lm"), csr_from_tensors("features.sparse", s))
         self.item_vecs, self.item_bias, self.user_vecs = s["item_vecs"], s["item_bias"], s["user_vecs"]
         self.cold_mask = s["cold_mask"].astype(bool)
-        n_fit_items = s["towers.item_id.weight"].shape[0] if "towers.item_id.weight" in s else self.features.sparse.shape[0]
+        n_fit_items = (s["towers.item_id.weight"].shape[0] if "towers.item_id.weight" in s
+                       else self.features.sparse.shape[0])
         lm_dim = 0 if self.features.lm is None else self.features.lm.shape[1]
         c = self.config
         self.towers = Towers(n_fit_items, meta["n_tower_users"], lm_dim, self.features.sparse.shape[1], c.dim, c.hidden,
                              c.use_item_ids, c.use_user_ids)
-        self.towers.load_state_dict({k[len("towers."):]: torch.from_numpy(np.array(v)) for k, v in s.items() if k.startswith("towers.")})
+        self.towers.load_state_dict({k[len("towers."):]: torch.from_numpy(np.array(v))
+                                     for k, v in s.items() if k.startswith("towers.")})
         self.components = {name: Recommender.load(folder / "components" / name)
                            for name in dict.fromkeys([*self.warm_components, *self.cold_components])}
         ann_path = folder / "ann.faiss"
-        self.ann = ANNIndex.load(ann_path, ANNConfig(kind=c.ann_kind, exact_below=c.ann_exact_below)) if ann_path.exists() else None
+        ann_config = ANNConfig(kind=c.ann_kind, exact_below=c.ann_exact_below)
+        self.ann = ANNIndex.load(ann_path, ann_config) if ann_path.exists() else None
         self._loaded = None
 
 

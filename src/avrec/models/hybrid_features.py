@@ -7,7 +7,7 @@ vocabularies, so they land in the space the towers were trained on.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
@@ -18,6 +18,9 @@ from avrec.models.features import TokenVocab, item_tokens, tfidf_weight
 from avrec.models.tfidf import TextVectorizer, TfidfConfig
 from avrec.models.towers import ItemFeatures
 
+if TYPE_CHECKING:
+    from avrec.encoders import TextEncoder
+
 
 class ItemFeaturizer:
     """Builds :class:`ItemFeatures` from item frames, reading the hybrid's feature settings from ``config``."""
@@ -27,12 +30,12 @@ class ItemFeaturizer:
         self.word_vectorizer: TextVectorizer | None = None
         self.token_vocab = TokenVocab([], config.token_min_count)
         self.token_idf: np.ndarray | None = None
-        self._text_encoder = None
+        self._text_encoder: TextEncoder | None = None
 
     def documents(self, items: pd.DataFrame) -> list[str]:
         return build_documents(items, DocumentConfig(fields=list(self.config.doc_fields)))
 
-    def encoder(self):
+    def encoder(self) -> TextEncoder:
         """The text encoder, loaded on first use (a fit from cached vectors never loads it)."""
         from avrec.encoders import TextEncoder
 

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 import numpy as np
 import scipy.sparse as sp
 
+from avrec.data.dataset import Dataset
 from avrec.models.artifacts import csr_from_tensors, csr_to_tensors
 from avrec.models.base import Capabilities, Recommender
 
@@ -29,7 +30,8 @@ def top_neighbours(sim: sp.csr_matrix, k: int) -> sp.csr_matrix:
         vals.append(v)
     if not rows:
         return sp.csr_matrix(sim.shape, dtype=np.float32)
-    return sp.csr_matrix((np.concatenate(vals), (np.concatenate(rows), np.concatenate(cols))), shape=sim.shape, dtype=np.float32)
+    coords = (np.concatenate(rows), np.concatenate(cols))
+    return sp.csr_matrix((np.concatenate(vals), coords), shape=sim.shape, dtype=np.float32)
 
 
 @dataclass
@@ -43,7 +45,7 @@ class ItemKNN(Recommender):
     CAPABILITIES = Capabilities(exact_fold_in=True)
     Config = ItemKNNConfig
 
-    def _fit(self, dataset, valid, valid_candidates) -> None:
+    def _fit(self, dataset: Dataset, valid: Dataset | None, valid_candidates: np.ndarray | None) -> None:
         x = sp.csc_matrix(self.seen, dtype=np.float32)
         co = (x.T @ x).tocsr()
         co.setdiag(0)
@@ -55,16 +57,16 @@ class ItemKNN(Recommender):
         # neighbours of item j (rows of sim.T) scored by a user's items: scores = X @ S with S[i, j] = sim(i, j)
         self.similarity = top_neighbours(sim, self.config.neighbours).T.tocsr()
 
-    def _score(self, user_idx, item_idx):
-        return self._score_history(self.seen[user_idx], item_idx)
+    def _score(self, user_idx: np.ndarray, item_idx: np.ndarray | None) -> np.ndarray:
+        return self._score_history(self._fitted(self.seen)[user_idx], item_idx)
 
-    def _score_history(self, history, item_idx):
+    def _score_history(self, history: sp.csr_matrix, item_idx: np.ndarray | None) -> np.ndarray:
         # select columns of the (sparse, history-sized) product, never of the items × items similarity
         s = sp.csr_matrix(sp.csr_matrix(history, dtype=np.float32) @ self.similarity)
         return (s if item_idx is None else s[:, item_idx]).toarray()
 
-    def _state(self):
+    def _state(self) -> dict[str, np.ndarray]:
         return csr_to_tensors("similarity", self.similarity)
 
-    def _load_state(self, state):
+    def _load_state(self, state: dict[str, np.ndarray]) -> None:
         self.similarity = csr_from_tensors("similarity", state)

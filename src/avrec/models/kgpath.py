@@ -16,6 +16,7 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
+from avrec.data.dataset import Dataset
 from avrec.errors import ConfigError, NotApplicable
 from avrec.kg.graph import KnowledgeGraph, build_kg, kg_item_features
 from avrec.models.base import Capabilities, Recommender
@@ -55,7 +56,7 @@ class KGPathScorer(Recommender):
     kg: KnowledgeGraph
     entity_weights: np.ndarray
 
-    def _fit(self, dataset, valid, valid_candidates) -> None:
+    def _fit(self, dataset: Dataset, valid: Dataset | None, valid_candidates: np.ndarray | None) -> None:
         fields = list(self.config.fields) or None
         self.kg = build_kg(dataset.items, fields=fields, min_items=self.config.min_items)
         if self.kg.n_entities == 0:
@@ -87,14 +88,15 @@ class KGPathScorer(Recommender):
             p.data = 1.0 + np.log(np.maximum(p.data, 1.0))
         return p
 
-    def _score_history(self, history, item_idx):
+    def _score_history(self, history: sp.csr_matrix, item_idx: np.ndarray | None) -> np.ndarray:
         # select columns of the product, not of the entities × items matrix (which would copy it)
         scores = sp.csr_matrix(self.user_profiles(history) @ self._item_side)
         scores = np.asarray((scores if item_idx is None else scores[:, item_idx]).toarray(), dtype=np.float32)
         # popularity (scaled to at most ``popularity_tiebreak``) orders items the paths cannot separate,
         # and is the whole score for an empty history
-        pop = self.popularity if item_idx is None else self.popularity[item_idx]
-        top = float(self.popularity.max()) if len(self.popularity) else 0.0
+        popularity = self._fitted(self.popularity)
+        pop = popularity if item_idx is None else popularity[item_idx]
+        top = float(popularity.max()) if len(popularity) else 0.0
         if top > 0:
             scores += np.float32(self.config.popularity_tiebreak / top) * pop.astype(np.float32)[None, :]
         empty = np.diff(sp.csr_matrix(history).indptr) == 0
@@ -102,12 +104,12 @@ class KGPathScorer(Recommender):
             scores[empty] = pop.astype(np.float32)[None, :]
         return scores
 
-    def _score(self, user_idx, item_idx):
-        return self._score_history(self.seen[user_idx], item_idx)
+    def _score(self, user_idx: np.ndarray, item_idx: np.ndarray | None) -> np.ndarray:
+        return self._score_history(self._fitted(self.seen)[user_idx], item_idx)
 
     def entity_contributions(self, user_idx: int, item_idx: int) -> dict[int, float]:
         """Per-entity terms of ``score(user, item)`` (entity column -> contribution); they sum to the score."""
-        prof = self.user_profiles(self.seen[[user_idx]])
+        prof = self.user_profiles(self._fitted(self.seen)[[user_idx]])
         side = self._item_side[:, [item_idx]].toarray().ravel()
         return {int(e): float(v * side[e]) for e, v in zip(prof.indices, prof.data) if side[e] != 0}
 
@@ -134,10 +136,10 @@ class KGPathScorer(Recommender):
         self._prepare()
 
     # ---- persistence -------------------------------------------------------------------------
-    def _state(self):
+    def _state(self) -> dict[str, np.ndarray]:
         return {"entity_weights": self.entity_weights}
 
-    def _load_state(self, state):
+    def _load_state(self, state: dict[str, np.ndarray]) -> None:
         self.entity_weights = state["entity_weights"]
 
     def _save_extra(self, folder: Path) -> None:

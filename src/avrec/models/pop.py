@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from avrec.data.dataset import Dataset
 from avrec.models.base import Capabilities, Recommender
 
 
@@ -19,7 +20,7 @@ class Popularity(Recommender):
     CAPABILITIES = Capabilities(exact_fold_in=True)
     Config = PopularityConfig
 
-    def _fit(self, dataset, valid, valid_candidates) -> None:
+    def _fit(self, dataset: Dataset, valid: Dataset | None, valid_candidates: np.ndarray | None) -> None:
         pass
 
     def _score(self, user_idx: np.ndarray, item_idx: np.ndarray | None) -> np.ndarray:

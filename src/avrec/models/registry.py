@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import importlib
 import importlib.metadata
+from typing import Any
 
 from avrec.errors import ConfigError
 
@@ -67,18 +68,18 @@ def default_retriever() -> str:
     return "hybrid" if "hybrid" in _targets() else "ease"
 
 
-def get_model_class(name: str):
+def get_model_class(name: str) -> Any:
     """The class registered under ``name``; a ConfigError lists the valid names otherwise."""
     target = _MODELS.get(name) or plugin_models().get(name)
     if target is None:
         raise ConfigError(f"unknown model {name!r}; available: {', '.join(available_models())}")
     module, _, attr = target.partition(":")
-    obj = importlib.import_module(module)
+    obj: Any = importlib.import_module(module)
     for part in attr.split(".") if attr else []:
         obj = getattr(obj, part)
     return obj
 
 
-def create_model(name: str, config=None, **overrides):
+def create_model(name: str, config: Any = None, **overrides: Any) -> Any:
     """Instantiate the model registered under ``name``."""
     return get_model_class(name)(config, **overrides)

@@ -10,10 +10,13 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
+import pandas as pd
 import scipy.sparse as sp
 
+from avrec.data.dataset import Dataset
 from avrec.data.documents import DocumentConfig, build_documents
 from avrec.models.artifacts import csr_from_tensors, csr_to_tensors
 from avrec.models.base import Capabilities, Recommender
@@ -34,9 +37,9 @@ class TextVectorizer:
 
     def __init__(self, config: TfidfConfig) -> None:
         self.config = config
-        self._vec = None
+        self._vec: Any = None  # sklearn's TfidfVectorizer, once fitted or restored
 
-    def _make(self, vocabulary=None):
+    def _make(self, vocabulary: dict[str, int] | None = None) -> Any:
         from sklearn.feature_extraction.text import TfidfVectorizer
 
         c = self.config
@@ -73,43 +76,43 @@ class TfidfKNN(Recommender):
     CAPABILITIES = Capabilities(cold_items=True, add_items=True, exact_fold_in=True)
     Config = TfidfConfig
 
-    def _documents(self, items) -> list[str]:
+    def _documents(self, items: pd.DataFrame) -> list[str]:
         return build_documents(items, DocumentConfig(fields=list(self.config.fields)))
 
-    def _fit(self, dataset, valid, valid_candidates) -> None:
+    def _fit(self, dataset: Dataset, valid: Dataset | None, valid_candidates: np.ndarray | None) -> None:
         self.vectorizer = TextVectorizer(self.config)
         self.item_matrix = self.vectorizer.fit_transform(self._documents(dataset.items))
 
     def _profiles(self, history: sp.csr_matrix) -> sp.csr_matrix:
         return sp.csr_matrix(history, dtype=np.float32) @ self.item_matrix
 
-    def _score_history(self, history, item_idx):
+    def _score_history(self, history: sp.csr_matrix, item_idx: np.ndarray | None) -> np.ndarray:
         if getattr(self, "_terms_by_items", None) is None:  # cached: a transposed view is copied by each product
             self._terms_by_items = sp.csr_matrix(self.item_matrix.T)
         scores = sp.csr_matrix(self._profiles(history) @ self._terms_by_items)
         return (scores if item_idx is None else scores[:, item_idx]).toarray()
 
-    def _score(self, user_idx, item_idx):
-        return self._score_history(self.seen[user_idx], item_idx)
+    def _score(self, user_idx: np.ndarray, item_idx: np.ndarray | None) -> np.ndarray:
+        return self._score_history(self._fitted(self.seen)[user_idx], item_idx)
 
-    def _item_vectors(self):
+    def _item_vectors(self) -> np.ndarray | None:
         return None
 
     def _clear_caches(self) -> None:
         super()._clear_caches()
         self._terms_by_items = None
 
-    def _similarity_rows(self, idx):
+    def _similarity_rows(self, idx: np.ndarray) -> np.ndarray:
         return (self.item_matrix[idx] @ self.item_matrix.T).toarray()
 
-    def _add_items(self, new_items) -> None:
+    def _add_items(self, new_items: pd.DataFrame) -> None:
         new = self.vectorizer.transform(self._documents(new_items))
         self.item_matrix = sp.csr_matrix(sp.vstack([self.item_matrix, new]), dtype=np.float32)
 
-    def _state(self):
+    def _state(self) -> dict[str, np.ndarray]:
         return csr_to_tensors("item_matrix", self.item_matrix) | {"idf": self.vectorizer.state()[1]}
 
-    def _load_state(self, state):
+    def _load_state(self, state: dict[str, np.ndarray]) -> None:
         self.item_matrix = csr_from_tensors("item_matrix", state)
         self._idf = state["idf"]
 

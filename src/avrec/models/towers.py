@@ -15,6 +15,7 @@ tower and asks a softmax over the whole catalogue to put the held-back part on t
 from __future__ import annotations
 
 import copy
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -68,7 +69,9 @@ class Towers(nn.Module):
         self.recency = nn.Parameter(torch.zeros(1))
         self.user_scale = nn.Parameter(torch.ones(1))
 
-    def content(self, lm, feat_idx, feat_offsets, feat_w) -> torch.Tensor:
+    def content(
+        self, lm: torch.Tensor | None, feat_idx: torch.Tensor, feat_offsets: torch.Tensor, feat_w: torch.Tensor
+    ) -> torch.Tensor:
         h = self.feature_bag(feat_idx, feat_offsets, per_sample_weights=feat_w)
         if self.lm_proj is not None and lm is not None:
             h = h + self.lm_proj(lm)
@@ -77,7 +80,7 @@ class Towers(nn.Module):
     def items(self, content: torch.Tensor, id_mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Item vectors and biases; ``id_mask`` (n,) says which items may use their ID embedding."""
         bias = self.bias_head(content).squeeze(-1)
-        if self.item_id is None:
+        if self.item_id is None or self.item_id_bias is None:  # both or neither (use_item_ids)
             return content, bias
         n = content.shape[0]
         m = id_mask[:n].unsqueeze(-1)
@@ -85,7 +88,14 @@ class Towers(nn.Module):
         bias = bias + m.squeeze(-1) * self.item_id_bias.weight[:n, 0]
         return vec, bias
 
-    def users(self, item_vecs, hist_idx, hist_recency, user_idx=None, user_mask=None) -> torch.Tensor:
+    def users(
+        self,
+        item_vecs: torch.Tensor,
+        hist_idx: torch.Tensor,
+        hist_recency: torch.Tensor,
+        user_idx: torch.Tensor | None = None,
+        user_mask: torch.Tensor | None = None,
+    ) -> torch.Tensor:
         """Attention-pooled history (padded with -1) plus the (masked) user-ID embedding."""
         valid = hist_idx >= 0
         h = item_vecs[hist_idx.clamp(min=0)]
@@ -128,12 +138,14 @@ def user_outputs(towers: Towers, item_vecs: np.ndarray, history: sp.csr_matrix, 
             ts = timestamps.data[s:e] if timestamps is not None else np.full(e - s, -1)
             recs.append(recency_of(np.asarray(ts)))
         h_idx, h_rec = history_batch(hists, recs, max(history_len, 1))
-        uid = None if user_idx is None else torch.from_numpy(np.asarray(user_idx[start : start + batch], dtype=np.int64))
+        uid = None if user_idx is None else torch.from_numpy(np.asarray(user_idx[start:start + batch], dtype=np.int64))
         out[start : start + len(rows)] = towers.users(iv, h_idx, h_rec, uid).numpy()
     return out
 
 
-def history_batch(histories: list[np.ndarray], recencies: list[np.ndarray], max_len: int) -> tuple[torch.Tensor, torch.Tensor]:
+def history_batch(
+    histories: list[np.ndarray], recencies: list[np.ndarray], max_len: int
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Pad item-index lists (and their recency in [0, 1], 1 = newest) to a (B, L) tensor with -1."""
     length = max(1, min(max_len, max((len(h) for h in histories), default=1)))
     idx = np.full((len(histories), length), -1, dtype=np.int64)
@@ -197,10 +209,12 @@ class TowerTrainer:
         ts = self.timestamps.data[s:e] if self.timestamps is not None else np.full(len(items), -1)
         return items, recency_of(np.asarray(ts))
 
-    def _step_batch(self):
+    def _step_batch(self) -> tuple[np.ndarray, list[np.ndarray], list[np.ndarray], list[np.ndarray]]:
         c = self.config
         users = self.rng.choice(self.train_users, size=min(c.batch_users, len(self.train_users)), replace=False)
-        inputs, recs, targets = [], [], []
+        inputs: list[np.ndarray] = []
+        recs: list[np.ndarray] = []
+        targets: list[np.ndarray] = []
         for u in users:
             items, rec = self.user_history(u)
             keep = self.rng.random(len(items)) < c.input_keep
@@ -212,8 +226,11 @@ class TowerTrainer:
             targets.append(items[~keep])
         return users, inputs, recs, targets
 
-    def train(self, validate) -> tuple[int, float, list[tuple[int, float]]]:
-        """Run until ``max_steps`` or patience runs out; keeps the best state. Returns (best step, best score, curve)."""
+    def train(self, validate: Callable[[Towers], float]) -> tuple[int, float, list[tuple[int, float]]]:
+        """Run until ``max_steps`` or patience runs out; keeps the best state.
+
+        Returns (best step, best score, curve).
+        """
         c = self.config
         if len(self.train_users) == 0:  # every step holds part of a history back: needs 2+ items
             return 0, -np.inf, []
@@ -235,7 +252,8 @@ class TowerTrainer:
             logp = torch.log_softmax(logits, dim=1)
             t_rows = np.repeat(np.arange(len(users)), [len(t) for t in targets])
             t_cols = np.concatenate(targets).astype(np.int64)
-            weights = torch.from_numpy((1.0 / np.repeat([len(t) for t in targets], [len(t) for t in targets])).astype(np.float32))
+            sizes = [len(t) for t in targets]
+            weights = torch.from_numpy((1.0 / np.repeat(sizes, sizes)).astype(np.float32))
             loss = -(logp[torch.from_numpy(t_rows), torch.from_numpy(t_cols)] * weights).sum() / len(users)
             opt.zero_grad()
             loss.backward()

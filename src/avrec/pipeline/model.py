@@ -21,14 +21,16 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable, Collection, Iterable
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
+from avrec.data.dataset import Dataset
 from avrec.errors import ConfigError
 from avrec.models.base import Capabilities, Recommender, check_k
 from avrec.models.registry import create_model, default_retriever, get_model_class
@@ -44,6 +46,9 @@ from avrec.pipeline.stages import (
     run_stages,
 )
 from avrec.pipeline.tuning import tune
+
+if TYPE_CHECKING:
+    from avrec.finetune.ranker import CrossEncoderRanker
 
 
 def raise_picks(base: np.ndarray, picks: np.ndarray, item_idx: np.ndarray | None) -> np.ndarray:
@@ -84,7 +89,7 @@ class Pipeline(Recommender):
             raise ConfigError("the pipeline's retriever cannot be another pipeline")
         get_model_class(self.config.retriever)  # an unknown name fails here, listing the registered ones
         self.retriever: Recommender | None = None
-        self.ranker = None
+        self.ranker: CrossEncoderRanker | None = None
         self.blend_weight_ = float(self.config.blend_weight if self.config.blend_weight is not None
                                    else self.config.fallback_weight)
         self.mmr_lambda_ = float(self.config.mmr_lambda if self.config.mmr_lambda is not None else 1.0)
@@ -106,7 +111,7 @@ class Pipeline(Recommender):
         self._prefit_retriever = retriever
         return self
 
-    def _fit(self, dataset, valid, valid_candidates) -> None:
+    def _fit(self, dataset: Dataset, valid: Dataset | None, valid_candidates: np.ndarray | None) -> None:
         from avrec.finetune.data import recent_items
         from avrec.finetune.ranker import CrossEncoderRanker
         from avrec.finetune.ranker_training import RankerTrainingConfig, fit_ranker
@@ -123,7 +128,7 @@ class Pipeline(Recommender):
             self.retriever = create_model(cfg.retriever, **cfg.retriever_config)
             self.retriever.fit(dataset, valid=valid, valid_candidates=valid_candidates)
         self.fit_report["retriever_seconds"] = time.perf_counter() - t0
-        if self.retriever.n_items != dataset.n_items or len(self.retriever.user_ids) != dataset.n_users:
+        if self.retriever.n_items != dataset.n_items or len(self._fitted(self.retriever.user_ids)) != dataset.n_users:
             raise ConfigError("the reused retriever was fitted on different data")
         self.recent = recent_items(dataset, cfg.view.max_items)
         if cfg.ranker_path:
@@ -148,7 +153,7 @@ class Pipeline(Recommender):
             self.fit_report["tuning"] = report
             self.fit_report["tuning_seconds"] = time.perf_counter() - t1
 
-    def _fit_with_internal_split(self, dataset) -> None:
+    def _fit_with_internal_split(self, dataset: Dataset) -> None:
         """No validation given (``avrec fit`` uses every interaction): hold out ``internal_valid_share`` of
         each user's items, train the ranker and tune the blend there, then refit the retriever on all data."""
         from avrec.data.splits import random_split
@@ -187,20 +192,20 @@ class Pipeline(Recommender):
         self._inputs: RankerInputs | None = None
         self._derived: dict[str, Any] = {}
 
-    def _cached(self, key: str, make):
+    def _cached(self, key: str, make: Callable[[], Any]) -> Any:
         if key not in self._derived:
             self._derived[key] = make()
         return self._derived[key]
 
     def filters(self) -> Filters:
-        return Filters(self.items, list(self.config.media_types), list(self.config.blocked_items))
+        return Filters(self._fitted(self.items), list(self.config.media_types), list(self.config.blocked_items))
 
     def retrieve_stage(self, filters: Filters | None = None) -> Retrieve:
-        return Retrieve(self.retriever, self.config.n_candidates, filters or self.filters())
+        return Retrieve(self._fitted(self.retriever), self.config.n_candidates, filters or self.filters())
 
     def rank_stage(self, weight: float | None = None) -> CrossEncoderRank:
         if self._inputs is None or self._inputs.ranker is not self.ranker:
-            self._inputs = RankerInputs(self.ranker, self.items, self.config.view, self.recent)
+            self._inputs = RankerInputs(self.ranker, self._fitted(self.items), self.config.view, self.recent)
         w = self.blend_weight_ if weight is None else weight
         return CrossEncoderRank(self._inputs, float(w), self.config.n_candidates)
 
@@ -209,12 +214,13 @@ class Pipeline(Recommender):
         cfg = self.config
         lam = self.mmr_lambda_ if lam is None else lam
 
-        def vectors():
-            return self._cached("mmr_vectors", lambda: mmr_vectors(self.retriever, self.items, cfg.mmr_vectors))
+        def vectors() -> Any:
+            return self._cached("mmr_vectors", lambda: mmr_vectors(self._fitted(self.retriever),
+                                                                   self._fitted(self.items), cfg.mmr_vectors))
 
         out: list[Stage] = [MMR(float(lam), cfg.n_candidates, vectors)]
         if cfg.dedupe:
-            keys = self._cached("dedupe_keys", lambda: dedupe_keys(self.items, list(cfg.dedupe_fields)))
+            keys = self._cached("dedupe_keys", lambda: dedupe_keys(self._fitted(self.items), list(cfg.dedupe_fields)))
             out.append(Dedupe(keys))
         out.append(filters or self.filters())
         return out
@@ -226,14 +232,22 @@ class Pipeline(Recommender):
         rerank = self.rerank_stages(filters=filters)
         return [self.retrieve_stage(filters), self.rank_stage(), *rerank[:-1], *self.extra_stages, rerank[-1]]
 
-    def _lists(self, contexts) -> tuple[np.ndarray, np.ndarray]:
+    def _lists(self, contexts: Iterable[Context]) -> tuple[np.ndarray, np.ndarray]:
         self._set_threads()
         stages = self.stages()
         parts = [run_stages(stages, ctx) for ctx in contexts]
         return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
 
     # ---- the Recommender contract ----------------------------------------------------------------
-    def topk_indices(self, user_idx, k, *, exclude=None, candidates=None, batch_size=512):
+    def topk_indices(
+        self,
+        user_idx: np.ndarray,
+        k: int,
+        *,
+        exclude: sp.csr_matrix | None = None,
+        candidates: np.ndarray | None = None,
+        batch_size: int = 512,
+    ) -> tuple[np.ndarray, np.ndarray]:
         """Pipeline top-K for known users: retrieve top-N, rank, blend, MMR, de-duplicate."""
         self._check_fitted()
         user_idx = np.asarray(user_idx, dtype=np.int64)
@@ -245,7 +259,15 @@ class Pipeline(Recommender):
             for s in range(0, len(user_idx), batch_size)
         )
 
-    def topk_histories(self, history, k, *, exclude_seen=True, candidates=None, histories=None):
+    def topk_histories(
+        self,
+        history: sp.spmatrix,
+        k: int,
+        *,
+        exclude_seen: bool = True,
+        candidates: np.ndarray | None = None,
+        histories: list[np.ndarray] | None = None,
+    ) -> tuple[np.ndarray, np.ndarray]:
         """Pipeline top-K for users given as history rows; ``histories``: their item indices oldest first
         (the ranker's user view reads the newest first), else the rows' own order."""
         self._check_fitted()
@@ -256,7 +278,13 @@ class Pipeline(Recommender):
                       candidates=candidates)
         return self._lists([ctx])
 
-    def recommend_history(self, histories, k: int = 10, exclude_seen: bool = True, candidates=None):
+    def recommend_history(
+        self,
+        histories: Collection[Iterable[Any]],
+        k: int = 10,
+        exclude_seen: bool = True,
+        candidates: Iterable[Any] | None = None,
+    ) -> tuple[np.ndarray, np.ndarray]:
         """Fold-in users given as item-id lists (oldest first): the whole pipeline, no retrain."""
         self._check_fitted()
         check_k(k)
@@ -267,14 +295,14 @@ class Pipeline(Recommender):
                                            histories=idx_lists)
         return self.ids_of(out_i), out_v
 
-    def _score(self, user_idx, item_idx):
+    def _score(self, user_idx: np.ndarray, item_idx: np.ndarray | None) -> np.ndarray:
         """The retriever's rows with the pipeline's top N (seen items not excluded) raised on top."""
-        base = self.retriever.score_users(user_idx, item_idx)
+        base = self._fitted(self.retriever).score_users(user_idx, item_idx)
         picks, _ = self.topk_indices(user_idx, self.config.n_candidates, exclude=None, candidates=item_idx)
         return raise_picks(base, picks, item_idx)
 
-    def _score_history(self, history, item_idx):
-        base = self.retriever.score_histories(history, item_idx)
+    def _score_history(self, history: sp.csr_matrix, item_idx: np.ndarray | None) -> np.ndarray:
+        base = self._fitted(self.retriever).score_histories(history, item_idx)
         picks, _ = self.topk_histories(history, self.config.n_candidates, exclude_seen=False, candidates=item_idx)
         return raise_picks(base, picks, item_idx)
 
@@ -288,22 +316,22 @@ class Pipeline(Recommender):
             caps = get_model_class(self.config.retriever).CAPABILITIES
         return replace(caps, exact_fold_in=False, text_queries=False, knowledge_graph=False)
 
-    def _item_vectors(self):
-        return self.retriever.item_vectors()
+    def _item_vectors(self) -> np.ndarray | None:
+        return self._fitted(self.retriever).item_vectors()
 
-    def _item_vector_dim(self):
-        return self.retriever.item_vector_dim()
+    def _item_vector_dim(self) -> int | None:
+        return self._fitted(self.retriever).item_vector_dim()
 
-    def _similarity_rows(self, idx):
-        return self.retriever.similarity_rows(idx)
+    def _similarity_rows(self, idx: np.ndarray) -> np.ndarray:
+        return self._fitted(self.retriever).similarity_rows(idx)
 
     def _add_items(self, new_items: pd.DataFrame) -> None:
-        self.retriever.add_items(new_items)  # the base class then clears the stages' caches
+        self._fitted(self.retriever).add_items(new_items)  # the base class then clears the stages' caches
 
     # ---- persistence ---------------------------------------------------------------------------------
     def _state(self) -> dict[str, np.ndarray]:
         return {
-            "recent": self.recent.astype(np.int64),
+            "recent": self._fitted(self.recent).astype(np.int64),
             "blend_weight": np.asarray([self.blend_weight_], dtype=np.float32),
             "mmr_lambda": np.asarray([self.mmr_lambda_], dtype=np.float32),
         }
@@ -314,8 +342,8 @@ class Pipeline(Recommender):
         self.mmr_lambda_ = float(state["mmr_lambda"][0])
 
     def _save_extra(self, folder: Path) -> None:
-        self.retriever.save(folder / "retriever")
-        self.ranker.save(folder / "ranker")
+        self._fitted(self.retriever).save(folder / "retriever")
+        self._fitted(self.ranker).save(folder / "ranker")
         (folder / "pipeline_report.json").write_text(json.dumps(self.fit_report, indent=1, default=float))
 
     def _load_extra(self, folder: Path) -> None:

@@ -37,7 +37,7 @@ def mmr_select(cands: np.ndarray, relevance: np.ndarray, vectors: np.ndarray | N
         return out_i, out_s
     use_mmr = lam < 1 and vectors is not None
     sims = None
-    if use_mmr:
+    if use_mmr and vectors is not None:
         v = vectors[items]
         v = np.asarray(v.toarray() if sp.issparse(v) else v, dtype=np.float32)
         norms = np.linalg.norm(v, axis=1, keepdims=True)
@@ -58,7 +58,7 @@ def mmr_select(cands: np.ndarray, relevance: np.ndarray, vectors: np.ndarray | N
             used_keys.add(keys[j])
         out_i[n], out_s[n] = items[j], rel[j]
         n += 1
-        if use_mmr:
+        if sims is not None:  # use_mmr
             max_sim = np.maximum(max_sim, sims[j])
     return out_i, out_s
 

@@ -16,7 +16,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import cached_property
-from typing import Any, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 import numpy as np
 import pandas as pd
@@ -24,6 +24,9 @@ import scipy.sparse as sp
 
 from avrec.eval.topk import rank_scores
 from avrec.models.base import Recommender
+
+if TYPE_CHECKING:
+    from avrec.finetune.data import UserViews
 
 
 @dataclass
@@ -45,13 +48,17 @@ class Context:
 
     @property
     def rows(self) -> int:
-        return len(self.user_idx) if self.user_idx is not None else self.history.shape[0]
+        if self.user_idx is not None:
+            return len(self.user_idx)
+        assert self.history is not None  # exactly one of user_idx and history is set
+        return self.history.shape[0]
 
     def history_lists(self) -> list[np.ndarray]:
         """Each fold-in user's item indices, oldest first."""
         if self.histories is not None:
             return self.histories
         h = self.history
+        assert h is not None
         return [h.indices[h.indptr[r]:h.indptr[r + 1]] for r in range(h.shape[0])]
 
 
@@ -216,9 +223,9 @@ class RankerInputs:
 
     def __init__(self, ranker: Any, items: pd.DataFrame, view_config: Any, recent: np.ndarray | None) -> None:
         self.ranker, self.items, self.view_config, self.recent = ranker, items, view_config, recent
-        self._views = None
+        self._views: UserViews | None = None
 
-    def views(self):
+    def views(self) -> UserViews:
         if self._views is None:
             import torch
 
@@ -234,6 +241,7 @@ class RankerInputs:
     def user_texts(self, ctx: Context) -> list[str]:
         views = self.views()
         if ctx.user_idx is not None:
+            assert self.recent is not None  # known users come with their recent items
             return [views.view(self.recent[u]) for u in ctx.user_idx]
         return [views.view(np.asarray(h, dtype=np.int64)[::-1]) for h in ctx.history_lists()]
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 from contextlib import asynccontextmanager
+from typing import Any
 
 from fastapi import FastAPI
 from fastapi.staticfiles import StaticFiles
@@ -43,12 +44,13 @@ def create_app(service: RecommenderService, *, watch: bool = True) -> FastAPI:
     assets = docs_assets()
     if assets is None:
         log.warning("fastapi-offline is not installed: /docs and /redoc load Swagger UI and ReDoc from a CDN")
+    no_cdn_docs: dict[str, Any] = {"docs_url": None, "redoc_url": None} if assets is not None else {}
     app = FastAPI(
         title="avrec",
         description="Recommendations, search and feedback for audio and video catalogues.",
         version=_version(),
         lifespan=lifespan,
-        **({"docs_url": None, "redoc_url": None} if assets is not None else {}),
+        **no_cdn_docs,
     )
     app.state.service = service
     app.state.metrics = metrics = Metrics()

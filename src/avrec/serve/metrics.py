@@ -57,6 +57,7 @@ class Metrics:
             lines.append(f'avrec_http_request_duration_seconds_sum{{route="{r}"}} {h[-2]:.6f}')
             lines.append(f'avrec_http_request_duration_seconds_count{{route="{r}"}} {int(h[-1])}')
         state = service.state
+        assert state.model.user_ids is not None  # a served model is fitted
         gauges = [
             ("avrec_events_stored", "Feedback events in the durable store.", service.store.count_events()),
             ("avrec_catalog_items", "Items in the served catalogue.", len(state.catalog)),

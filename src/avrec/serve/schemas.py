@@ -138,14 +138,15 @@ class NewItem(BaseModel):
 
     @model_validator(mode="after")
     def _extras_are_text(self) -> NewItem:
-        for key, value in (self.model_extra or {}).items():
+        extra = self.model_extra or {}
+        for key, value in extra.items():
             if isinstance(value, list) and all(isinstance(x, (str, int, float)) for x in value):
                 value = "|".join(str(x) for x in value)
             elif isinstance(value, bool) or not isinstance(value, (str, int, float)):
                 raise ValueError(f"field {key!r} must be text, a number or a list of text")
             elif isinstance(value, float) and not math.isfinite(value):
                 raise ValueError(f"field {key!r} must be finite")
-            self.model_extra[key] = str(value)
+            extra[key] = str(value)
         return self
 
     def record(self) -> dict[str, str]:

@@ -59,7 +59,9 @@ class TextSearch:
 
     def neighbours(self, row: int, k: int) -> tuple[np.ndarray, np.ndarray]:
         """The ``k`` items closest to catalogue row ``row`` in the index (the row itself left out)."""
-        vec = self.index.index.reconstruct(int(row)).reshape(1, -1)
+        index = self.index.index
+        assert index is not None  # built with the search
+        vec = np.asarray(index.reconstruct(int(row)), dtype=np.float32).reshape(1, -1)
         idx, scores = self.index.search(vec, min(k + 1, self.size))
         keep = (idx[0] >= 0) & (idx[0] != row)
         return idx[0][keep][:k], scores[0][keep][:k]

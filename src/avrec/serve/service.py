@@ -133,6 +133,7 @@ class RecommenderService:
                 idx, scores = self._fold_in(state, p.history, n)
             elif p.known:
                 u = model.user_index[str(user_id)]
+                assert model.seen is not None  # a served model is fitted
                 idx, scores = model.topk_indices(np.array([u]), n, exclude=model.seen[[u]])
             else:
                 idx, scores = model.popular_topk(1, n)
@@ -310,6 +311,7 @@ class RecommenderService:
                             "source": "feedback", "event": e.event, "value": e.value, "ts": e.ts})
             n_train = 0
             if u is not None:
+                assert model.seen is not None and model.popularity is not None  # a served model is fitted
                 row = model.seen[u]
                 n_train = len(row.indices)
                 for i in row.indices[np.argsort(-model.popularity[row.indices], kind="stable")]:
@@ -321,17 +323,20 @@ class RecommenderService:
     def users(self, limit: int = 50, offset: int = 0) -> dict[str, Any]:
         model = self.state.model
         stored = [u for u in self.store.users() if u not in model.user_index]
+        assert model.user_ids is not None  # a served model is fitted
         every = [str(u) for u in model.user_ids] + stored
         return {"total": len(every), "users": every[offset: offset + limit]}
 
     def health(self) -> dict[str, Any]:
         state = self.state
+        user_ids = state.model.user_ids
+        assert user_ids is not None  # a served model is fitted
         return {
             "status": "ok",
             "model": state.model.name,
             "model_dir": str(state.model_dir) if state.model_dir else None,
             "n_items": len(state.catalog),
-            "n_users": len(state.model.user_ids),
+            "n_users": len(user_ids),
             "events": self.store.count_events(),
             "loaded_at": state.loaded_at,
             "reloads": self.reloads,

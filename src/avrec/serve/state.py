@@ -98,6 +98,7 @@ class ModelState:
     # ---- the catalogue ----
     def refresh_catalog(self) -> None:
         items = self.model.items
+        assert items is not None  # a served model is fitted
         if len(self.extra_items):
             items = pd.concat([items, self.extra_items], ignore_index=True).fillna("")
         self.catalog = items.reset_index(drop=True)
@@ -120,7 +121,7 @@ class ModelState:
         return t if t else str(self.catalog_ids[row])
 
     def item_record(self, row: int) -> dict[str, Any]:
-        rec = {k: str(v) for k, v in self.catalog.iloc[row].items() if str(v) != ""}
+        rec: dict[str, Any] = {str(k): str(v) for k, v in self.catalog.iloc[row].items() if str(v) != ""}
         rec["item_id"] = str(self.catalog_ids[row])
         rec["recommendable"] = row < self.n_model_items
         return rec
@@ -139,7 +140,8 @@ class ModelState:
         for item, score in zip(ids, scores):
             if item is None or str(item) in exclude:
                 continue
-            out.append({"item_id": str(item), "score": finite(score), "title": self.title(self.catalog_index[str(item)])})
+            title = self.title(self.catalog_index[str(item)])
+            out.append({"item_id": str(item), "score": finite(score), "title": title})
             if len(out) == k:
                 break
         return out

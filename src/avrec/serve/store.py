@@ -16,6 +16,7 @@ import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import cast
 
 from avrec.errors import DataError
 
@@ -125,7 +126,7 @@ class EventStore:
                     cur.execute(
                         "INSERT INTO events(user_id, item_id, event, value, ts, received) VALUES (?,?,?,?,?,?)", row
                     )
-                    ids.append(int(cur.lastrowid))
+                    ids.append(int(cast(int, cur.lastrowid)))  # set by the INSERT just run
                 cur.executemany(
                     "INSERT OR IGNORE INTO users(user_id, created) VALUES (?, ?)",
                     [(u, now) for u in dict.fromkeys(r[0] for r in rows)],
@@ -199,7 +200,8 @@ class EventStore:
         last = 0
         while True:
             rows = self._query(
-                "SELECT id, user_id, item_id, event, value, ts FROM events WHERE id > ? ORDER BY id LIMIT ?", (last, batch)
+                "SELECT id, user_id, item_id, event, value, ts FROM events WHERE id > ? ORDER BY id LIMIT ?",
+                (last, batch),
             )
             if not rows:
                 return

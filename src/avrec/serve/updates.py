@@ -44,6 +44,7 @@ def user_profile(state: ModelState, store: EventStore, user_id: str, rating_thre
     """The training row of ``user_id`` (if any) merged with their stored feedback."""
     model = state.model
     u = model.user_index.get(str(user_id))
+    assert model.seen is not None  # a served model is fitted
     history: list[str] = [] if u is None else [state.catalog_ids[i] for i in model.seen[u].indices]
     events = store.events(user_id=user_id)
     last = latest_polarities(events, rating_threshold)

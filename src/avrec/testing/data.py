@@ -7,17 +7,20 @@ text but no interactions.
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import pandas as pd
 
 from avrec.data.dataset import Dataset, build_dataset
+from avrec.data.splits import Split
 from avrec.eval.metrics import per_user_metrics
 
 N_PER_GROUP = 24
 USERS_PER_GROUP = 36
 ITEMS_PER_USER = 10
 
-GROUPS = {
+GROUPS: dict[str, dict[str, Any]] = {
     "a": {
         "genres": ["Sci-Fi", "Action", "Adventure"],
         "words": ["space", "galaxy", "robot", "starship", "alien", "planet", "laser", "orbit", "android",
@@ -75,7 +78,7 @@ def make_structured_dataset(seed: int = 0) -> Dataset:
     return build_dataset(pd.DataFrame(items), inter, name="two-groups")
 
 
-def random_ndcg(split, k: int = 10, repeats: int = 20, seed: int = 0) -> float:
+def random_ndcg(split: Split, k: int = 10, repeats: int = 20, seed: int = 0) -> float:
     """Expected NDCG@k of a uniformly random ranking under the same exclusions as evaluate_model."""
     truth = split.test.matrix(binary=True)
     users = np.flatnonzero(np.diff(truth.indptr) > 0)

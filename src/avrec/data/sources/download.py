@@ -259,7 +259,7 @@ def fetch_source(name: str, source: Source, cache_dir: str | Path | None = None)
 
 def data_dirs(data_dir: str | Path | None = None) -> list[Path]:
     """Folders searched for local dataset copies: ``data_dir``, then ``AVREC_DATA`` (``os.pathsep`` lists)."""
-    out = []
+    out: list[Path] = []
     for d in (data_dir, os.environ.get("AVREC_DATA")):
         if d:
             out.extend(Path(p) for p in str(d).split(os.pathsep) if p)

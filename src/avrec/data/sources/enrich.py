@@ -81,14 +81,17 @@ def enrich_items(
             if not path:
                 found = local_copy(("tmdb-5000-movies",), "tmdb_5000_movies.csv", data_dir)
                 if found is None:
-                    raise DataError("enrich tmdb: no tmdb-5000-movies folder in AVREC_DATA; give tmdb:/path/to/tmdb_5000_movies.csv")
+                    raise DataError("enrich tmdb: no tmdb-5000-movies folder in AVREC_DATA; "
+                                    "give tmdb:/path/to/tmdb_5000_movies.csv")
                 path = str(found / "tmdb_5000_movies.csv")
             items = enrich_from_tmdb(items, path)
         elif kind == "hetrec":
             if not path:
-                found = local_copy(("hetrec2011-movielens-2k-v2", "hetrec2011-movielens-2k"), "movie_directors.dat", data_dir)
+                folders = ("hetrec2011-movielens-2k-v2", "hetrec2011-movielens-2k")
+                found = local_copy(folders, "movie_directors.dat", data_dir)
                 if found is None:
-                    raise DataError("enrich hetrec: no hetrec2011-movielens-2k-v2 folder in AVREC_DATA; give hetrec:/path/to/folder")
+                    raise DataError("enrich hetrec: no hetrec2011-movielens-2k-v2 folder in AVREC_DATA; "
+                                    "give hetrec:/path/to/folder")
                 path = str(found)
             items = enrich_from_hetrec(items, path)
         else:

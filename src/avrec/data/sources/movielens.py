@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 from pathlib import Path
+from typing import cast
 
 import pandas as pd
 
@@ -32,7 +33,8 @@ def movielens_items(movies: pd.DataFrame, tags: pd.DataFrame | None, links: pd.D
         # metadata column ``user_tags``, which no model or knowledge graph uses by default.
         t = tags.assign(tag=tags["tag"].astype(str).str.strip().str.lower())
         t = t[t["tag"] != ""]
-        counts = t.groupby(["movieId", "tag"]).size().reset_index(name="n").sort_values(["movieId", "n"], ascending=[True, False])
+        counts = t.groupby(["movieId", "tag"]).size().reset_index(name="n")
+        counts = counts.sort_values(["movieId", "n"], ascending=[True, False])
         joined = counts.groupby("movieId")["tag"].agg(lambda s: "|".join(s.head(20)))
         items["user_tags"] = items["item_id"].map(joined.rename(index=str)).fillna("")
     if links is not None:
@@ -44,8 +46,10 @@ def movielens_items(movies: pd.DataFrame, tags: pd.DataFrame | None, links: pd.D
 
 def csv_release_frames(read: Callable[[str, bool], pd.DataFrame | None]) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Items and ratings of a CSV release, given ``read(name, required) -> DataFrame | None``."""
-    items = movielens_items(read("movies.csv", True), read("tags.csv", False), read("links.csv", False))
-    ratings = read("ratings.csv", True).rename(columns={"userId": "user_id", "movieId": "item_id"})
+    # a required table is never None: read raises when it is missing
+    movies = cast(pd.DataFrame, read("movies.csv", True))
+    items = movielens_items(movies, read("tags.csv", False), read("links.csv", False))
+    ratings = cast(pd.DataFrame, read("ratings.csv", True)).rename(columns={"userId": "user_id", "movieId": "item_id"})
     ratings["event"] = "rate"
     return items, ratings
 
