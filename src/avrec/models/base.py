@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Collection, Iterable
-from dataclasses import dataclass, is_dataclass
+from dataclasses import is_dataclass
 from pathlib import Path
 from typing import Any, ClassVar, Self, TypeVar, cast
 
@@ -28,28 +28,10 @@ from avrec.data.dataset import Dataset
 from avrec.errors import ConfigError, DataError
 from avrec.eval.topk import rank_scores, topk_from_scores
 from avrec.models import artifacts
+from avrec.models.capabilities import Capabilities
 
 __all__ = ["Capabilities", "Recommender", "check_k", "rank_scores", "topk_from_scores"]
 _T = TypeVar("_T")
-
-
-@dataclass(frozen=True)
-class Capabilities:
-    """What a model can do; composite models derive theirs from their parts."""
-
-    #: scores items that have no interactions (content-aware), so cold-item evaluation is meaningful
-    cold_items: bool = False
-    #: ``add_items`` makes new items recommendable without a retrain
-    add_items: bool = False
-    #: ``score_histories(seen[u])`` equals ``score_users(u)``: a user is fully described by their history,
-    #: so folding in feedback or new users needs no retrain
-    exact_fold_in: bool = False
-    #: ``item_vectors()`` gives compact (items × d) vectors, d small enough for vector search
-    item_vectors: bool = False
-    #: ``encode_query(text)`` places free text in the item space (natural-language search)
-    text_queries: bool = False
-    #: the model holds a knowledge graph (``kg``, ``item_features``, ``entity_contributions``)
-    knowledge_graph: bool = False
 
 
 def check_k(k: Any) -> None:
