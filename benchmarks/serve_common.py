@@ -137,6 +137,20 @@ class BareServer(Server):
                 time.sleep(0.1)
 
 
+def wait_for_search(server: Server, timeout: float = 900) -> str:
+    """Block until the server's search index is built (its encoder would otherwise share the cores with
+    the measurement); returns the final state (ready, or unavailable when search is off)."""
+    import httpx
+
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        state = httpx.get(server.url + "/health", timeout=30).json()["search"]
+        if state != "building":
+            return state
+        time.sleep(2)
+    return "building"
+
+
 def machine() -> dict[str, Any]:
     return {
         "python": platform.python_version(),

@@ -26,7 +26,15 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from serve_common import BareServer, Server, ensure_model, machine, percentiles, write_results  # noqa: E402
+from serve_common import (  # noqa: E402
+    BareServer,
+    Server,
+    ensure_model,
+    machine,
+    percentiles,
+    wait_for_search,
+    write_results,
+)
 
 
 def user_pool(model_dir: Path, n_unknown_share: float = 0.1, seed: int = 0) -> list[str]:
@@ -145,6 +153,7 @@ def main(argv: list[str] | None = None) -> int:
         users = user_pool(model_dir)
         server = Server(model_dir)  # as `avrec serve` starts by default: search on
         try:
+            search = wait_for_search(server)
             health = httpx.get(server.url + "/health", timeout=600).json()
             body = body or httpx.get(server.url + "/recommend", params={"user_id": users[0], "k": 10}).content
             result = measure(server, users, client, args.concurrency, args.duration, args.warmup)
@@ -152,7 +161,7 @@ def main(argv: list[str] | None = None) -> int:
             result["server_5xx"] = sum(int(n) for n in re.findall(r'status="5\d\d"} (\d+)', metrics))
         finally:
             server.stop()
-        rows.append({"server": f"avrec serve {health['model']} (search on)", "model": health["model"], **result})
+        rows.append({"server": f"avrec serve {health['model']} (search {search})", "model": health["model"], **result})
     bare = BareServer(body)
     try:
         result = measure(bare, ["x"], client, args.concurrency, args.duration, args.warmup)

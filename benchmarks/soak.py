@@ -22,7 +22,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from serve_common import Server, ensure_model, machine, percentiles, write_results  # noqa: E402
+from serve_common import Server, ensure_model, machine, percentiles, wait_for_search, write_results  # noqa: E402
 
 KEY = "bench-key"
 QUERIES = ["a funny animated movie for kids", "dark science fiction", "romantic comedy in paris",
@@ -124,18 +124,6 @@ def flat_memory(samples: list[tuple[float, float]]) -> tuple[bool, float, float]
     first = float(np.median(values[1: 1 + third]))  # skip the very first sample (warm-up)
     last = float(np.median(values[-third:]))
     return (last - first) <= max(0.1 * first, 30.0), first, last
-
-
-def wait_for_search(server: Server, timeout: float = 900) -> str:
-    import httpx
-
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        state = httpx.get(server.url + "/health", timeout=30).json()["search"]
-        if state != "building":
-            return state
-        time.sleep(2)
-    return "building"
 
 
 def run_one(model: str, minutes: float, rate: float) -> dict:

@@ -419,6 +419,36 @@ def test_quick_reads_run_inline_and_go_to_the_pool_while_a_writer_holds_the_mode
     service.close()
 
 
+def test_a_pooled_endpoint_comes_back_inline_when_its_calls_are_cheap(model_dir, tmp_path):
+    """The mean is CPU time: waiting in the pool (for a worker or the GIL, as under load) is not cost, so a
+    slow start no longer keeps a cheap endpoint in the pool for good (the served hybrid was stuck there)."""
+    import asyncio
+    import time as _time
+
+    from avrec.serve.middleware import InlineReads
+
+    service = RecommenderService(model_dir, EventStore(tmp_path / "e.sqlite3"),
+                                 ServeConfig(search=False, watch_interval=0))
+    inline = InlineReads(service)
+    inline.mean_s["r"] = 0.02  # a first call that took 20 ms
+    threads: list[int] = []
+
+    def waits_without_working():
+        threads.append(threading.get_ident())
+        _time.sleep(0.01)  # 10 ms of wall time, almost no CPU
+        return 1
+
+    async def scenario():
+        for _ in range(40):
+            await inline("r", waits_without_working)
+        return threading.get_ident()
+
+    loop = asyncio.run(scenario())
+    service.close()
+    assert threads[0] != loop and threads[-1] == loop
+    assert inline.mean_s["r"] < inline.budget_s
+
+
 # ---- hot reload ----------------------------------------------------------------------------------
 def test_reload_swaps_the_model_without_failing_requests(model_dir, tmp_path):
     with make_client(model_dir, tmp_path) as c:

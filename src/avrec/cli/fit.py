@@ -76,34 +76,6 @@ def _name_list(names: list[str], limit: int = 20) -> str:
     return shown + (f" … and {len(names) - limit} more" if len(names) > limit else "")
 
 
-def rank_with_popularity_fallback(model, users: list[str], k: int, cand_idx: np.ndarray | None,
-                                  console) -> tuple[np.ndarray, np.ndarray]:
-    """Top-``k`` (ids, scores) per user: known users through the model, users it has never seen the most
-    popular items (most training users first, ties by catalogue order).
-
-    Temporary: once ``Recommender.recommend`` gives unknown users popularity itself, ``cmd_recommend``
-    calls it directly and this function goes.
-    """
-    known = model.known_users(users)
-    ids = np.empty((len(users), k), dtype=object)
-    scores = np.full((len(users), k), -np.inf, dtype=np.float32)
-    if known.any():
-        cand_ids = None if cand_idx is None else model.item_ids[cand_idx].tolist()
-        with console.status(f"ranking for {int(known.sum()):,} users"):
-            known_users = [u for u, m in zip(users, known) if m]
-            ids[known], scores[known] = model.recommend(known_users, k=k, candidates=cand_ids)
-    if not known.all():
-        pool = np.arange(model.n_items) if cand_idx is None else np.asarray(cand_idx, dtype=np.int64)
-        pop = np.asarray(model.popularity, dtype=np.float64)[pool]
-        order = pool[np.argsort(-pop, kind="stable")][:k]
-        fallback_ids = np.empty(k, dtype=object)
-        fallback_ids[: len(order)] = model.item_ids[order]
-        fallback_scores = np.full(k, -np.inf, dtype=np.float32)
-        fallback_scores[: len(order)] = np.asarray(model.popularity, dtype=np.float32)[order]
-        ids[~known], scores[~known] = fallback_ids, fallback_scores
-    return ids, scores
-
-
 def cmd_recommend(args: argparse.Namespace) -> int:
     """Write user_id,item_id,rank,score rows (best first) for each user; seen items excluded."""
     import pandas as pd
@@ -116,7 +88,9 @@ def cmd_recommend(args: argparse.Namespace) -> int:
     users = read_id_file(args.users, "user id") if args.users else [str(args.user).strip()]
     cand_idx = _candidate_indices(model, Path(args.candidates)) if args.candidates else None
     n, k = len(users), args.k
-    ids, scores = rank_with_popularity_fallback(model, users, k, cand_idx, stderr_console())
+    cand_ids = None if cand_idx is None else model.item_ids[cand_idx].tolist()
+    with stderr_console().status(f"ranking for {len(users):,} users"):
+        ids, scores = model.recommend(users, k=k, candidates=cand_ids)  # unknown users: the popular items
     unknown = [u for u, m in zip(users, model.known_users(users)) if not m]
     rows = [
         (user, item, rank + 1, float(score))
@@ -175,7 +149,7 @@ def cmd_similar(args: argparse.Namespace) -> int:
 def cmd_add_items(args: argparse.Namespace) -> int:
     """Make new items recommendable without a retrain (content-aware models), saving the folder in place."""
     from avrec.data.io import clean_items, read_table
-    from avrec.serve.service import save_model_atomically
+    from avrec.models.artifacts import save_atomically
 
     model = load_model(args.model_dir)
     path = Path(args.items)
@@ -183,7 +157,7 @@ def cmd_add_items(args: argparse.Namespace) -> int:
         raise DataError(f"{path}: file not found")
     new_items = clean_items(read_table(path), path)
     added = model.add_items(new_items)
-    save_model_atomically(model, Path(args.model_dir))
+    save_atomically(model, Path(args.model_dir))
     print(f"added {added:,} item(s) to {args.model_dir} ({model.name}); the catalogue now has {model.n_items:,} items")
     return 0
 

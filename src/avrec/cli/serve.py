@@ -12,7 +12,7 @@ from pathlib import Path
 
 from avrec.cli.settings import Layout, add_settings_options, load_settings, section
 from avrec.errors import ConfigError, DataError
-from avrec.serve.service import ServeConfig
+from avrec.serve.config import ServeConfig
 
 #: Everything is in the ``[serve]`` table (``--set api_key=x`` is short for ``--set serve.api_key=x``); a
 #: shared file's other tables are for other commands.
@@ -162,9 +162,10 @@ def _announce(server, host: str, service, store) -> None:
 
 
 def cmd_update(args: argparse.Namespace) -> int:
+    from avrec.models.artifacts import save_atomically
     from avrec.models.base import Recommender
-    from avrec.serve.service import fold_events, save_model_atomically
     from avrec.serve.store import EventStore
+    from avrec.serve.updates import fold_events
 
     model_dir = Path(args.model_dir)
     store_path = Path(args.store) if args.store else default_store(model_dir)
@@ -179,7 +180,7 @@ def cmd_update(args: argparse.Namespace) -> int:
         summary["out"] = str(out)
         if not args.dry_run:
             if out == model_dir:
-                save_model_atomically(model, model_dir)
+                save_atomically(model, model_dir)
             else:
                 model.save(out)
             store.set_meta("last_update_event_id", str(summary["events_folded_upto"]))

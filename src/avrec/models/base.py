@@ -259,8 +259,15 @@ class Recommender(ABC):
         return rank_scores(scores, k, history if exclude_seen else None, candidates)
 
     def popular_topk(self, n: int, k: int, candidates: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
-        """The fallback list for ``n`` users the model knows nothing about: most-interacted items first."""
-        return rank_scores(self.popularity_scores(n, candidates), k, None, candidates)
+        """The fallback list for ``n`` users the model knows nothing about: most-interacted items first,
+        ties in catalogue order (the same list on the CLI, over HTTP and in the library)."""
+        pool = np.arange(self.n_items) if candidates is None else np.asarray(candidates, dtype=np.int64)
+        pop = np.asarray(self._fitted(self.popularity), dtype=np.float32)[pool]
+        order = np.argsort(-pop, kind="stable")[:k]
+        idx = np.full(k, -1, dtype=np.int64)
+        val = np.full(k, -np.inf, dtype=np.float32)
+        idx[: len(order)], val[: len(order)] = pool[order], pop[order]
+        return np.tile(idx, (n, 1)), np.tile(val, (n, 1))
 
     # ---- public API (ids) --------------------------------------------------------------------
     def recommend(

@@ -257,7 +257,7 @@ class Hybrid(Recommender):
     def _components_z(self, user_idx: np.ndarray | None, history: sp.csr_matrix | None, items: np.ndarray,
                       names: list[str]) -> list[np.ndarray]:
         """Standardised score matrices: the towers first, then each named component."""
-        full = len(items) == self.n_items and bool((items == np.arange(self.n_items)).all())
+        full = len(items) == self.n_items and bool(items[0] == 0 and (np.diff(items) == 1).all())
         if history is None:
             tower = self._tower_scores(self.user_vecs[user_idx], None if full else items)
         else:
@@ -266,19 +266,26 @@ class Hybrid(Recommender):
         out = [standardise(tower)]
         for name in names:
             comp = self.components[name]
-            scores = np.full((len(tower), len(items)), np.nan, dtype=np.float32)
             known = items < comp.n_items
             if not comp.capabilities.cold_items:  # its scores for items without interactions mean nothing
                 known &= ~self.cold_mask[items]
+            z = np.zeros((len(tower), len(items)), dtype=np.float32)  # 0 = "no evidence either way"
             if known.any():
-                # the whole catalogue in order goes as None, so a component selects no columns at all
-                sub = None if (full and known.all()) else items[known]
+                # the whole catalogue in order goes as None (no column selection in the component); the
+                # few items it cannot score are then left out of the standardisation
+                sub = None if (full and comp.n_items == len(items)) else items[known]
                 if history is None:
                     assert user_idx is not None  # exactly one of user_idx and history is given
-                    scores[:, known] = comp.score_users(user_idx, sub)
+                    scores = comp.score_users(user_idx, sub)
                 else:
-                    scores[:, known] = comp.score_histories(history[:, : comp.n_items], sub)
-            out.append(standardise(scores))
+                    scores = comp.score_histories(history[:, : comp.n_items], sub)
+                if sub is None and known.all():
+                    z = standardise(scores)
+                elif sub is None:
+                    z[:, known] = standardise(scores[:, known])
+                else:
+                    z[:, known] = standardise(scores)
+            out.append(z)
         return out
 
     def _fused(self, user_idx: np.ndarray | None, history: sp.csr_matrix | None, items: np.ndarray) -> np.ndarray:

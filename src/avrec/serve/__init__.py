@@ -8,10 +8,10 @@ model input), ``service`` (the RecommenderService facade); the HTTP side: ``sche
 """
 
 from avrec.serve.config import ServeConfig
-from avrec.serve.service import RecommenderService, save_model_atomically
+from avrec.serve.service import RecommenderService
 from avrec.serve.store import EventStore
 
-__all__ = ["EventStore", "RecommenderService", "ServeConfig", "create_app", "save_model_atomically"]
+__all__ = ["EventStore", "RecommenderService", "ServeConfig", "create_app"]
 
 
 def create_app(*args, **kwargs):

@@ -131,14 +131,18 @@ class InlineReads:
 
     async def __call__(self, name: str, fn, /, *args, **kwargs):
         slow = self.mean_s.get(name, 0.0) > self.budget_s or self.service.state.lock.writer_pending
-        start = time.perf_counter()
-        try:
-            if slow:
-                return await run_in_threadpool(fn, *args, **kwargs)
-            return fn(*args, **kwargs)
-        finally:
-            spent = time.perf_counter() - start
-            if not slow or name not in self.mean_s or spent < self.mean_s[name]:
-                # exponential mean; a pooled call only ever lowers it (its wall time includes queueing)
-                self.mean_s[name] = 0.9 * self.mean_s.get(name, spent) + 0.1 * spent
+        cost = [0.0]
 
+        def timed():
+            # CPU time of the calling thread: a pooled call's wall time would include its wait in the
+            # queue and for the GIL, and one slow first call would then keep an endpoint in the pool
+            start = time.thread_time()
+            try:
+                return fn(*args, **kwargs)
+            finally:
+                cost[0] = time.thread_time() - start
+
+        try:
+            return await run_in_threadpool(timed) if slow else timed()
+        finally:
+            self.mean_s[name] = 0.9 * self.mean_s.get(name, cost[0]) + 0.1 * cost[0]

@@ -20,22 +20,17 @@ import pandas as pd
 
 from avrec.errors import ConfigError
 from avrec.eval.topk import topk_from_scores
-from avrec.models.artifacts import save_atomically
 from avrec.models.base import Recommender
 from avrec.serve.config import ServeConfig
 from avrec.serve.errors import Conflict, NotFound, ServiceError, Unavailable
 from avrec.serve.search import SearchIndexer
 from avrec.serve.state import FolderWatcher, ModelState, finite, load_state
 from avrec.serve.store import EventStore
-from avrec.serve.updates import UserProfile, fold_events, user_profile
+from avrec.serve.updates import UserProfile, user_profile
 
 log = logging.getLogger("avrec.serve")
 
-#: kept for callers of the old name (``avrec.cli``); the mechanism lives in the models layer
-save_model_atomically = save_atomically
-
-#: ``ServeConfig`` and ``fold_events`` are re-exported for ``avrec.cli``
-__all__ = ["RecommenderService", "ServeConfig", "fold_events", "save_model_atomically"]
+__all__ = ["RecommenderService"]
 
 
 def _minmax(x: np.ndarray) -> np.ndarray:
