@@ -35,15 +35,21 @@ class RankerTrainingConfig:
     eval_users: int = 200
 
     def __post_init__(self) -> None:
-        from avrec.finetune.data import PairConfig, UserViewConfig
-        from avrec.finetune.trainer import TrainConfig
-
-        self.ranker = as_config(RankerConfig, self.ranker)
-        self.view = as_config(UserViewConfig, self.view)
-        self.pairs = as_config(PairConfig, self.pairs)
-        self.train = as_config(TrainConfig, self.train)
+        type_ranker_sections(self)
         if self.n_candidates < 1:
             raise ConfigError("n_candidates must be at least 1")
+
+
+def type_ranker_sections(cfg: Any) -> None:
+    """Turn ``cfg``'s ``ranker``, ``view``, ``pairs`` and ``train`` sections (None, a table or a config) into
+    their config types, in place; shared by this job's config and the pipeline's."""
+    from avrec.finetune.data import PairConfig, UserViewConfig
+    from avrec.finetune.trainer import TrainConfig
+
+    cfg.ranker = as_config(RankerConfig, cfg.ranker)
+    cfg.view = as_config(UserViewConfig, cfg.view)
+    cfg.pairs = as_config(PairConfig, cfg.pairs)
+    cfg.train = as_config(TrainConfig, cfg.train)
 
 
 def as_config(cls, value):

@@ -12,12 +12,21 @@ import scipy.sparse as sp
 from avrec.data.dataset import Dataset
 from avrec.models.base import Capabilities, Recommender
 
+_controller: Any = None
+
 
 def _single_threaded_blas() -> AbstractContextManager[Any]:
-    """Limit BLAS to one thread while implicit runs its own parallel loops (its documented advice)."""
-    from threadpoolctl import threadpool_limits
+    """Limit BLAS to one thread while implicit runs its own parallel loops (its documented advice).
 
-    return threadpool_limits(1, "blas")
+    One cached controller: ``threadpool_limits`` rescans the loaded libraries on every call (about 1 ms,
+    which was most of a served fold-in), the controller's ``limit`` does not (about 0.01 ms).
+    """
+    global _controller
+    if _controller is None:
+        from threadpoolctl import ThreadpoolController
+
+        _controller = ThreadpoolController()
+    return _controller.limit(limits=1, user_api="blas")
 
 
 @dataclass

@@ -1,6 +1,8 @@
 """EASE (Steck, 2019): a closed-form item-item linear autoencoder, B = I - P / diag(P), P = (XᵀX + λI)⁻¹.
 
 Strong on warm data and cheap for catalogues up to ~20k items (it holds a dense items × items matrix).
+Similar items are by co-occurrence cosine (the base default): cosine over rows of W + Wᵀ cost ~34 ms a
+request on 9.7k items, too slow to serve.
 """
 
 from __future__ import annotations
@@ -41,7 +43,6 @@ class EASE(Recommender):
     Config = EASEConfig
 
     weights: np.ndarray  # (n_items, n_items), set by _fit / _load_state
-    _vector_norms: np.ndarray | None  # norms of the rows of W + Wᵀ, cached by _similarity_rows
 
     def _fit(self, dataset: Dataset, valid: Dataset | None, valid_candidates: np.ndarray | None) -> None:
         # Items without interactions have B = 0, so the inverse is only needed over the active ones.
@@ -71,26 +72,8 @@ class EASE(Recommender):
         scores = np.asarray(sp.csr_matrix(history, dtype=np.float32) @ self.weights)
         return scores if item_idx is None else scores[:, item_idx]
 
-    def _similarity_rows(self, idx: np.ndarray) -> np.ndarray:
-        """Cosine between rows of W + Wᵀ (in- and out-weights of each item), never building that matrix."""
-        vector_norms = getattr(self, "_vector_norms", None)
-        if vector_norms is None:
-            vector_norms = np.empty(self.weights.shape[0], np.float32)
-            for start in range(0, len(vector_norms), 1024):  # row blocks of W + Wᵀ, never the whole matrix
-                block = self.weights[start : start + 1024] + self.weights[:, start : start + 1024].T
-                vector_norms[start : start + 1024] = np.linalg.norm(block, axis=1)
-            self._vector_norms = vector_norms
-        v = self.weights[idx] + self.weights[:, idx].T
-        scores = v @ self.weights.T + v @ self.weights
-        norms = np.where(vector_norms > 0, vector_norms, 1.0)
-        return scores / norms[idx, None] / norms[None, :]
-
     def _state(self) -> dict[str, np.ndarray]:
         return {"weights": self.weights}
 
     def _load_state(self, state: dict[str, np.ndarray]) -> None:
         self.weights = state["weights"]
-
-    def _clear_caches(self) -> None:
-        super()._clear_caches()
-        self._vector_norms = None

@@ -46,15 +46,9 @@ class PipelineConfig:
     threads: int = 0
 
     def __post_init__(self) -> None:
-        from avrec.finetune.data import PairConfig, UserViewConfig
-        from avrec.finetune.ranker import RankerConfig
-        from avrec.finetune.ranker_training import as_config
-        from avrec.finetune.trainer import TrainConfig
+        from avrec.finetune.ranker_training import type_ranker_sections
 
-        self.ranker = as_config(RankerConfig, self.ranker)
-        self.view = as_config(UserViewConfig, self.view)
-        self.pairs = as_config(PairConfig, self.pairs)
-        self.train = as_config(TrainConfig, self.train)
+        type_ranker_sections(self)
         if self.n_candidates < 1:
             raise ConfigError("pipeline n_candidates must be at least 1")
         if self.blend_weight is not None and not 0 <= self.blend_weight <= 1:
