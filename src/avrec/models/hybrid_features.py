@@ -43,12 +43,15 @@ class ItemFeaturizer:
             self._text_encoder = TextEncoder(self.config.encoder, max_length=self.config.max_length)
         return self._text_encoder
 
-    def lm_vectors(self, docs: list[str]) -> np.ndarray | None:
+    def lm_vectors(self, docs: list[str], cached: bool = True) -> np.ndarray | None:
+        """LM vectors of ``docs``; ``cached=False`` for one-off text (a search query), which the embedding
+        cache would only grow by, and whose index it would read on every call."""
         if not self.config.use_lm:
             return None
         from avrec.encoders import EmbeddingCache, encode_texts
 
-        cache = None if self.config.embedding_cache == "none" else EmbeddingCache(self.config.embedding_cache)
+        use_cache = cached and self.config.embedding_cache != "none"
+        cache = EmbeddingCache(self.config.embedding_cache) if use_cache else None
         return np.asarray(encode_texts(self.encoder(), docs, cache, show_progress=len(docs) > 256), dtype=np.float32)
 
     def fit(self, items: pd.DataFrame) -> ItemFeatures:
@@ -67,7 +70,8 @@ class ItemFeaturizer:
         return ItemFeatures(self.lm_vectors(docs), _stack(blocks, len(items)))
 
     def transform(self, items: pd.DataFrame, docs: list[str] | None = None) -> ItemFeatures:
-        """Features of new items (or of free text given as ``docs``) with the fitted vocabularies."""
+        """Features of new items (or of free text given as ``docs``, never cached) with the fitted vocabularies."""
+        cached = docs is None
         docs = docs if docs is not None else self.documents(items)
         blocks = []
         if self.word_vectorizer is not None:
@@ -75,7 +79,7 @@ class ItemFeaturizer:
         if self.token_idf is not None:
             tok, _ = tfidf_weight(self.token_vocab.matrix(item_tokens(items)), self.token_idf)
             blocks.append(tok)
-        return ItemFeatures(self.lm_vectors(docs), _stack(blocks, len(docs)))
+        return ItemFeatures(self.lm_vectors(docs, cached), _stack(blocks, len(docs)))
 
     # ---- persistence (the keys of hybrid.json and model.safetensors) ----
     def state(self) -> dict[str, np.ndarray]:
