@@ -129,13 +129,6 @@ class Hybrid(Recommender):
                            input_keep=c.input_keep, history_len=c.history_len, eval_every=c.eval_every,
                            patience=patience if patience is not None else c.patience, seed=c.seed)
 
-    def _item_outputs(self, towers: Towers, warm: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        return item_outputs(towers, self.features, warm)
-
-    def _user_outputs(self, towers: Towers, item_vecs: np.ndarray, history: sp.csr_matrix,
-                      timestamps: sp.csr_matrix | None, user_idx: np.ndarray | None) -> np.ndarray:
-        return user_outputs(towers, item_vecs, history, timestamps, user_idx, self.config.history_len)
-
     def _tower_scores(self, user_vecs: np.ndarray, items: np.ndarray | None) -> np.ndarray:
         """Tower scores over ``items`` (None: the whole catalogue, without copying the item vectors)."""
         if items is None:
@@ -185,11 +178,11 @@ class Hybrid(Recommender):
                   for part, cands in ((warm_valid, None), (cold_valid, cold_cands)) if part is not None]
 
         def validate(model: Towers) -> float:
-            item_vecs, item_bias = self._item_outputs(model, warm_items)
+            item_vecs, item_bias = item_outputs(model, self.features, warm_items)
             total = 0.0
             for check in checks:
-                u = self._user_outputs(model, item_vecs, seen[check.users],
-                                       None if timestamps is None else timestamps[check.users], check.users)
+                u = user_outputs(model, item_vecs, seen[check.users], None if timestamps is None
+                                 else timestamps[check.users], check.users, self.config.history_len)
                 items = np.arange(train.n_items) if check.candidates is None else check.candidates
                 total += check.ndcg(u @ item_vecs[items].T + item_bias[items])
             return total
@@ -222,9 +215,9 @@ class Hybrid(Recommender):
 
     def _finalize(self, train: Dataset, warm_items: np.ndarray) -> None:
         """Item and user vectors from the trained towers, the fused components and the ANN index, on ``train``."""
-        self.item_vecs, self.item_bias = self._item_outputs(self.towers, warm_items)
-        self.user_vecs = self._user_outputs(self.towers, self.item_vecs, self.fit_seen, self.fit_timestamps,
-                                            np.arange(train.n_users))
+        self.item_vecs, self.item_bias = item_outputs(self.towers, self.features, warm_items)
+        self.user_vecs = user_outputs(self.towers, self.item_vecs, self.fit_seen, self.fit_timestamps,
+                                      np.arange(train.n_users), self.config.history_len)
         self.cold_mask = ~warm_items
         self._fit_components(train, warm_items)
         self._build_ann()
@@ -261,7 +254,7 @@ class Hybrid(Recommender):
         if history is None:
             tower = self._tower_scores(self.user_vecs[user_idx], None if full else items)
         else:
-            u = self._user_outputs(self.towers, self.item_vecs, history, None, None)
+            u = user_outputs(self.towers, self.item_vecs, history, None, None, self.config.history_len)
             tower = self._tower_scores(u, None if full else items)
         out = [standardise(tower)]
         for name in names:
