@@ -10,6 +10,7 @@ from typing import Any
 
 from avrec.cli.common import add_data_dir, add_run_dir, finish_run, stderr_console, stdout_console
 from avrec.cli.settings import (
+    METRIC_SETS,
     DemoConfig,
     Settings,
     add_settings_options,
@@ -25,6 +26,11 @@ DEFAULT_DEMO_MODELS = ("pop", "itemknn", "als", "bpr", "ease", "hybrid")
 TABLE_COLUMNS = (
     ("ndcg", "NDCG"), ("recall", "Recall"), ("mrr", "MRR"), ("hit", "Hit"), ("precision", "Precision"),
     ("map", "MAP"), ("coverage", "Coverage"), ("novelty", "Novelty"), ("diversity", "Diversity"),
+)
+#: Columns of the beyond-accuracy table (``--metrics all``); provider-group Gini columns follow.
+BEYOND_COLUMNS = (
+    ("coverage", "Coverage"), ("gini", "Gini"), ("tail", "LongTail"), ("arp", "ARP"), ("poplift", "PopLift"),
+    ("miscal", "MisCal(KL)"),
 )
 
 
@@ -45,6 +51,25 @@ def metrics_table(results: dict[str, dict[str, float]], k: int, title: str):
     for name, m in results.items():
         cells = [_fmt(m.get(f"{key}@{k}", float("nan"))) for key, _ in TABLE_COLUMNS]
         table.add_row(name, *cells, f"{m['fit_seconds']:.1f}")
+    return table
+
+
+def beyond_table(results: dict[str, dict[str, float]], k: int, title: str):
+    """A Rich table of the beyond-accuracy metrics at K (``--metrics all``), one row per model."""
+    from rich.table import Table
+
+    groups = sorted({key[len("exposure_gini["):key.index("]")] for m in results.values() for key in m
+                     if key.startswith("exposure_gini[") and key.endswith(f"@{k}")})
+    table = Table(title=title, title_justify="left")
+    table.add_column("Model", style="bold")
+    for _, header in BEYOND_COLUMNS:
+        table.add_column(f"{header}@{k}", justify="right")
+    for g in groups:
+        table.add_column(f"Gini({g})@{k}", justify="right")
+    for name, m in results.items():
+        cells = [_fmt(m.get(f"{key}@{k}", float("nan"))) for key, _ in BEYOND_COLUMNS]
+        cells += [_fmt(m.get(f"exposure_gini[{g}]@{k}", float("nan"))) for g in groups]
+        table.add_row(name, *cells)
     return table
 
 
@@ -78,10 +103,11 @@ def _models_for_split(command: str, split, settings: Settings, names: list[str])
 
 
 def _fit_and_evaluate(dataset_name: str, split, settings: Settings, models: dict[str, Any], console,
-                      on_fitted=None) -> dict[str, dict[str, float]]:
+                      on_fitted=None, groups: dict[str, Any] | None = None) -> dict[str, dict[str, float]]:
     """Fit each model on ``split.train`` (validation passed for tuning) and score it on the test part.
 
     ``on_fitted(name, model)`` is called after each evaluation (the demo saves its serving model there).
+    With ``eval.metrics = all`` each model's per-provider-group exposure goes into ``groups[name]``.
     """
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
@@ -101,7 +127,12 @@ def _fit_and_evaluate(dataset_name: str, split, settings: Settings, models: dict
             fit_s = time.perf_counter() - start
             progress.update(task, description=f"evaluating {name}")
             start = time.perf_counter()
-            metrics = evaluate_model(model, split, k=k, part=settings.eval.part, batch_size=settings.eval.batch_size)
+            beyond = settings.eval.beyond if settings.eval.metrics == "all" else None
+            details: dict[str, Any] = {}
+            metrics = evaluate_model(model, split, k=k, part=settings.eval.part, batch_size=settings.eval.batch_size,
+                                     beyond=beyond, details=details)
+            if groups is not None and details:
+                groups[name] = details
             metrics["fit_seconds"] = round(fit_s, 3)
             metrics["eval_seconds"] = round(time.perf_counter() - start, 3)
             results[name] = metrics
@@ -149,7 +180,8 @@ def _benchmark(command: str, args, settings: Settings, names: list[str], dataset
         with err.status(f"splitting ({settings.split.method}, seed {settings.split.seed})"):
             split = make_split(dataset, settings.split)
         models, left_out = _models_for_split(command, split, settings, names)
-        results = _fit_and_evaluate(dataset.name, split, settings, models, err, on_fitted)
+        groups: dict[str, Any] = {}
+        results = _fit_and_evaluate(dataset.name, split, settings, models, err, on_fitted, groups)
         payload = {
             "dataset": dataset.name,
             "users": dataset.n_users,
@@ -160,6 +192,8 @@ def _benchmark(command: str, args, settings: Settings, names: list[str], dataset
             "part": settings.eval.part,
             "models": results,
         }
+        if groups:
+            payload["exposure_by_group"] = groups
         if left_out:
             payload["left_out"] = {name: "cannot score items without interactions" for name in left_out}
         run.record_metrics(payload)
@@ -181,9 +215,16 @@ def _title(payload: dict[str, Any]) -> str:
 def cmd_evaluate(args: argparse.Namespace) -> int:
     """Split DATASET, fit each --model on train, score the test part; print the table, write metrics.json."""
     names = parse_model_names(args.model)
-    settings = resolve_settings(load_settings(args.config, args.set), names, split_method=args.split, k=args.k)
+    settings = resolve_settings(load_settings(args.config, args.set), names, split_method=args.split, k=args.k,
+                                metrics=args.metrics)
     payload, run = _benchmark("evaluate", args, settings, names, args.dataset)
     stdout_console().print(metrics_table(payload["models"], settings.eval.k, _title(payload)))
+    if settings.eval.metrics == "all":
+        b = settings.eval.beyond
+        stdout_console().print(beyond_table(
+            payload["models"], settings.eval.k,
+            f"beyond accuracy (pooled over all lists; long tail: bottom {b.tail_share:.0%} of items by training "
+            f"users; calibration on {b.calibration_field})"))
     written = [str(run.path / "metrics.json")]
     if args.out:
         written.insert(0, str(_write_eval_json(args.out, payload)))
@@ -237,6 +278,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--split", choices=SPLIT_METHODS, help="split method (default: random 8:1:1, or split.method)")
     p.add_argument("--k", type=int, help="list length (default 10, or eval.k)")
     p.add_argument("--out", metavar="DIR", help="also write DIR/metrics.json (or this .json file)")
+    p.add_argument("--metrics", choices=METRIC_SETS,
+                   help="accuracy (default) or all: adds coverage, Gini, long-tail share, ARP, popularity lift, "
+                        "miscalibration and provider-group exposure (settings: eval.beyond.*)")
     add_settings_options(p)
     add_data_dir(p)
     add_run_dir(p)

@@ -44,13 +44,27 @@ class Layout:
 CORE = Layout(SECTIONS, loose="model")
 
 
+def _default_beyond() -> Any:
+    from avrec.eval.beyond import BeyondConfig
+
+    return BeyondConfig()
+
+
+#: ``eval.metrics`` / ``--metrics``: the accuracy columns only, or the beyond-accuracy ones too
+METRIC_SETS = ("accuracy", "all")
+
+
 @dataclass
 class EvalConfig:
-    """``k``: list length for every metric; ``part``: which held-out part to score (test or valid)."""
+    """``k``: list length for every metric; ``part``: which held-out part to score (test or valid);
+    ``metrics``: ``accuracy`` or ``all`` (adds exposure, popularity and calibration metrics, whose
+    settings are the ``eval.beyond`` section: :class:`avrec.eval.beyond.BeyondConfig`)."""
 
     k: int = 10
     part: str = "test"
     batch_size: int = 512
+    metrics: str = "accuracy"
+    beyond: Any = field(default_factory=_default_beyond)
 
 
 @dataclass
@@ -203,7 +217,8 @@ def model_configs(raw: dict[str, Any], model_names: list[str], seed: int) -> dic
 
 
 def resolve_settings(
-    raw: dict[str, Any], model_names: list[str], *, split_method: str | None = None, k: int | None = None
+    raw: dict[str, Any], model_names: list[str], *, split_method: str | None = None, k: int | None = None,
+    metrics: str | None = None,
 ) -> Settings:
     """Type-check every section of the :data:`CORE` layout and build one Config per model.
 
@@ -215,9 +230,11 @@ def resolve_settings(
     seed = run_seed(raw)
     data = section(raw, "data", DataConfig())
     split = section(raw, "split", SplitConfig(seed=seed), {"method": split_method})
-    eval_cfg = section(raw, "eval", EvalConfig(), {"k": k})
+    eval_cfg = section(raw, "eval", EvalConfig(), {"k": k, "metrics": metrics})
     if eval_cfg.k < 1:
         raise ConfigError(f"eval.k must be at least 1, not {eval_cfg.k}")
+    if eval_cfg.metrics not in METRIC_SETS:
+        raise ConfigError(f"eval.metrics must be one of {', '.join(METRIC_SETS)}, not {eval_cfg.metrics!r}")
     demo = section(raw, "demo", DemoConfig())
     return Settings(seed=seed, data=data, split=split, eval=eval_cfg, demo=demo,
                     models=model_configs(raw, model_names, seed))

@@ -16,6 +16,7 @@ import scipy.sparse as sp
 from avrec.data.dataset import Dataset
 from avrec.data.splits import Split
 from avrec.errors import ConfigError, DataError
+from avrec.eval.beyond import BeyondConfig, beyond_accuracy
 from avrec.eval.metrics import ranking_metrics
 
 #: Why a split method leaves a part empty, for the "nothing to score" error.
@@ -90,7 +91,8 @@ def _eval_inputs(split: Split, part: str) -> tuple[np.ndarray, sp.csr_matrix, sp
 
 
 def _summarise(topk: np.ndarray, truth: sp.csr_matrix, split: Split, candidates: np.ndarray | None,
-               ks: Sequence[int], features: sp.csr_matrix | None) -> dict[str, float]:
+               ks: Sequence[int], features: sp.csr_matrix | None, beyond: BeyondConfig | None = None,
+               history: sp.csr_matrix | None = None, details: dict[str, Any] | None = None) -> dict[str, float]:
     pop = split.train.item_counts()
     n_candidates = split.train.n_items if candidates is None else len(candidates)
     out: dict[str, float] = {}
@@ -101,13 +103,23 @@ def _summarise(topk: np.ndarray, truth: sp.csr_matrix, split: Split, candidates:
                 n_train_users=split.train.n_users, item_features=features,
             )
         )
+        if beyond is not None and history is not None:
+            scalars, groups = beyond_accuracy(topk, k, items=split.train.items, history=history, popularity=pop,
+                                              candidates=candidates, config=beyond)
+            out.update(scalars)
+            if details is not None:
+                details[f"exposure_by_group@{k}"] = groups
     out["users"] = float(truth.shape[0])
     return out
 
 
 def evaluate_model(model: Any, split: Split, k: int | list[int] = 10, part: str = "test", batch_size: int = 512,
-                   allow_cold_unaware: bool = False) -> dict[str, float]:
+                   allow_cold_unaware: bool = False, beyond: BeyondConfig | None = None,
+                   details: dict[str, Any] | None = None) -> dict[str, float]:
     """Metrics at each K for a model fitted on ``split.train``.
+
+    With ``beyond`` the beyond-accuracy metrics of :mod:`avrec.eval.beyond` join them (pooled over every
+    evaluated user's list); ``details``, when given, receives the per-provider-group exposure tables.
 
     A DataError when no user has items in ``part``. On the cold-item protocol a model whose
     ``capabilities.cold_items`` is False (pop, itemknn, ease, als, bpr) is a ConfigError, unless
@@ -119,11 +131,13 @@ def evaluate_model(model: Any, split: Split, k: int | list[int] = 10, part: str 
         check_scores_cold_items(model, split, part)
     users, truth, exclude, candidates = _eval_inputs(split, part)
     topk, _ = model.topk_indices(users, max(ks), exclude=exclude, candidates=candidates, batch_size=batch_size)
-    return _summarise(topk, truth, split, candidates, ks, item_feature_matrix(split.train))
+    history = split.train.matrix(binary=True)[users]
+    return _summarise(topk, truth, split, candidates, ks, item_feature_matrix(split.train), beyond, history, details)
 
 
 def evaluate_recommendations(
-    recs: pd.DataFrame, split: Split, k: int | list[int] = 10, part: str = "test"
+    recs: pd.DataFrame, split: Split, k: int | list[int] = 10, part: str = "test",
+    beyond: BeyondConfig | None = None,
 ) -> dict[str, float]:
     """Metrics for top-K lists produced elsewhere (columns user_id, item_id, rank), scored with avrec's code.
 
@@ -152,4 +166,5 @@ def evaluate_recommendations(
             if len(picked) == kmax:
                 break
         topk[r, : len(picked)] = picked
-    return _summarise(topk, truth, split, candidates, ks, item_feature_matrix(split.train))
+    history = split.train.matrix(binary=True)[users]
+    return _summarise(topk, truth, split, candidates, ks, item_feature_matrix(split.train), beyond, history)
