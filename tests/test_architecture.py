@@ -23,6 +23,7 @@ LAYERS: list[set[str]] = [
     {"finetune"},
     {"models"},
     {"pipeline"},
+    {"policies"},
     {"explain"},
     {"serve"},
     {"cli", "testing"},
