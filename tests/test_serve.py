@@ -69,11 +69,12 @@ def test_recommend_shape_for_known_user(client):
     r = client.get("/recommend", params={"user_id": "u0", "k": 5})
     assert r.status_code == 200
     body = r.json()
-    assert set(body) == {"user_id", "fallback", "items"}
-    assert body["user_id"] == "u0" and body["fallback"] is False
+    assert set(body) == {"user_id", "fallback", "items", "impression_id", "policy"}
+    assert body["user_id"] == "u0" and body["fallback"] is False and body["policy"] == "greedy"
     assert len(body["items"]) == 5
-    for it in body["items"]:
-        assert set(it) == {"item_id", "score", "title"}  # explanation only when asked for
+    for n, it in enumerate(body["items"]):  # explanation only when asked for
+        assert set(it) == {"item_id", "score", "title", "position", "propensity", "explored"}
+        assert it["position"] == n and it["propensity"] == 1.0 and it["explored"] is False
         assert isinstance(it["score"], float) and it["title"]
     seen = set(tiny_dataset().history("u0"))
     assert not seen & set(ids(r)), "seen items must be excluded"

@@ -24,11 +24,12 @@ KEY = "durable-key"
 URL_LINE = re.compile(r"open (http://127\.0\.0\.1:\d+)/")
 
 
-def start_server(model_dir: Path, store: Path, log: Path) -> tuple[subprocess.Popen, str]:
+def start_server(model_dir: Path, store: Path, log: Path, extra: list[str] | None = None
+                 ) -> tuple[subprocess.Popen, str]:
     """Start `avrec serve` on a free loopback port (--port 0) and return it with its base URL."""
     env = dict(os.environ, AVREC_API_KEY=KEY, PYTHONUNBUFFERED="1")
     cmd = [sys.executable, "-m", "avrec.cli", "serve", str(model_dir), "--port", "0", "--store", str(store),
-           "--no-search", "--watch-interval", "0"]
+           "--no-search", "--watch-interval", "0", *(extra or [])]
     out = open(log, "ab")  # noqa: SIM115 - the child owns it until the end of the test
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=out, env=env)
     deadline = time.time() + 120

@@ -19,6 +19,8 @@ COMMAND_MODULES = [
     "avrec.cli.serve",
     "avrec.cli.kg",
     "avrec.cli.finetune",
+    "avrec.cli.logs",
+    "avrec.cli.ope",
 ]
 
 

@@ -60,6 +60,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--insecure-dev", action="store_true",
                    help="accept writes without an API key when none is configured (loopback only; for demos)")
     p.add_argument("--no-search", action="store_true", help="do not build the natural-language search index")
+    p.add_argument("--policy", default=None, choices=["greedy", "epsilon", "softmax", "linucb", "thompson"],
+                   help="exploration policy of /recommend (default greedy; settings: --set exploration.epsilon=0.2)")
     p.add_argument("--watch-interval", type=float, default=None,
                    help="seconds between checks of MODEL_DIR for a new model (0 disables; default 2)")
     p.add_argument("--max-body-bytes", type=int, default=None,
@@ -90,7 +92,7 @@ def serve_settings(args: argparse.Namespace) -> tuple[str, int, str | None, Serv
     """(host, port, store, ServeConfig): defaults < the file's ``[serve]`` table < ``--set`` < the flags."""
     flags = {"host": args.host, "port": args.port, "store": args.store, "watch_interval": args.watch_interval,
              "insecure_dev": True if args.insecure_dev else None, "search": False if args.no_search else None,
-             "max_body_bytes": args.max_body_bytes}
+             "max_body_bytes": args.max_body_bytes, "policy": args.policy}
     cfg = section(load_settings(args.config, args.set, LAYOUT), "serve", ServeCommandConfig(), flags)
     if not 0 <= cfg.port <= 65535:
         raise ConfigError(f"--port must be between 0 and 65535, not {cfg.port}")

@@ -52,5 +52,5 @@ def estimate_examination(items: np.ndarray, positions: np.ndarray, clicks: np.nd
         if done:
             break
     scale = kappa[0] if kappa[0] > 0 else 1.0
-    return np.minimum(kappa / scale, 1.0), {keys[i].item(): float(min(gamma[i] * scale, 1.0))
+    return np.minimum(kappa / scale, 1.0), {keys.tolist()[i]: float(min(gamma[i] * scale, 1.0))
                                            for i in range(len(keys))}

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import hmac
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
+from avrec.policies.base import PolicyConfig
+from avrec.policies.rewards import RewardConfig
 from avrec.serve.store import DEFAULT_RATING_THRESHOLD
 
 #: the largest ``k`` a request may ask for
@@ -27,6 +29,11 @@ class ServeConfig:
     ``search_wait``: seconds a request waits for the search index being built before a 503.
     ``max_body_bytes``: the largest request body accepted (413 above it; 0 disables the limit). The
     default fits the largest batch, 10,000 items with long overviews in one ``POST /items``.
+    ``policy``: the exploration policy of /recommend (greedy, epsilon, softmax, linucb, thompson) and
+    ``exploration`` its settings (:class:`~avrec.policies.base.PolicyConfig`; its ``name`` is ``policy``).
+    ``log_impressions``: log every served list in the store (:mod:`avrec.serve.impressions`).
+    ``rewards``: the reward of each feedback event (:class:`~avrec.policies.rewards.RewardConfig`).
+    ``examination_decay``: slot j is examined with probability decay^(j-1) (position bias).
     """
 
     api_key: str | None = None
@@ -39,6 +46,11 @@ class ServeConfig:
     personal_weight: float = 0.3
     search_wait: float = 120.0
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
+    policy: str = "greedy"
+    exploration: PolicyConfig = field(default_factory=PolicyConfig)
+    log_impressions: bool = True
+    rewards: RewardConfig = field(default_factory=RewardConfig)
+    examination_decay: float = 0.85
 
     def effective_api_key(self) -> str | None:
         return os.environ.get("AVREC_API_KEY") or self.api_key or None

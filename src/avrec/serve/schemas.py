@@ -32,6 +32,9 @@ class RecommendedItem(BaseModel):
     item_id: str
     score: float
     title: str
+    position: int | None = Field(None, description="0-based slot in the list")
+    propensity: float | None = Field(None, description="probability the policy put this item in this slot")
+    explored: bool | None = Field(None, description="the policy explored here (not the model's top item)")
     explanation: str | None = None
     media_type: str | None = None
     genres: list[str] | None = None
@@ -42,6 +45,8 @@ class RecommendResponse(BaseModel):
     user_id: str | None
     fallback: bool
     items: list[RecommendedItem]
+    impression_id: str | None = Field(None, description="send it with /feedback on these items")
+    policy: str | None = None
 
 
 class HistoryRequest(BaseModel):
@@ -60,6 +65,9 @@ class ScoredItem(BaseModel):
     item_id: str
     score: float
     title: str
+    position: int | None = Field(None, description="0-based slot in the list")
+    propensity: float | None = Field(None, description="probability the policy put this item in this slot")
+    explored: bool | None = Field(None, description="the policy explored here (not the model's top item)")
     media_type: str | None = None
     genres: list[str] | None = None
     year: str | None = None
@@ -68,6 +76,7 @@ class ScoredItem(BaseModel):
 class SimilarResponse(BaseModel):
     item_id: str
     items: list[ScoredItem]
+    impression_id: str | None = None
 
 
 class SearchResponse(BaseModel):
@@ -75,6 +84,7 @@ class SearchResponse(BaseModel):
     user_id: str | None
     personalised: bool
     items: list[ScoredItem]
+    impression_id: str | None = None
 
 
 class ExplainResponse(BaseModel):
@@ -93,6 +103,7 @@ class FeedbackEvent(BaseModel):
     event: Literal["play", "like", "skip", "dislike", "rate"]
     value: float | None = Field(None, allow_inf_nan=False)
     ts: float | None = Field(None, ge=0, allow_inf_nan=False, description="unix seconds; default now")
+    impression_id: Id | None = Field(None, description="the list (from /recommend, /similar, /search) it answers")
 
     @model_validator(mode="after")
     def _rate_needs_value(self) -> FeedbackEvent:

@@ -23,6 +23,7 @@ from avrec.eval.topk import topk_from_scores
 from avrec.models.base import Recommender
 from avrec.serve.config import ServeConfig
 from avrec.serve.errors import Conflict, NotFound, ServiceError, Unavailable
+from avrec.serve.exploration import Explorer
 from avrec.serve.search import SearchIndexer
 from avrec.serve.state import FolderWatcher, ModelState, finite, load_state
 from avrec.serve.store import EventStore
@@ -50,6 +51,7 @@ class RecommenderService:
         self.config = config or ServeConfig()
         self.store = store
         self.model_dir = Path(model_dir) if model_dir is not None else None
+        self.explorer = Explorer(self.config, store, self.model_dir)
         self.indexer = SearchIndexer(self.config)
         self._mutation = threading.RLock()
         self._watcher: FolderWatcher | None = None
@@ -123,7 +125,7 @@ class RecommenderService:
         state = self.state
         with state.lock.read():
             p = self._profile(state, user_id)
-            model, n = state.model, k + len(p.negative)
+            model, n = state.model, self.explorer.width(k) + len(p.negative)
             if p.has_feedback:
                 idx, scores = self._fold_in(state, p.history, n)
             elif p.known:
@@ -132,9 +134,12 @@ class RecommenderService:
                 idx, scores = model.topk_indices(np.array([u]), n, exclude=model.seen[[u]])
             else:
                 idx, scores = model.popular_topk(1, n)
-            items = state.scored_items(state.ids_of(idx)[0], scores[0], k, exclude=p.negative | set(p.history))
+            items = state.scored_items(state.ids_of(idx)[0], scores[0], self.explorer.width(k),
+                                       exclude=p.negative | set(p.history))
             fallback = not p.known and not p.has_feedback
-            return self._answer(state, str(user_id), fallback, items, p.history, explain, details)
+            items, logged = self._explore(state, "recommend", str(user_id), items, k, p.history,
+                                          {"fallback": fallback})
+            return logged | self._answer(state, str(user_id), fallback, items, p.history, explain, details)
 
     def recommend_for_history(
         self, history: Sequence[str], k: int = 10, exclude: Sequence[str] = (), explain: bool = False,
@@ -148,11 +153,14 @@ class RecommenderService:
             usable = [str(i) for i in dict.fromkeys(history) if str(i) in state.model.item_index]
             negative = {str(i) for i in exclude}
             if usable:
-                idx, scores = self._fold_in(state, usable, k + len(negative))
+                idx, scores = self._fold_in(state, usable, self.explorer.width(k) + len(negative))
             else:
-                idx, scores = state.model.popular_topk(1, k + len(negative) + len(history))
-            items = state.scored_items(state.ids_of(idx)[0], scores[0], k, exclude=negative | {str(i) for i in history})
-            return self._answer(state, user_id, not usable, items, usable, explain, details)
+                idx, scores = state.model.popular_topk(
+                    1, self.explorer.width(k) + len(negative) + len(history))
+            items = state.scored_items(state.ids_of(idx)[0], scores[0], self.explorer.width(k),
+                                       exclude=negative | {str(i) for i in history})
+            items, logged = self._explore(state, "recommend", user_id, items, k, usable, {"fallback": not usable})
+            return logged | self._answer(state, user_id, not usable, items, usable, explain, details)
 
     @staticmethod
     def _fold_in(state: ModelState, history: list[str], k: int) -> tuple[np.ndarray, np.ndarray]:
@@ -167,6 +175,13 @@ class RecommenderService:
             for it in items:
                 it["explanation"] = self._explain(state, user_id, it["item_id"], history)["text"]
         return {"user_id": user_id, "fallback": bool(fallback), "items": items}
+
+    def _explore(self, state: ModelState, endpoint: str, user_id: str | None, pool: list[dict[str, Any]], k: int,
+                 history: list[str], context: dict[str, Any], explore: bool = True
+                 ) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+        """The policy's ``k`` of ``pool`` (slot order) and the logged impression's id and policy."""
+        shown = self.explorer.present(state, endpoint, user_id, pool, k, history, context, explore=explore)
+        return shown.pop("items"), shown
 
     # ---- explanations ----
     def explain(self, user_id: str, item_id: str) -> dict[str, Any]:
@@ -201,7 +216,8 @@ class RecommenderService:
                 idx, scores = self.indexer.ready(state).neighbours(row, k)
                 items = [{"item_id": str(state.catalog_ids[i]), "score": finite(s), "title": state.title(i)}
                          for i, s in zip(idx, scores)]
-        return {"item_id": str(item_id), "items": items}
+        items, logged = self._explore(state, "similar", None, items, k, [], {"item_id": str(item_id)}, False)
+        return logged | {"item_id": str(item_id), "items": items}
 
     def search(self, q: str, k: int = 10, user_id: str | None = None, personal_weight: float | None = None,
                details: bool = False) -> dict[str, Any]:
@@ -237,7 +253,8 @@ class RecommenderService:
                     state.add_details(items[-1])
                 if len(items) == k:
                     break
-        return {"query": q, "user_id": user_id, "personalised": personalised, "items": items}
+        items, logged = self._explore(state, "search", user_id, items, k, [], {"query": q}, False)
+        return logged | {"query": q, "user_id": user_id, "personalised": personalised, "items": items}
 
     # ---- writes ----
     def feedback(self, events: list[dict[str, Any]]) -> dict[str, Any]:
@@ -246,7 +263,7 @@ class RecommenderService:
         for n, e in enumerate(events):
             if str(e["item_id"]) not in state.catalog_index:
                 raise NotFound(f"events[{n}].item_id: unknown item_id {str(e['item_id'])!r}")
-        ids = self.store.add_events(events)
+        ids = self.explorer.record_feedback(events, self.store.add_events)  # joins impressions, teaches the policy
         return {"stored": len(ids), "ids": ids}
 
     def add_items(self, items: list[dict[str, Any]]) -> dict[str, Any]:
@@ -333,6 +350,8 @@ class RecommenderService:
             "n_items": len(state.catalog),
             "n_users": len(user_ids),
             "events": self.store.count_events(),
+            "impressions": self.explorer.impressions.count(),
+            "policy": self.explorer.describe(),
             "loaded_at": state.loaded_at,
             "reloads": self.reloads,
             "search": "ready" if state.search is not None else ("building" if not state.search_ready.is_set()

@@ -14,6 +14,7 @@ import sqlite3
 import threading
 import time
 from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import cast
@@ -64,6 +65,9 @@ class Event:
     event: str
     value: float | None
     ts: float
+    #: the impression (served list) the event answers, and the item's 0-based slot in it, when given
+    impression_id: str | None = None
+    position: int | None = None
 
     def polarity(self, rating_threshold: float = DEFAULT_RATING_THRESHOLD) -> int:
         """+1 for positive evidence (play, like, high rating), -1 for negative (skip, dislike, low rating)."""
@@ -89,6 +93,7 @@ class EventStore:
             self._conn.execute("PRAGMA synchronous=FULL")
             self._conn.execute("PRAGMA busy_timeout=30000")
             self._conn.executescript(SCHEMA)
+            self._migrate()
         except sqlite3.DatabaseError as e:
             raise DataError(f"{self.path}: cannot open the event store ({e})") from None
         if str(mode).lower() != "wal":
@@ -100,12 +105,44 @@ class EventStore:
         self._read_conn.execute("PRAGMA busy_timeout=30000")
         self._read_lock = threading.Lock()
 
+    def _migrate(self) -> None:
+        """Add the columns newer versions write to a store made by an older one (SQLite ALTER TABLE)."""
+        columns = {r[1] for r in self._conn.execute("PRAGMA table_info(events)").fetchall()}
+        for name, kind in (("impression_id", "TEXT"), ("position", "INTEGER")):
+            if name not in columns:
+                self._conn.execute(f"ALTER TABLE events ADD COLUMN {name} {kind}")
+        self._conn.execute("CREATE INDEX IF NOT EXISTS events_impression ON events(impression_id)")
+
+    @contextmanager
+    def transaction(self) -> Iterator[sqlite3.Cursor]:
+        """A durable write transaction (``BEGIN IMMEDIATE`` … ``COMMIT``, rolled back on any error) on the
+        writer connection; for other tables in this database (:mod:`avrec.serve.impressions`)."""
+        with self._lock:
+            cur = self._conn.cursor()
+            cur.execute("BEGIN IMMEDIATE")
+            try:
+                yield cur
+                cur.execute("COMMIT")
+            except BaseException:
+                cur.execute("ROLLBACK")
+                raise
+
+    def executescript(self, sql: str) -> None:
+        """Run DDL (``CREATE TABLE IF NOT EXISTS`` …) on the writer connection."""
+        with self._lock:
+            self._conn.executescript(sql)
+
+    def query(self, sql: str, args: tuple = ()) -> list[tuple]:
+        """Rows of a read-only query on the reader connection."""
+        return self._query(sql, args)
+
     # ---- writes --------------------------------------------------------------------------------
     def add_events(self, events: Iterable[dict]) -> list[int]:
         """Append events atomically; returns their ids once the transaction is durable.
 
-        Each event is a dict with ``user_id``, ``item_id``, ``event`` and optional ``value`` and ``ts``
-        (unix seconds; defaults to now). Users seen for the first time are recorded in ``users``.
+        Each event is a dict with ``user_id``, ``item_id``, ``event`` and optional ``value``, ``ts`` (unix
+        seconds; defaults to now), ``impression_id`` and ``position``. Users seen for the first time are
+        recorded in ``users``.
         """
         now = time.time()
         rows = []
@@ -114,7 +151,9 @@ class EventStore:
             if kind not in EVENT_TYPES:
                 raise DataError(f"event {n}: unknown event type {kind!r}; expected one of {', '.join(EVENT_TYPES)}")
             value = e.get("value")
-            rows.append((str(e["user_id"]), str(e["item_id"]), kind, value, float(e.get("ts") or now), now))
+            imp, pos = e.get("impression_id"), e.get("position")
+            rows.append((str(e["user_id"]), str(e["item_id"]), kind, value, float(e.get("ts") or now), now,
+                         None if imp is None else str(imp), None if pos is None else int(pos)))
         if not rows:
             return []
         with self._lock:
@@ -124,7 +163,8 @@ class EventStore:
                 ids = []
                 for row in rows:
                     cur.execute(
-                        "INSERT INTO events(user_id, item_id, event, value, ts, received) VALUES (?,?,?,?,?,?)", row
+                        "INSERT INTO events(user_id, item_id, event, value, ts, received, impression_id, position) "
+                        "VALUES (?,?,?,?,?,?,?,?)", row
                     )
                     ids.append(int(cast(int, cur.lastrowid)))  # set by the INSERT just run
                 cur.executemany(
@@ -184,11 +224,12 @@ class EventStore:
 
     @staticmethod
     def _event(row: tuple) -> Event:
-        return Event(int(row[0]), row[1], row[2], row[3], None if row[4] is None else float(row[4]), float(row[5]))
+        return Event(int(row[0]), row[1], row[2], row[3], None if row[4] is None else float(row[4]), float(row[5]),
+                     row[6], None if row[7] is None else int(row[7]))
 
     def events(self, user_id: str | None = None, after_id: int = 0) -> list[Event]:
         """Stored events in arrival order, optionally of one user and/or after an event id."""
-        sql = "SELECT id, user_id, item_id, event, value, ts FROM events WHERE id > ?"
+        sql = "SELECT id, user_id, item_id, event, value, ts, impression_id, position FROM events WHERE id > ?"
         args: tuple = (after_id,)
         if user_id is not None:
             sql += " AND user_id = ?"
@@ -200,7 +241,8 @@ class EventStore:
         last = 0
         while True:
             rows = self._query(
-                "SELECT id, user_id, item_id, event, value, ts FROM events WHERE id > ? ORDER BY id LIMIT ?",
+                "SELECT id, user_id, item_id, event, value, ts, impression_id, position FROM events "
+                "WHERE id > ? ORDER BY id LIMIT ?",
                 (last, batch),
             )
             if not rows:

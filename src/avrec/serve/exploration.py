@@ -1,0 +1,169 @@
+"""The served policy: it picks each /recommend list from the model's candidates, logs every list as an
+impression, and learns from the rewards feedback brings.
+
+Linear policies count a shown item when it is shown and add its reward when feedback names the
+impression (:mod:`avrec.policies.linear`), so their parameters equal a batch fit on the log. They survive
+a restart: the parameters saved in ``MODEL_DIR/policy/`` (by ``avrec update``) are loaded and the
+impressions and rewards logged since are replayed from the store (:func:`replay`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import threading
+from collections.abc import Callable
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from avrec.policies import SlatePolicy, load_policy, make_policy
+from avrec.policies.clicks import geometric_examination
+from avrec.policies.features import FEATURE_NAMES, FeatureBuilder
+from avrec.policies.rewards import RewardConfig
+from avrec.serve.config import ServeConfig
+from avrec.serve.impressions import Impression, ImpressionLog, check_feedback
+from avrec.serve.state import ModelState
+from avrec.serve.store import EventStore
+
+log = logging.getLogger("avrec.serve")
+POLICY_DIR = "policy"
+
+
+def model_version(state: ModelState) -> str:
+    """A short stable id of the served model folder's contents (``memory`` for an in-memory model)."""
+    if not state.fingerprint:
+        return "memory"
+    return hashlib.sha1(repr(state.fingerprint).encode()).hexdigest()[:12]
+
+
+def replay(policy: SlatePolicy, impressions: ImpressionLog, rewards: RewardConfig, decay: float,
+           after_seq: int = 0, after_event: int = 0) -> dict[str, int]:
+    """Teach ``policy`` the /recommend impressions after ``after_seq`` and the rewards of events after
+    ``after_event`` (only the part of a reward above what the events up to ``after_event`` gave)."""
+    counted = 0
+    new = impressions.rewards(rewards)
+    old = impressions.rewards(rewards, upto_event=after_event) if after_event else {}
+    pending = {key: r - old.get(key, 0.0) for key, r in new.items() if r - old.get(key, 0.0) > 0}
+    for imp in impressions.iter(0):
+        if imp.endpoint != "recommend" or tuple(imp.candidates.get("feature_names", ())) != FEATURE_NAMES:
+            continue
+        x, kappa = shown_features(imp, decay)
+        if imp.seq > after_seq:
+            policy.observe(x, kappa)
+            counted += 1
+        gains = np.array([pending.get((imp.impression_id, it["position"]), 0.0) for it in imp.items])
+        if gains.any():
+            policy.reward(x, gains, kappa)
+    return {"impressions": counted, "rewards": len(pending)}
+
+
+def shown_features(imp: Impression, decay: float) -> tuple[np.ndarray, np.ndarray]:
+    """(features of the shown items, their slots' examination probabilities)."""
+    feats = np.asarray(imp.candidates["features"], dtype=np.float64)
+    rows = [int(it["candidate"]) for it in imp.items]
+    pos = np.array([int(it["position"]) for it in imp.items], dtype=np.int64)
+    kappa = geometric_examination(int(pos.max()) + 1 if len(pos) else 1, decay)[pos]
+    return feats[rows], kappa
+
+
+class Explorer:
+    """The policy of a service, its impression log and its random source (seeded; one lock)."""
+
+    def __init__(self, config: ServeConfig, store: EventStore, model_dir: Path | None) -> None:
+        self.config = config
+        self.impressions = ImpressionLog(store)
+        pconfig = replace(config.exploration, name=config.policy)
+        self.policy = make_policy(pconfig)
+        self.rng = np.random.default_rng(pconfig.seed)
+        self.lock = threading.Lock()
+        self._features: tuple[int, FeatureBuilder] | None = None
+        self.restored: dict[str, Any] = {}
+        if self.policy.learns:
+            self._restore(model_dir)
+
+    def _restore(self, model_dir: Path | None) -> None:
+        after_seq = after_event = 0
+        saved = model_dir / POLICY_DIR if model_dir is not None else None
+        if saved is not None and (saved / "policy.json").exists():
+            try:
+                policy, meta = load_policy(saved, self.policy.config)
+                self.policy = policy
+                after_seq, after_event = int(meta.get("impressions_upto", 0)), int(meta.get("events_upto", 0))
+                self.restored["saved"] = str(saved)
+            except Exception as e:  # noqa: BLE001 - a mismatched saved policy: learn again from the log
+                log.warning("not using the saved policy in %s: %s", saved, e)
+        self.restored |= replay(self.policy, self.impressions, self.config.rewards, self.config.examination_decay,
+                                after_seq, after_event)
+
+    def features(self, state: ModelState) -> FeatureBuilder:
+        if self._features is None or self._features[0] != id(state.model):
+            self._features = (id(state.model), FeatureBuilder(state.model))
+        return self._features[1]
+
+    def width(self, k: int) -> int:
+        """How many of the model's items a list of ``k`` is chosen from (all of them are logged)."""
+        return max(int(k), self.policy.config.candidates)
+
+    def present(self, state: ModelState, endpoint: str, user_id: str | None, pool: list[dict[str, Any]], k: int,
+                history: list[str], context: dict[str, Any], explore: bool = True) -> dict[str, Any]:
+        """Choose ``k`` of the ``pool`` items (best first), log the impression; the items and its id."""
+        if not pool:
+            return {"items": [], "impression_id": None}
+        rows = np.array([state.catalog_index[it["item_id"]] for it in pool], dtype=np.int64)
+        scores = np.array([float(it["score"]) for it in pool])
+        hist = [state.catalog_index[i] for i in history if i in state.catalog_index]
+        # rounded as logged, so that a replay of the log gives the live policy's parameters exactly
+        feats = self.features(state).build(rows, scores, hist).round(6)
+        with self.lock:
+            policy = self.policy if explore else make_policy("greedy")
+            slate = policy.choose(scores, feats, k, self.rng)
+            items = []
+            for j, (c, p, e) in enumerate(zip(slate.items, slate.propensities, slate.explored)):
+                items.append({**pool[int(c)], "position": j, "propensity": float(p), "explored": bool(e)})
+            logged = [{"item_id": it["item_id"], "position": it["position"], "score": float(it["score"]),
+                       "propensity": it["propensity"], "explored": it["explored"], "candidate": int(c)}
+                      for it, c in zip(items, slate.items)]
+            impression_id = None
+            if self.config.log_impressions:
+                impression_id = self.impressions.add(
+                    user_id=user_id, endpoint=endpoint, policy=policy.name, policy_version=policy.version,
+                    model=state.model.name, model_version=model_version(state), items=logged,
+                    candidates={"item_ids": [it["item_id"] for it in pool], "scores": scores.round(6).tolist(),
+                                "features": feats.tolist(), "feature_names": list(FEATURE_NAMES)},
+                    context={"k": k, **context})
+                if explore and policy.learns and endpoint == "recommend":
+                    kappa = geometric_examination(len(slate.items), self.config.examination_decay)
+                    policy.observe(feats[slate.items], kappa)
+        return {"items": items, "impression_id": impression_id, "policy": policy.name}
+
+    def record_feedback(self, events: list[dict[str, Any]], add: Callable[[list[dict[str, Any]]], list[int]]
+                        ) -> list[int]:
+        """Check the impressions ``events`` name (setting each one's ``position``), store the events with
+        ``add`` (durably) and then teach the policy each reward's gain over what that slot had before."""
+        joined = [(check_feedback(self.impressions, e, n), e) for n, e in enumerate(events) if e.get("impression_id")]
+        if not joined:
+            return add(events)
+        rewards = self.config.rewards
+        with self.lock:
+            before = self.impressions.rewards(rewards, impression_ids={imp.impression_id for imp, _ in joined})
+            ids = add(events)
+            if not self.policy.learns:
+                return ids
+            for imp, e in joined:
+                if imp.endpoint != "recommend" or tuple(imp.candidates.get("feature_names", ())) != FEATURE_NAMES:
+                    continue
+                key = (imp.impression_id, int(e["position"]))
+                r = rewards.reward(str(e["event"]), e.get("value"))
+                if r > before.get(key, 0.0):
+                    x, kappa = shown_features(imp, self.config.examination_decay)
+                    gain = np.zeros(len(x))
+                    gain[key[1]] = r - before.get(key, 0.0)
+                    before[key] = r
+                    self.policy.reward(x, gain, kappa)
+        return ids
+
+    def describe(self) -> dict[str, Any]:
+        return {**self.policy.describe(), "logging": self.config.log_impressions, **self.restored}

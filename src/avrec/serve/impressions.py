@@ -1,0 +1,194 @@
+"""The impression log: every served list, with why each item was shown, in the event store's database.
+
+An impression is one answer of /recommend, /similar or /search: its id, time, user, endpoint, the policy
+(name and version) and model (name and version) that made it, the shown items with their slot, score,
+propensity (:mod:`avrec.policies.base`) and whether the slot explored, the request's candidates with their
+scores and features (what an off-policy estimate of another policy needs), and the request's context.
+It is written in one durable transaction (WAL, ``synchronous=FULL``) before the answer is sent, so an
+``impression_id`` a client holds always exists. Feedback that names the impression is joined to it by
+``(impression_id, position)``: :meth:`ImpressionLog.rewards`.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from collections.abc import Collection, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from avrec.policies.rewards import RewardConfig
+from avrec.serve.errors import NotFound, ServiceError
+from avrec.serve.store import EventStore
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS impressions (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    impression_id TEXT NOT NULL UNIQUE,
+    ts REAL NOT NULL,
+    user_id TEXT,
+    endpoint TEXT NOT NULL,
+    policy TEXT NOT NULL,
+    policy_version INTEGER NOT NULL,
+    model TEXT NOT NULL,
+    model_version TEXT NOT NULL,
+    items TEXT NOT NULL,
+    candidates TEXT NOT NULL,
+    context TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS impressions_ts ON impressions(ts);
+"""
+COLUMNS = ("seq, impression_id, ts, user_id, endpoint, policy, policy_version, model, model_version, items, "
+           "candidates, context")
+
+
+@dataclass
+class Impression:
+    """One logged list. ``items``: ``{item_id, position, score, propensity, explored}`` per slot (0-based
+    positions); ``candidates``: ``{item_ids, scores, features, feature_names}``."""
+
+    seq: int
+    impression_id: str
+    ts: float
+    user_id: str | None
+    endpoint: str
+    policy: str
+    policy_version: int
+    model: str
+    model_version: str
+    items: list[dict[str, Any]]
+    candidates: dict[str, Any]
+    context: dict[str, Any]
+
+    def shown(self, position: int) -> dict[str, Any] | None:
+        return self.items[position] if 0 <= position < len(self.items) else None
+
+    def position_of(self, item_id: str) -> int | None:
+        return next((it["position"] for it in self.items if it["item_id"] == str(item_id)), None)
+
+
+class ImpressionLog:
+    """Impressions in the ``impressions`` table of an :class:`EventStore`'s database."""
+
+    def __init__(self, store: EventStore) -> None:
+        self.store = store
+        store.executescript(SCHEMA)
+
+    def add(self, *, user_id: str | None, endpoint: str, policy: str, policy_version: int, model: str,
+            model_version: str, items: list[dict[str, Any]], candidates: dict[str, Any],
+            context: dict[str, Any]) -> str:
+        """Store one impression durably; returns its id once committed."""
+        impression_id = uuid.uuid4().hex
+        row = (impression_id, time.time(), user_id, endpoint, policy, int(policy_version), model, model_version,
+               json.dumps(items), json.dumps(candidates), json.dumps(context, ensure_ascii=False))
+        with self.store.transaction() as cur:
+            cur.execute("INSERT INTO impressions(impression_id, ts, user_id, endpoint, policy, policy_version, "
+                        "model, model_version, items, candidates, context) VALUES (?,?,?,?,?,?,?,?,?,?,?)", row)
+        return impression_id
+
+    @staticmethod
+    def _row(r: tuple) -> Impression:
+        return Impression(int(r[0]), r[1], float(r[2]), r[3], r[4], r[5], int(r[6]), r[7], r[8],
+                          json.loads(r[9]), json.loads(r[10]), json.loads(r[11]))
+
+    def get(self, impression_id: str) -> Impression | None:
+        rows = self.store.query(f"SELECT {COLUMNS} FROM impressions WHERE impression_id = ?", (str(impression_id),))
+        return self._row(rows[0]) if rows else None
+
+    def iter(self, after_seq: int = 0, batch: int = 5000) -> Iterator[Impression]:
+        """Impressions in logging order after ``after_seq``, fetched in batches."""
+        last = after_seq
+        while True:
+            rows = self.store.query(f"SELECT {COLUMNS} FROM impressions WHERE seq > ? ORDER BY seq LIMIT ?",
+                                    (last, batch))
+            if not rows:
+                return
+            for r in rows:
+                yield self._row(r)
+            last = int(rows[-1][0])
+
+    def count(self) -> int:
+        return int(self.store.query("SELECT COUNT(*) FROM impressions")[0][0])
+
+    def last_seq(self) -> int:
+        return int(self.store.query("SELECT COALESCE(MAX(seq), 0) FROM impressions")[0][0])
+
+    def counts_by_policy(self) -> dict[str, int]:
+        return {r[0]: int(r[1]) for r in self.store.query("SELECT policy, COUNT(*) FROM impressions GROUP BY policy")}
+
+    def rewards(self, config: RewardConfig, upto_event: int | None = None,
+                impression_ids: Collection[str] | None = None) -> dict[tuple[str, int], float]:
+        """The reward of every (impression, position) that got feedback: the largest over its events
+        (only events with id ≤ ``upto_event``, and of ``impression_ids``, when given)."""
+        sql = "SELECT impression_id, position, event, value FROM events WHERE impression_id IS NOT NULL"
+        args: tuple = ()
+        if upto_event is not None:
+            sql += " AND id <= ?"
+            args = (int(upto_event),)
+        if impression_ids is not None:
+            ids = sorted({str(i) for i in impression_ids})
+            sql += f" AND impression_id IN ({','.join('?' * len(ids))})"
+            args += tuple(ids)
+        out: dict[tuple[str, int], float] = {}
+        for imp, pos, event, value in self.store.query(sql, args):
+            key = (str(imp), int(pos))
+            r = config.reward(event, None if value is None else float(value))
+            out[key] = max(out.get(key, r), r)
+        return out
+
+    def rewards_by_policy(self, config: RewardConfig) -> dict[str, tuple[int, float]]:
+        """Policy → (slots with feedback, sum of their rewards)."""
+        policy_of = {r[0]: r[1] for r in self.store.query("SELECT impression_id, policy FROM impressions")}
+        out: dict[str, tuple[int, float]] = {}
+        for (imp, _pos), r in self.rewards(config).items():
+            p = policy_of.get(imp)
+            if p is not None:
+                n, s = out.get(p, (0, 0.0))
+                out[p] = (n + 1, s + r)
+        return out
+
+
+def check_feedback(log: ImpressionLog, event: dict[str, Any], n: int) -> Impression:
+    """The impression a feedback event names, after checking the item was shown there to that user.
+
+    Sets ``event["position"]``; a 404 (unknown impression) or 400 naming ``events[n]`` otherwise.
+    """
+    imp = log.get(str(event["impression_id"]))
+    if imp is None:
+        raise NotFound(f"events[{n}].impression_id: unknown impression_id {str(event['impression_id'])!r}")
+    position = imp.position_of(str(event["item_id"]))
+    if position is None:
+        raise ServiceError(f"events[{n}].item_id: {str(event['item_id'])!r} was not shown in impression "
+                        f"{imp.impression_id!r}")
+    if imp.user_id is not None and str(imp.user_id) != str(event["user_id"]):
+        raise ServiceError(f"events[{n}].user_id: impression {imp.impression_id!r} was shown to another user")
+    event["position"] = position
+    return imp
+
+
+def export_tables(log: ImpressionLog, rewards: RewardConfig) -> tuple[list[dict], list[dict]]:
+    """Rows of the slot and candidate tables of :mod:`avrec.policies.logfiles`, rewards joined."""
+    got = log.rewards(rewards)
+    slots, cands = [], []
+    for imp in log.iter(0):
+        cum = 1.0
+        total = float(np.prod([it["propensity"] for it in imp.items])) if imp.items else 1.0
+        for it in imp.items:
+            cum *= float(it["propensity"])
+            key = (imp.impression_id, int(it["position"]))
+            slots.append({"impression_id": imp.impression_id, "slate_id": imp.seq, "timestamp": imp.ts,
+                          "user_id": imp.user_id, "endpoint": imp.endpoint, "policy": imp.policy,
+                          "policy_version": imp.policy_version, "model": imp.model,
+                          "model_version": imp.model_version, "position": int(it["position"]),
+                          "action": it["item_id"], "action_index": int(it["candidate"]), "score": float(it["score"]),
+                          "pscore": float(it["propensity"]), "pscore_cascade": cum, "pscore_slate": total,
+                          "explored": bool(it["explored"]), "reward": got.get(key, 0.0), "feedback": key in got,
+                          "context": json.dumps(imp.context, ensure_ascii=False)})
+        c = imp.candidates
+        for n, (item, score, feats) in enumerate(zip(c["item_ids"], c["scores"], c["features"])):
+            cands.append({"impression_id": imp.impression_id, "action_index": n, "action": str(item),
+                          "score": float(score), "features": [float(x) for x in feats]})
+    return slots, cands
