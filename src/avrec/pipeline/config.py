@@ -13,7 +13,8 @@ class PipelineConfig:
     """Settings of the three stages (``ranker``/``view``/``pairs``/``train`` are nested tables).
 
     Retrieve: ``retriever`` (``auto``: hybrid when registered, else ease), ``retriever_config``,
-    ``n_candidates`` (N), filters ``media_types`` and ``blocked_items``. Rank: ``ranker_path`` (a trained
+    ``n_candidates`` (N), filters ``media_types``, ``blocked_items`` and content ``rules`` (a table of
+    :class:`avrec.pipeline.rules.RuleSet` settings, checked after every stage). Rank: ``ranker_path`` (a trained
     ranker) or ``ranker``/``view``/``pairs``/``train``/``eval_users`` to train one; the blend weight
     ``blend_weight`` (tuned over ``blend_grid`` when None; ``fallback_weight`` until tuned). Re-rank:
     ``dedupe``/``dedupe_fields``; MMR ``mmr_lambda`` (1 = off; tuned over ``mmr_grid`` within
@@ -41,6 +42,7 @@ class PipelineConfig:
     dedupe_fields: list[str] = field(default_factory=lambda: ["title", "year"])
     media_types: list[str] = field(default_factory=list)
     blocked_items: list[str] = field(default_factory=list)
+    rules: dict = field(default_factory=dict)
     tune_users: int = 300
     internal_valid_share: float = 0.1
     threads: int = 0
@@ -55,5 +57,8 @@ class PipelineConfig:
             raise ConfigError("pipeline blend_weight must be in [0, 1]")
         if self.mmr_lambda is not None and not 0 <= self.mmr_lambda <= 1:
             raise ConfigError("pipeline mmr_lambda must be in [0, 1]")
+        from avrec.pipeline.rules import parse_ruleset
+
+        parse_ruleset(self.rules, "pipeline.rules")  # a bad rule fails when the settings are read
         if self.mmr_vectors not in ("auto", "retriever", "metadata"):
             raise ConfigError("pipeline mmr_vectors must be auto, retriever or metadata")

@@ -198,7 +198,11 @@ class Pipeline(Recommender):
         return self._derived[key]
 
     def filters(self) -> Filters:
-        return Filters(self._fitted(self.items), list(self.config.media_types), list(self.config.blocked_items))
+        from avrec.pipeline.rules import parse_ruleset
+
+        rules = parse_ruleset(self.config.rules, "pipeline.rules")
+        return Filters(self._fitted(self.items), list(self.config.media_types), list(self.config.blocked_items),
+                       rules)
 
     def retrieve_stage(self, filters: Filters | None = None) -> Retrieve:
         return Retrieve(self._fitted(self.retriever), self.config.n_candidates, filters or self.filters())
@@ -227,10 +231,17 @@ class Pipeline(Recommender):
 
     def stages(self) -> list[Stage]:
         """The stages every list goes through, in order, with the current weights and settings:
-        Retrieve, CrossEncoderRank, MMR, Dedupe, ``extra_stages``, Filters."""
+        Retrieve, CrossEncoderRank, MMR, Dedupe, ``extra_stages``, Filters. With rules in force the filters
+        also run after every stage, so no stage ever hands a blocked item to the next."""
         filters = self.filters()
         rerank = self.rerank_stages(filters=filters)
-        return [self.retrieve_stage(filters), self.rank_stage(), *rerank[:-1], *self.extra_stages, rerank[-1]]
+        stages: list[Stage] = [self.retrieve_stage(filters), self.rank_stage(), *rerank[:-1], *self.extra_stages]
+        if filters.active:
+            checked: list[Stage] = []
+            for stage in stages:
+                checked += [stage, filters]
+            return checked
+        return [*stages, rerank[-1]]
 
     def _lists(self, contexts: Iterable[Context]) -> tuple[np.ndarray, np.ndarray]:
         self._set_threads()

@@ -106,7 +106,8 @@ def compact(candidates: np.ndarray, scores: np.ndarray, keep: np.ndarray) -> tup
 # ---- filters ------------------------------------------------------------------------------------------
 @dataclass
 class Filters:
-    """Business rules: a media-type allow-list and blocked item ids.
+    """Business rules: a media-type allow-list, blocked item ids and content ``rules`` (a
+    :class:`avrec.pipeline.rules.RuleSet`: blocked or allowed values of any column, region availability).
 
     :class:`Retrieve` retrieves only allowed items (``allowed``), so lists stay full; as a stage,
     ``apply`` drops any disallowed entry a later stage (an exploration policy, say) may have brought in.
@@ -115,10 +116,11 @@ class Filters:
     items: pd.DataFrame
     media_types: Sequence[str] = ()
     blocked_items: Sequence[str] = ()
+    rules: Any = None
 
     @property
     def active(self) -> bool:
-        return bool(self.media_types) or bool(self.blocked_items)
+        return bool(self.media_types) or bool(self.blocked_items) or (self.rules is not None and self.rules.active)
 
     @cached_property
     def mask(self) -> np.ndarray:
@@ -133,6 +135,8 @@ class Filters:
                 mask[:] = False
         if self.blocked_items:
             mask &= ~items["item_id"].astype(str).isin(set(map(str, self.blocked_items))).to_numpy()
+        if self.rules is not None and self.rules.active:
+            mask &= self.rules.mask(items, "pipeline.rules")
         return mask
 
     def allowed(self, candidates: np.ndarray | None) -> np.ndarray | None:
@@ -149,7 +153,9 @@ class Filters:
     def apply(self, ctx: Context, candidates: np.ndarray, scores: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         if not self.active:
             return candidates, scores
-        return compact(candidates, scores, self.mask[np.maximum(candidates, 0)])
+        mask = self.mask
+        inside = (candidates >= 0) & (candidates < len(mask))  # an index the catalogue lacks is never allowed
+        return compact(candidates, scores, np.where(inside, mask[np.clip(candidates, 0, len(mask) - 1)], False))
 
 
 # ---- retrieve ------------------------------------------------------------------------------------------

@@ -34,6 +34,9 @@ class ServeConfig:
     ``log_impressions``: log every served list in the store (:mod:`avrec.serve.impressions`).
     ``rewards``: the reward of each feedback event (:class:`~avrec.policies.rewards.RewardConfig`).
     ``examination_decay``: slot j is examined with probability decay^(j-1) (position bias).
+    ``rules``, ``profiles``, ``user_profiles``, ``default_profile``: content rules enforced on every
+    endpoint (:mod:`avrec.pipeline.rules`, :mod:`avrec.serve.rules`): base rules, named profiles a request
+    picks with ``profile=NAME``, the profile of each user id, and a profile for every request.
     """
 
     api_key: str | None = None
@@ -51,6 +54,10 @@ class ServeConfig:
     log_impressions: bool = True
     rewards: RewardConfig = field(default_factory=RewardConfig)
     examination_decay: float = 0.85
+    rules: dict = field(default_factory=dict)
+    profiles: dict = field(default_factory=dict)
+    user_profiles: dict = field(default_factory=dict)
+    default_profile: str = ""
 
     def effective_api_key(self) -> str | None:
         return os.environ.get("AVREC_API_KEY") or self.api_key or None

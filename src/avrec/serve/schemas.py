@@ -25,6 +25,9 @@ UserQ = Annotated[str, Query(min_length=1, max_length=ID_MAX_LENGTH, pattern=ID_
 ItemQ = Annotated[str, Query(min_length=1, max_length=ID_MAX_LENGTH, pattern=ID_PATTERN)]
 UserP = Annotated[str, PathParam(min_length=1, max_length=ID_MAX_LENGTH, pattern=ID_PATTERN)]
 ItemP = Annotated[str, PathParam(min_length=1, max_length=ID_MAX_LENGTH, pattern=ID_PATTERN)]
+#: a content-rules profile (``serve.profiles``), e.g. ``kids``; rules only add up, never lift the user's own
+ProfileQ = Annotated[str | None, Query(min_length=1, max_length=ID_MAX_LENGTH, pattern=ID_PATTERN,
+                                        description="content-rules profile, e.g. kids")]
 
 
 # ---- request and response models -----------------------------------------------------------------
@@ -59,6 +62,7 @@ class HistoryRequest(BaseModel):
     explain: bool = False
     details: bool = False
     user_id: Id | None = None
+    profile: Id | None = None
 
 
 class ScoredItem(BaseModel):

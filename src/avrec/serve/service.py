@@ -24,6 +24,7 @@ from avrec.models.base import Recommender
 from avrec.serve.config import ServeConfig
 from avrec.serve.errors import Conflict, NotFound, ServiceError, Unavailable
 from avrec.serve.exploration import Explorer
+from avrec.serve.rules import RuleView, check_rules, content_rules, rule_view
 from avrec.serve.search import SearchIndexer
 from avrec.serve.state import FolderWatcher, ModelState, finite, load_state
 from avrec.serve.store import EventStore
@@ -50,6 +51,7 @@ class RecommenderService:
                  model: Recommender | None = None) -> None:
         self.config = config or ServeConfig()
         self.store = store
+        self.rules = content_rules(self.config)
         self.model_dir = Path(model_dir) if model_dir is not None else None
         self.explorer = Explorer(self.config, store, self.model_dir)
         self.indexer = SearchIndexer(self.config)
@@ -71,6 +73,7 @@ class RecommenderService:
         stored = state.replayable(self.store.items())
         if stored:
             state.add_items(pd.DataFrame(stored).fillna("").astype(str))
+        check_rules(self.rules, state)  # a rule naming a column the catalogue lacks fails here, not per request
         try:
             from avrec.explain import Explainer
 
@@ -120,60 +123,74 @@ class RecommenderService:
     def _profile(self, state: ModelState, user_id: str) -> UserProfile:
         return user_profile(state, self.store, user_id, self.config.rating_threshold)
 
-    def recommend(self, user_id: str, k: int = 10, explain: bool = False, details: bool = False) -> dict[str, Any]:
-        """Top-k for a user id: the model's list, folded in with stored feedback, or the popular list."""
+    def _view(self, state: ModelState, profile: str | None, user_id: str | None) -> RuleView:
+        """The content rules of one request (base rules, default, the user's and the asked-for profile)."""
+        return rule_view(self.rules, state, profile, user_id)
+
+    def recommend(self, user_id: str, k: int = 10, explain: bool = False, details: bool = False,
+                  profile: str | None = None) -> dict[str, Any]:
+        """Top-k for a user id: the model's list, folded in with stored feedback, or the popular list,
+        among the items the content rules allow."""
         state = self.state
         with state.lock.read():
+            view = self._view(state, profile, user_id)
+            cand = view.model_candidates()
             p = self._profile(state, user_id)
             model, n = state.model, self.explorer.width(k) + len(p.negative)
             if p.has_feedback:
-                idx, scores = self._fold_in(state, p.history, n)
+                idx, scores = self._fold_in(state, p.history, n, cand)
             elif p.known:
                 u = model.user_index[str(user_id)]
                 assert model.seen is not None  # a served model is fitted
-                idx, scores = model.topk_indices(np.array([u]), n, exclude=model.seen[[u]])
+                idx, scores = model.topk_indices(np.array([u]), n, exclude=model.seen[[u]], candidates=cand)
             else:
-                idx, scores = model.popular_topk(1, n)
+                idx, scores = model.popular_topk(1, n, candidates=cand)
             items = state.scored_items(state.ids_of(idx)[0], scores[0], self.explorer.width(k),
                                        exclude=p.negative | set(p.history))
             fallback = not p.known and not p.has_feedback
             items, logged = self._explore(state, "recommend", str(user_id), items, k, p.history,
                                           {"fallback": fallback})
-            return logged | self._answer(state, str(user_id), fallback, items, p.history, explain, details)
+            return logged | self._answer(state, str(user_id), fallback, items, p.history, explain, details, view)
 
     def recommend_for_history(
         self, history: Sequence[str], k: int = 10, exclude: Sequence[str] = (), explain: bool = False,
-        details: bool = False, user_id: str | None = None,
+        details: bool = False, user_id: str | None = None, profile: str | None = None,
     ) -> dict[str, Any]:
         """Top-k for an anonymous visitor given the item ids they interacted with."""
         state = self.state
         with state.lock.read():
+            view = self._view(state, profile, user_id)
+            cand = view.model_candidates()
             for item in list(history) + list(exclude):
                 state.item_row(item)  # 404 for an unknown item
             usable = [str(i) for i in dict.fromkeys(history) if str(i) in state.model.item_index]
             negative = {str(i) for i in exclude}
             if usable:
-                idx, scores = self._fold_in(state, usable, self.explorer.width(k) + len(negative))
+                idx, scores = self._fold_in(state, usable, self.explorer.width(k) + len(negative), cand)
             else:
                 idx, scores = state.model.popular_topk(
-                    1, self.explorer.width(k) + len(negative) + len(history))
+                    1, self.explorer.width(k) + len(negative) + len(history), candidates=cand)
             items = state.scored_items(state.ids_of(idx)[0], scores[0], self.explorer.width(k),
                                        exclude=negative | {str(i) for i in history})
             items, logged = self._explore(state, "recommend", user_id, items, k, usable, {"fallback": not usable})
-            return logged | self._answer(state, user_id, not usable, items, usable, explain, details)
+            return logged | self._answer(state, user_id, not usable, items, usable, explain, details, view)
 
     @staticmethod
-    def _fold_in(state: ModelState, history: list[str], k: int) -> tuple[np.ndarray, np.ndarray]:
+    def _fold_in(state: ModelState, history: list[str], k: int,
+                 candidates: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
         """Top-k indices for one user given as item ids (the history's items excluded)."""
-        return state.model.topk_histories(state.model.history_matrix([history]), k)
+        return state.model.topk_histories(state.model.history_matrix([history]), k, candidates=candidates)
 
-    def _answer(self, state, user_id, fallback, items, history, explain, details) -> dict[str, Any]:
+    def _answer(self, state, user_id, fallback, items, history, explain, details, view: RuleView) -> dict[str, Any]:
+        # the last check of every list, whatever produced it: no item the rules block leaves the service
+        items = [it for it in items if view.allows_row(state.catalog_index[it["item_id"]])]
         if details:
             for it in items:
                 state.add_details(it)
         if explain and state.explainer is not None:
+            allowed_history = view.allowed_ids(state, history)  # explanations never cite a blocked item
             for it in items:
-                it["explanation"] = self._explain(state, user_id, it["item_id"], history)["text"]
+                it["explanation"] = self._explain(state, user_id, it["item_id"], allowed_history)["text"]
         return {"user_id": user_id, "fallback": bool(fallback), "items": items}
 
     def _explore(self, state: ModelState, endpoint: str, user_id: str | None, pool: list[dict[str, Any]], k: int,
@@ -184,12 +201,15 @@ class RecommenderService:
         return shown.pop("items"), shown
 
     # ---- explanations ----
-    def explain(self, user_id: str, item_id: str) -> dict[str, Any]:
-        """Why ``item_id`` for ``user_id``, from their training history and stored feedback."""
+    def explain(self, user_id: str, item_id: str, profile: str | None = None) -> dict[str, Any]:
+        """Why ``item_id`` for ``user_id``, from their training history and stored feedback (the part of it
+        the content rules allow); a 404 for an item the rules block."""
         state = self.state
         with state.lock.read():
-            state.item_row(item_id)
-            return self._explain(state, user_id, item_id, self._profile(state, user_id).history)
+            view = self._view(state, profile, user_id)
+            view.check_row(state.item_row(item_id), item_id)
+            history = view.allowed_ids(state, self._profile(state, user_id).history)
+            return self._explain(state, user_id, item_id, history)
 
     @staticmethod
     def _explain(state: ModelState, user_id: str | None, item_id: str, history: list[str]) -> dict[str, Any]:
@@ -203,30 +223,41 @@ class RecommenderService:
         return state.explainer.explain_history(history, str(item_id), user_id=user_id)
 
     # ---- similar items and search ----
-    def similar(self, item_id: str, k: int = 10) -> dict[str, Any]:
+    def similar(self, item_id: str, k: int = 10, profile: str | None = None) -> dict[str, Any]:
+        """The items most similar to ``item_id`` that the content rules allow (a 404 for a blocked item)."""
         state = self.state
         with state.lock.read():
+            view = self._view(state, profile, None)
             row = state.item_row(item_id)
+            view.check_row(row, item_id)
             if row < state.n_model_items:
                 sims = state.model.similarity_rows(np.array([row]))  # the library's similar_items, one row
                 sims[0, row] = -np.inf
+                if view.mask is not None:
+                    sims[0, ~view.mask[: sims.shape[1]]] = -np.inf
                 top, scores = topk_from_scores(sims, k)
                 items = state.scored_items(state.ids_of(top)[0], scores[0], k, exclude={str(item_id)})
             else:  # an added item the model cannot score: neighbours by text
-                idx, scores = self.indexer.ready(state).neighbours(row, k)
+                idx, scores = self.indexer.ready(state).neighbours(row, k + view.n_blocked())
                 items = [{"item_id": str(state.catalog_ids[i]), "score": finite(s), "title": state.title(i)}
-                         for i, s in zip(idx, scores)]
+                         for i, s in zip(idx, scores) if view.allows_row(int(i))][:k]
+            items = [it for it in items if view.allows_row(state.catalog_index[it["item_id"]])]
         items, logged = self._explore(state, "similar", None, items, k, [], {"item_id": str(item_id)}, False)
         return logged | {"item_id": str(item_id), "items": items}
 
     def search(self, q: str, k: int = 10, user_id: str | None = None, personal_weight: float | None = None,
-               details: bool = False) -> dict[str, Any]:
-        """Items matching a natural-language request, optionally re-ranked by a user's model scores."""
+               details: bool = False, profile: str | None = None) -> dict[str, Any]:
+        """Items matching a natural-language request, optionally re-ranked by a user's model scores, among
+        the items the content rules allow."""
         state = self.state
         search = self.indexer.ready(state)
         w = self.config.personal_weight if personal_weight is None else personal_weight
         with state.lock.read():
-            idx, text_scores = search.search(q, k if not user_id else max(5 * k, 50))
+            view = self._view(state, profile, user_id)
+            idx, text_scores = search.search(q, (k if not user_id else max(5 * k, 50)) + view.n_blocked())
+            if view.mask is not None:
+                keep = np.array([view.allows_row(int(i)) for i in idx], dtype=bool)
+                idx, text_scores = idx[keep], np.asarray(text_scores)[keep]
             personalised, negative = False, set()
             final = np.asarray(text_scores, dtype=np.float64)
             if user_id and len(idx):
@@ -302,15 +333,19 @@ class RecommenderService:
                         else self.indexer.item_vectors(s, state.model, frame))
 
     # ---- reads ----
-    def item(self, item_id: str) -> dict[str, Any]:
+    def item(self, item_id: str, profile: str | None = None) -> dict[str, Any]:
         state = self.state
         with state.lock.read():
-            return state.item_record(state.item_row(item_id))
+            row = state.item_row(item_id)
+            self._view(state, profile, None).check_row(row, item_id)
+            return state.item_record(row)
 
-    def history(self, user_id: str, limit: int = 100) -> dict[str, Any]:
-        """Feedback events (newest first) followed by the training history the model was fitted on."""
+    def history(self, user_id: str, limit: int = 100, profile: str | None = None) -> dict[str, Any]:
+        """Feedback events (newest first) followed by the training history the model was fitted on; items
+        the content rules block are left out."""
         state = self.state
         with state.lock.read():
+            view = self._view(state, profile, user_id)
             model = state.model
             u = model.user_index.get(str(user_id))
             events = self.store.events(user_id=user_id)
@@ -329,6 +364,8 @@ class RecommenderService:
                 for i in row.indices[np.argsort(-model.popularity[row.indices], kind="stable")]:
                     out.append({"item_id": state.catalog_ids[i], "title": state.title(int(i)), "source": "train",
                                 "event": None, "value": None, "ts": None})
+            if view.active:
+                out = [it for it in out if view.allows_row(state.catalog_index.get(it["item_id"], -1))]
             return {"user_id": str(user_id), "known": u is not None, "n_train": n_train, "n_feedback": len(events),
                     "items": out[:limit]}
 

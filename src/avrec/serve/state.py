@@ -108,6 +108,8 @@ class ModelState:
             self.catalog["title"].astype(str).tolist() if "title" in self.catalog else list(self.catalog_ids)
         )
         self.n_model_items = self.model.n_items
+        #: content-rule masks over this catalogue, per set of profile names (avrec.serve.rules)
+        self.rule_masks: dict[tuple[str, ...], np.ndarray] = {}
 
     def item_row(self, item_id: str) -> int:
         """The catalogue row of ``item_id``; a 404 for an id the catalogue lacks."""

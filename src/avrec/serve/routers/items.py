@@ -7,15 +7,15 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Body
 
 from avrec.serve.dependencies import WRITE, Service
-from avrec.serve.schemas import ItemP, ItemsBatch, ItemsBody, ItemsResponse
+from avrec.serve.schemas import ItemP, ItemsBatch, ItemsBody, ItemsResponse, ProfileQ
 
 router = APIRouter()
 
 
 @router.get("/items/{item_id}", tags=["catalogue"])
-def get_item(service: Service, item_id: ItemP) -> dict[str, Any]:
-    """One item's metadata."""
-    return service.item(item_id)
+def get_item(service: Service, item_id: ItemP, profile: ProfileQ = None) -> dict[str, Any]:
+    """One item's metadata (a 404 for an item the content rules block)."""
+    return service.item(item_id, profile=profile)
 
 
 @router.post("/items", response_model=ItemsResponse, dependencies=WRITE, tags=["write"])

@@ -5,17 +5,17 @@ from __future__ import annotations
 from fastapi import APIRouter
 
 from avrec.serve.dependencies import Inline, Service
-from avrec.serve.schemas import ExplainResponse, HistoryRequest, ItemQ, K, RecommendResponse, UserQ
+from avrec.serve.schemas import ExplainResponse, HistoryRequest, ItemQ, K, ProfileQ, RecommendResponse, UserQ
 
 router = APIRouter(tags=["recommend"])
 
 
 @router.get("/recommend", response_model=RecommendResponse, response_model_exclude_unset=True)
 async def recommend(service: Service, inline: Inline, user_id: UserQ, k: K = 10, explain: bool = False,
-                    details: bool = False):
+                    details: bool = False, profile: ProfileQ = None):
     """Top-k for a user; unknown users get popular items with ``fallback: true``."""
     return await inline(f"recommend/{explain}/{details}", service.recommend, user_id, k=k, explain=explain,
-                        details=details)
+                        details=details, profile=profile)
 
 
 @router.post("/recommend", response_model=RecommendResponse, response_model_exclude_unset=True)
@@ -23,10 +23,10 @@ async def recommend_history(service: Service, inline: Inline, body: HistoryReque
     """Top-k for an anonymous or new user from a history given in the body."""
     return await inline(f"history/{body.explain}/{body.details}", service.recommend_for_history, body.history,
                         k=body.k, exclude=body.exclude, explain=body.explain, details=body.details,
-                        user_id=body.user_id)
+                        user_id=body.user_id, profile=body.profile)
 
 
 @router.get("/explain", response_model=ExplainResponse)
-def explain(service: Service, user_id: UserQ, item_id: ItemQ):
+def explain(service: Service, user_id: UserQ, item_id: ItemQ, profile: ProfileQ = None):
     """Why this item for this user: evidence and a sentence."""
-    return service.explain(user_id, item_id)
+    return service.explain(user_id, item_id, profile=profile)

@@ -8,15 +8,15 @@ from fastapi import APIRouter, Query
 from starlette.exceptions import HTTPException
 
 from avrec.serve.dependencies import Inline, Service
-from avrec.serve.schemas import ID_MAX_LENGTH, ID_PATTERN, ItemP, K, SearchResponse, SimilarResponse
+from avrec.serve.schemas import ID_MAX_LENGTH, ID_PATTERN, ItemP, K, ProfileQ, SearchResponse, SimilarResponse
 
 router = APIRouter(tags=["recommend"])
 
 
 @router.get("/similar/{item_id}", response_model=SimilarResponse, response_model_exclude_unset=True)
-async def similar(service: Service, inline: Inline, item_id: ItemP, k: K = 10):
+async def similar(service: Service, inline: Inline, item_id: ItemP, k: K = 10, profile: ProfileQ = None):
     """Items most similar to one item."""
-    return await inline("similar", service.similar, item_id, k=k)
+    return await inline("similar", service.similar, item_id, k=k, profile=profile)
 
 
 @router.get("/search", response_model=SearchResponse, response_model_exclude_unset=True)
@@ -27,8 +27,10 @@ def search(
     user_id: Annotated[str | None, Query(min_length=1, max_length=ID_MAX_LENGTH, pattern=ID_PATTERN)] = None,
     personal_weight: Annotated[float | None, Query(ge=0, le=1)] = None,
     details: bool = False,
+    profile: ProfileQ = None,
 ):
     """Items matching a sentence, through the text encoder; ``user_id`` blends in that user's scores."""
     if not q.strip():
         raise HTTPException(422, "invalid request: query.q: must not be blank")
-    return service.search(q, k=k, user_id=user_id, personal_weight=personal_weight, details=details)
+    return service.search(q, k=k, user_id=user_id, personal_weight=personal_weight, details=details,
+                          profile=profile)

@@ -7,16 +7,16 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Query
 
 from avrec.serve.dependencies import Service
-from avrec.serve.schemas import UserP
+from avrec.serve.schemas import ProfileQ, UserP
 
 router = APIRouter(tags=["users"])
 
 
 @router.get("/users/{user_id}/history")
 def history(service: Service, user_id: UserP,
-            limit: Annotated[int, Query(ge=1, le=10_000)] = 100) -> dict[str, Any]:
+            limit: Annotated[int, Query(ge=1, le=10_000)] = 100, profile: ProfileQ = None) -> dict[str, Any]:
     """A user's feedback (newest first) and training history."""
-    return service.history(user_id, limit=limit)
+    return service.history(user_id, limit=limit, profile=profile)
 
 
 @router.get("/users")
