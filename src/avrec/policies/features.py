@@ -10,7 +10,7 @@ hybrid, else co-occurrence cosine; 0 without a history).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 
@@ -46,7 +46,7 @@ class FeatureBuilder:
         logs = np.log1p(pop)
         self.log_pop_mean, self.log_pop_std = float(logs.mean()) if len(logs) else 0.0, float(logs.std())
 
-    def build(self, candidates: np.ndarray, scores: np.ndarray, history: Sequence[int] = ()) -> np.ndarray:
+    def build(self, candidates: np.ndarray, scores: np.ndarray, history: Any = ()) -> np.ndarray:
         """Features of ``candidates`` (model item indices) for a user whose items, oldest first, are ``history``."""
         cand = np.asarray(candidates, dtype=np.int64)
         recent = np.asarray(list(history)[-RECENT:], dtype=np.int64)

@@ -107,7 +107,8 @@ def contributions(logs: Sequence[LoggedImpression], target: SlatePolicy, q: Rewa
     rng = np.random.default_rng(seed)
     shown_ids = {str(imp.candidate_ids[i]) for imp in logs for i in imp.shown}
     n = len(logs)
-    out = Contributions(*(np.zeros((n, K)) for _ in range(5)), dm=np.zeros(n), unsupported=np.zeros(n))
+    out = Contributions(np.zeros((n, K)), np.zeros((n, K)), np.zeros((n, K)), np.zeros((n, K)), np.zeros((n, K)),
+                        dm=np.zeros(n), unsupported=np.zeros(n))
     for r, imp in enumerate(logs):
         imp.check(r)
         scores, feats = rescore(imp) if rescore is not None else (imp.scores, imp.features)
