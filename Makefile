@@ -27,7 +27,7 @@ lint: install
 DEMO_PORT ?= 8000
 demo: install
 	$(BIN)/avrec demo --model-out runs/demo-model
-	$(BIN)/avrec serve runs/demo-model --host 127.0.0.1 --port $(DEMO_PORT) --insecure-dev
+	$(BIN)/avrec serve runs/demo-model --host 127.0.0.1 --port $(DEMO_PORT) --insecure-dev --config configs/demo-serve.toml
 
 # Every benchmark script present (peers.py has its own target); each writes JSON + markdown under benchmarks/results/.
 bench: install

@@ -256,7 +256,7 @@ class RecommenderService:
             view = self._view(state, profile, user_id)
             idx, text_scores = search.search(q, (k if not user_id else max(5 * k, 50)) + view.n_blocked())
             if view.mask is not None:
-                keep = np.array([view.allows_row(int(i)) for i in idx], dtype=bool)
+                keep = view.mask[np.clip(idx, 0, len(view.mask) - 1)] & (idx < len(view.mask))
                 idx, text_scores = idx[keep], np.asarray(text_scores)[keep]
             personalised, negative = False, set()
             final = np.asarray(text_scores, dtype=np.float64)
