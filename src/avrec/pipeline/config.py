@@ -14,10 +14,12 @@ class PipelineConfig:
 
     Retrieve: ``retriever`` (``auto``: hybrid when registered, else ease), ``retriever_config``,
     ``n_candidates`` (N), filters ``media_types``, ``blocked_items`` and content ``rules`` (a table of
-    :class:`avrec.pipeline.rules.RuleSet` settings, checked after every stage). Rank: ``ranker_path`` (a trained
-    ranker) or ``ranker``/``view``/``pairs``/``train``/``eval_users`` to train one; the blend weight
-    ``blend_weight`` (tuned over ``blend_grid`` when None; ``fallback_weight`` until tuned). Re-rank:
-    ``dedupe``/``dedupe_fields``; MMR ``mmr_lambda`` (1 = off; tuned over ``mmr_grid`` within
+    :class:`avrec.pipeline.rules.RuleSet` settings, checked after every stage). Exposure: Steck's
+    calibrated re-ranking with ``calibration_lambda`` (0 = off) on ``calibration_field``, and the popularity
+    penalty ``popularity_penalty`` (β, 0 = off), both from :mod:`avrec.pipeline.calibration`. Rank:
+    ``ranker_path`` (a trained ranker) or ``ranker``/``view``/``pairs``/``train``/``eval_users`` to train
+    one; the blend weight ``blend_weight`` (tuned over ``blend_grid`` when None; ``fallback_weight`` until
+    tuned). Re-rank: ``dedupe``/``dedupe_fields``; MMR ``mmr_lambda`` (1 = off; tuned over ``mmr_grid`` within
     ``mmr_tolerance`` when None) on ``mmr_vectors``. Tuning: ``tune_users``; ``internal_valid_share`` is
     held out when ``fit`` gets no validation data. ``threads``: torch threads (0: leave as is).
     """
@@ -43,6 +45,9 @@ class PipelineConfig:
     media_types: list[str] = field(default_factory=list)
     blocked_items: list[str] = field(default_factory=list)
     rules: dict = field(default_factory=dict)
+    calibration_lambda: float = 0.0
+    calibration_field: str = "genres"
+    popularity_penalty: float = 0.0
     tune_users: int = 300
     internal_valid_share: float = 0.1
     threads: int = 0
@@ -60,5 +65,9 @@ class PipelineConfig:
         from avrec.pipeline.rules import parse_ruleset
 
         parse_ruleset(self.rules, "pipeline.rules")  # a bad rule fails when the settings are read
+        if not 0 <= self.calibration_lambda < 1:
+            raise ConfigError("pipeline calibration_lambda must be in [0, 1)")
+        if self.popularity_penalty < 0:
+            raise ConfigError("pipeline popularity_penalty must be 0 or more")
         if self.mmr_vectors not in ("auto", "retriever", "metadata"):
             raise ConfigError("pipeline mmr_vectors must be auto, retriever or metadata")

@@ -235,13 +235,32 @@ class Pipeline(Recommender):
         also run after every stage, so no stage ever hands a blocked item to the next."""
         filters = self.filters()
         rerank = self.rerank_stages(filters=filters)
-        stages: list[Stage] = [self.retrieve_stage(filters), self.rank_stage(), *rerank[:-1], *self.extra_stages]
+        stages: list[Stage] = [self.retrieve_stage(filters), self.rank_stage(), *rerank[:-1], *self.exposure_stages(),
+                               *self.extra_stages]
         if filters.active:
             checked: list[Stage] = []
             for stage in stages:
                 checked += [stage, filters]
             return checked
         return [*stages, rerank[-1]]
+
+    def exposure_stages(self) -> list[Stage]:
+        """The popularity penalty and Steck's calibration (:mod:`avrec.pipeline.calibration`), when set."""
+        from avrec.pipeline.calibration import Calibrate, PopularityPenalty, genre_distributions
+
+        cfg, out = self.config, list[Stage]()
+        if cfg.popularity_penalty > 0:
+            out.append(PopularityPenalty(cfg.popularity_penalty, self._fitted(self.popularity)))
+        if cfg.calibration_lambda > 0:
+            dist = self._cached("calibration", lambda: genre_distributions(self._fitted(self.items),
+                                                                          cfg.calibration_field))
+            seen = self._fitted(self.seen)
+
+            def rows(ctx: Context) -> sp.csr_matrix:
+                return ctx.history if ctx.history is not None else seen[ctx.user_idx]
+
+            out.append(Calibrate(cfg.calibration_lambda, cfg.n_candidates, dist, rows))
+        return out
 
     def _lists(self, contexts: Iterable[Context]) -> tuple[np.ndarray, np.ndarray]:
         self._set_threads()
