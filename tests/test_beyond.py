@@ -145,3 +145,30 @@ def test_cli_evaluate_metrics_all(tmp_path, capsys):
     code = main(["evaluate", str(folder), "--model", "pop", "--set", "eval.beyond.tail_share=2",
                  "--run-dir", str(tmp_path / "run2")])
     assert code == 2 and "tail_share" in capsys.readouterr().err
+
+
+def test_cli_report_writes_html_with_plots(tmp_path, capsys):
+    from avrec.cli import main
+    from avrec.testing.data import make_structured_dataset
+
+    data = make_structured_dataset()
+    folder = tmp_path / "data"
+    folder.mkdir()
+    items = data.items.copy()
+    items["artist"] = [f"artist{i % 7}" for i in range(len(items))]
+    items.to_csv(folder / "items.csv", index=False)
+    pd.DataFrame({"user_id": data.user_ids[data.user_idx], "item_id": data.items["item_id"].to_numpy()[data.item_idx],
+                  "timestamp": data.timestamp}).to_csv(folder / "interactions.csv", index=False)
+    assert main(["fit", str(folder), "--model", "ease", "--out", str(tmp_path / "m"),
+                 "--run-dir", str(tmp_path / "run")]) == 0
+    assert main(["report", str(tmp_path / "m"), str(folder), "--out", str(tmp_path / "rep"), "--k", "5"]) == 0
+    html = (tmp_path / "rep" / "report.html").read_text()
+    assert html.count("<svg") == 4 and "Lorenz curve" in html and "Exposure per artist" in html
+    import json
+
+    payload = json.loads((tmp_path / "rep" / "report.json").read_text())
+    assert {"gini@5", "tail@5", "coverage@5"} <= set(payload["metrics"])
+    capsys.readouterr()
+    assert main(["report", str(tmp_path / "nothing"), str(folder), "--out", str(tmp_path / "rep2")]) == 2
+    assert "not a model folder" in capsys.readouterr().err
+    assert main(["report", str(tmp_path / "m"), str(folder), "--out", str(tmp_path / "rep3"), "--k", "0"]) == 2

@@ -19,6 +19,7 @@ COMMAND_MODULES = [
     "avrec.cli.serve",
     "avrec.cli.kg",
     "avrec.cli.finetune",
+    "avrec.cli.report",
     "avrec.cli.logs",
     "avrec.cli.ope",
 ]
