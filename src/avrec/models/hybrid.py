@@ -12,10 +12,11 @@
 
 from __future__ import annotations
 
+import copy
 import json
 import time
 import warnings
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import ClassVar, cast
 
@@ -26,7 +27,7 @@ import torch
 
 from avrec.data.dataset import TEXT_FIELDS, Dataset
 from avrec.data.splits import holdout_warm_and_cold
-from avrec.errors import DataWarning, NotApplicable
+from avrec.errors import DataWarning
 from avrec.eval.topk import rank_scores, topk_from_scores
 from avrec.eval.validation import ValidationSet
 from avrec.models.als import ALSConfig
@@ -35,6 +36,7 @@ from avrec.models.artifacts import csr_from_tensors, csr_to_tensors
 from avrec.models.base import Capabilities, Recommender
 from avrec.models.blend import fuse, standardise, tune_weights
 from avrec.models.ease import EASEConfig
+from avrec.models.hybrid_components import ComponentSet, TuningParts, fit_components
 from avrec.models.hybrid_features import ItemFeaturizer
 from avrec.models.itemknn import ItemKNNConfig
 from avrec.models.kgpath import KGPathConfig
@@ -72,7 +74,7 @@ class HybridConfig:
     seed: int = 2026
     # fusion
     blend: list[str] = field(default_factory=lambda: ["ease", "als"])
-    cold_blend: list[str] = field(default_factory=lambda: ["tfidf", "kgpath"])
+    cold_blend: list[str] = field(default_factory=lambda: ["tfidf", "kgpath", "content", "contentpop"])
     # component sections: ``ease.l2``, ``als.factors``, ... (the ALS seed follows ``seed``)
     ease: EASEConfig = field(default_factory=lambda: EASEConfig(max_items=20000))
     als: ALSConfig = field(default_factory=ALSConfig)
@@ -91,22 +93,6 @@ class HybridConfig:
         "ease_l2": "ease.l2", "ease_max_items": "ease.max_items", "als_factors": "als.factors",
         "als_regularization": "als.regularization", "als_alpha": "als.alpha", "als_iterations": "als.iterations",
     }
-
-
-def _component(name: str, cfg: HybridConfig, n_active_items: int) -> Recommender | None:
-    from avrec.models.registry import create_model
-
-    if name == "ease":
-        if n_active_items > cfg.ease.max_items:
-            return None
-        return create_model("ease", replace(cfg.ease))
-    if name == "als":
-        return create_model("als", replace(cfg.als, seed=cfg.seed))
-    if name in ("itemknn", "kgpath"):
-        return create_model(name, replace(getattr(cfg, name)))
-    if name == "tfidf":
-        return create_model("tfidf", fields=list(cfg.doc_fields))
-    return create_model(name)
 
 
 class Hybrid(Recommender):
@@ -145,6 +131,7 @@ class Hybrid(Recommender):
                              "lm_dim": 0 if self.features.lm is None else int(self.features.lm.shape[1])}
         self.warm_weights: list[float] = []
         self.cold_weights: list[float] = []
+        self.component_set: ComponentSet | None = None  # components of an earlier fit are not reused
         internal = valid is None and c.refit and c.internal_valid_share > 0
         if not internal:
             train = dataset
@@ -198,7 +185,9 @@ class Hybrid(Recommender):
         if not fixed_steps:
             self.report["best_step"] = best_step
         self.towers = towers
+        self.tuning_parts = None if fixed_steps else TuningParts(warm_valid, cold_valid, cold_cands)
         self._finalize(train, warm_items)
+        self.tuning_parts = None
         if warm_valid is not None:
             self.warm_weights, ndcg = self._tune(train, warm_valid, None, self.warm_components)
             self.report["valid_warm_ndcg@10"] = ndcg
@@ -223,20 +212,11 @@ class Hybrid(Recommender):
         self._build_ann()
 
     def _fit_components(self, train: Dataset, warm_items: np.ndarray) -> None:
-        self.components: dict[str, Recommender] = {}
-        skipped = {}
-        for name in dict.fromkeys([*self.config.blend, *self.config.cold_blend]):
-            model = _component(name, self.config, int(warm_items.sum()))
-            if model is None:
-                continue
-            try:
-                self.components[name] = model.fit(train)
-            except NotApplicable as e:  # nothing for it to work with here: left out of the blend
-                skipped[name] = str(e)
-        for name, why in skipped.items():
-            if name not in self.report.get("skipped_components", {}):
-                warnings.warn(DataWarning(f"hybrid: component {name!r} left out ({why})"), stacklevel=2)
-        self.report["skipped_components"] = skipped
+        previous = getattr(self, "component_set", None)
+        self.component_set = fit_components(self.config, train, warm_items, getattr(self, "tuning_parts", None),
+                                            previous)
+        self.components: dict[str, Recommender] = self.component_set.models
+        self.report["skipped_components"] = self.component_set.skipped
         self.warm_components = [n for n in self.config.blend if n in self.components]
         self.cold_components = [n for n in self.config.cold_blend if n in self.components]
 
@@ -245,6 +225,26 @@ class Hybrid(Recommender):
         check = ValidationSet.from_matrices(part.matrix(binary=True), self.fit_seen, cands)
         items = np.arange(train.n_items) if cands is None else np.asarray(cands)
         return tune_weights(self._components_z(check.users, None, items, names), check)
+
+    def ablated(self, drop: list[str], valid: Dataset, valid_candidates: np.ndarray | None = None) -> Hybrid:
+        """This fitted hybrid with the components in ``drop`` (``"towers"`` included) left out of the warm
+        fusion (or of the cold one, when ``valid_candidates`` is given), the remaining weights re-tuned on
+        ``valid``: an ablation that needs no refit, since every component is fitted on its own."""
+        clone = copy.copy(self)
+        cold = valid_candidates is not None
+        names = [n for n in (self.cold_components if cold else self.warm_components) if n not in drop]
+        check = ValidationSet.from_matrices(valid.matrix(binary=True), self.fit_seen, valid_candidates)
+        items = np.arange(self.n_items) if valid_candidates is None else np.asarray(valid_candidates)
+        z = self._components_z(check.users, None, items, names)
+        if "towers" in drop:
+            z[0] = np.zeros_like(z[0])
+        weights, _ = tune_weights(z, check)
+        weights[0] = 0.0 if "towers" in drop else weights[0]
+        if cold:
+            clone.cold_components, clone.cold_weights = names, weights
+        else:
+            clone.warm_components, clone.warm_weights = names, weights
+        return clone
 
     # ---- scoring -----------------------------------------------------------------------------
     def _components_z(self, user_idx: np.ndarray | None, history: sp.csr_matrix | None, items: np.ndarray,
@@ -286,7 +286,8 @@ class Hybrid(Recommender):
         names = self.cold_components if all_cold else self.warm_components
         weights = self.cold_weights if all_cold else self.warm_weights
         weights = weights or [1.0] * (1 + len(names))
-        return fuse(self._components_z(user_idx, history, items, names), weights)
+        used = [n for n, w in zip(names, weights[1:]) if w]  # a weight-0 component is not even scored
+        return fuse(self._components_z(user_idx, history, items, used), [weights[0], *[w for w in weights[1:] if w]])
 
     def _score(self, user_idx: np.ndarray, item_idx: np.ndarray | None) -> np.ndarray:
         items = np.arange(self.n_items) if item_idx is None else np.asarray(item_idx)

@@ -34,6 +34,7 @@ _MODELS: dict[str, str] = {
     "tfidf": "avrec.models.tfidf:TfidfKNN",
     "hybrid": "avrec.models.hybrid:Hybrid",
     "content": "avrec.models.content:ContentModel",
+    "contentpop": "avrec.models.contentpop:ContentPopularity",
 }
 _plugins: dict[str, str] | None = None
 
