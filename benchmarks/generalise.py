@@ -95,7 +95,10 @@ def reference_tfidf(split) -> dict:
 
     from avrec.eval.evaluate import evaluate_recommendations
 
-    items = split.train.items
+    from avrec.data.fields import BEHAVIOUR_COLUMNS
+
+    # every column, except what the dataset's own users did (user_tags would leak held-out interactions)
+    items = split.train.items.drop(columns=[c for c in BEHAVIOUR_COLUMNS if c in split.train.items.columns])
     docs = items.fillna("").astype(str).agg(" ".join, axis=1).str.replace("|", " ")
     x = TfidfVectorizer(min_df=1, sublinear_tf=True).fit_transform(docs)
     seen = split.train.matrix(binary=True)  # the same history every model is fitted on

@@ -14,8 +14,12 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-#: Column kinds, in the order a document or a feature block lists them.
-KINDS = ("text", "categorical", "year", "numeric", "id")
+#: Column kinds. ``id`` and ``behaviour`` are never features: an identifier has one value per item, and a
+#: behaviour column (``user_tags``: what the dataset's own users did) would leak held-out interactions.
+KINDS = ("text", "categorical", "year", "numeric", "id", "behaviour")
+FEATURE_KINDS = ("text", "categorical", "year", "numeric")
+#: Columns that record the dataset's users' own actions as metadata (see avrec.data.sources.movielens).
+BEHAVIOUR_COLUMNS = {"user_tags"}
 #: Columns that name an item elsewhere (never features: one value per item, no shared signal).
 ID_COLUMNS = {"item_id", "imdb_id", "tmdb_id", "mbid", "isrc", "spotify_id", "url", "audio_path", "media_path",
               "video_path", "image_path", "poster_path"}
@@ -42,6 +46,8 @@ def _nonempty(values: pd.Series) -> pd.Series:
 def column_kind(name: str, values: pd.Series) -> str:
     """The kind of one column (see :data:`KINDS`), from its name and a look at its values."""
     lowered = name.lower()
+    if lowered in BEHAVIOUR_COLUMNS:
+        return "behaviour"
     if lowered in ID_COLUMNS or lowered.endswith("_id") or lowered.endswith("_path") or lowered.endswith("_url"):
         return "id"
     if lowered in TEXT_COLUMNS:
@@ -91,4 +97,4 @@ def numbers_of(items: pd.DataFrame, column: str) -> np.ndarray:
     return pd.to_numeric(items[column].fillna("").astype(str).str.strip(), errors="coerce").to_numpy(np.float64)
 
 
-__all__ = ["FieldKind", "KINDS", "column_kind", "infer_fields", "numbers_of", "years_of"]
+__all__ = ["BEHAVIOUR_COLUMNS", "FEATURE_KINDS", "FieldKind", "KINDS", "column_kind", "infer_fields", "numbers_of", "years_of"]

@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
-from avrec.data.fields import FieldKind, infer_fields, numbers_of, years_of
+from avrec.data.fields import FEATURE_KINDS, FieldKind, infer_fields, numbers_of, years_of
 
 _WORD = r"(?u)\b\w\w+\b"
 
@@ -78,7 +78,7 @@ class FieldVectorizer:
         from sklearn.feature_extraction.text import TfidfVectorizer
 
         c = self.config
-        analyzer: Any = _values_and_words if kind.kind == "categorical" else "word"
+        analyzer: Any = _values_and_words if kind.kind in ("categorical", "behaviour") else "word"
         return TfidfVectorizer(
             analyzer=analyzer, token_pattern=_WORD if analyzer == "word" else None, lowercase=True,
             min_df=1 if vocabulary is not None else c.min_df, sublinear_tf=c.sublinear_tf,
@@ -88,7 +88,9 @@ class FieldVectorizer:
 
     def fit_transform(self, items: pd.DataFrame) -> dict[str, sp.csr_matrix]:
         """Blocks of the catalogue (un-normalised TF-IDF rows), fitting every field's vocabulary."""
-        self.kinds = [k for k in infer_fields(items, self.config.fields) if k.kind != "id"]
+        # named fields are used as asked (a user may opt into user_tags); by default only feature kinds
+        self.kinds = [k for k in infer_fields(items, self.config.fields)
+                      if k.kind in FEATURE_KINDS or (self.config.fields is not None and k.kind == "behaviour")]
         self.vocabularies, self.idfs, self.edges, blocks = {}, {}, {}, {}
         for kind in list(self.kinds):
             if kind.kind == "numeric":
