@@ -38,12 +38,24 @@ def cmd_fit(args: argparse.Namespace) -> int:
         run.record_config(settings.to_dict(command="fit", dataset=args.dataset, model=args.model, out=str(args.out)))
         dataset = load_data(args, settings.data, err)
         run.record_checksums(dataset.checksums)
+        probe = None
+        if args.probe_users:  # the forgetting guard's frozen probe set (avrec.serve.probe), held out of training
+            from avrec.serve.probe import draw_probe
+
+            dataset, probe = draw_probe(dataset, args.probe_users, args.probe_share, seed=settings.seed)
         model = create_model(args.model, settings.models[args.model])
         start = time.perf_counter()
         with err.status(f"fitting {args.model} on {dataset.name} ({dataset.n_interactions:,} interactions)"):
             model.fit(dataset)
         fit_s = time.perf_counter() - start
         model.save(args.out)
+        if probe is not None:
+            from avrec.serve.probe import save_probe
+
+            save_probe(args.out, probe, share=args.probe_share, seed=settings.seed, model=args.model)
+        else:  # a probe of an earlier fit into this folder belongs to that fit
+            for stale in ("probe.parquet", "probe.json"):
+                (Path(args.out) / stale).unlink(missing_ok=True)
         run.record_metrics(
             {"fit_seconds": round(fit_s, 3), "users": dataset.n_users, "items": dataset.n_items,
              "interactions": dataset.n_interactions, "model_dir": str(args.out)}
@@ -171,6 +183,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("dataset", metavar="DATASET")
     p.add_argument("--model", required=True, metavar="NAME", help="registered model name (ease, als, itemknn, ...)")
     p.add_argument("--out", required=True, metavar="MODEL_DIR", help="folder to save the fitted model in")
+    p.add_argument("--probe-users", type=int, default=0, metavar="N",
+                   help="hold out the latest events of N random users as the frozen probe set that `avrec update` "
+                        "checks every update against (the forgetting guard; default 0: none)")
+    p.add_argument("--probe-share", type=float, default=0.2, metavar="F",
+                   help="share of each probe user's latest events held out (default 0.2, at least one)")
     add_settings_options(p)
     add_data_dir(p)
     add_run_dir(p)

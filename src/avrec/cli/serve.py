@@ -1,10 +1,9 @@
-"""``avrec serve`` (HTTP API + web page) and ``avrec update`` (fold stored feedback into a model folder)."""
+"""``avrec serve`` (HTTP API + web page); ``avrec update`` and ``avrec versions`` are in :mod:`avrec.cli.versions`."""
 
 from __future__ import annotations
 
 import argparse
 import ipaddress
-import json
 import logging
 import sys
 from dataclasses import dataclass, fields
@@ -72,21 +71,6 @@ def register(sub: argparse._SubParsersAction) -> None:
                         "BLAS inside concurrent requests thrashes the cores: 18 against 390 req/s for hybrid)")
     p.set_defaults(func=cmd_serve)
 
-    u = sub.add_parser(
-        "update",
-        help="fold the feedback and items in an event store into a model folder, without a full retrain",
-        description="Adds stored items (for models that score new items), adds every user's positive events "
-        "(play, like, rating >= threshold) to the training matrix, appends new users when the model scores "
-        "users from their history (EASE, itemknn, tfidf, pop) and recomputes popularity; then saves the "
-        "model in place. A server watching MODEL_DIR picks the result up without a restart.",
-    )
-    u.add_argument("model_dir", metavar="MODEL_DIR")
-    u.add_argument("--store", default=None, help="the event store (default: MODEL_DIR-events.sqlite3 beside it)")
-    u.add_argument("--out", default=None, help="write the updated model here instead of in place")
-    u.add_argument("--rating-threshold", type=float, default=None, help="'rate' events at or above count as positive")
-    u.add_argument("--dry-run", action="store_true", help="report what would change; write nothing")
-    u.set_defaults(func=cmd_update)
-
 
 def serve_settings(args: argparse.Namespace) -> tuple[str, int, str | None, ServeConfig]:
     """(host, port, store, ServeConfig): defaults < the file's ``[serve]`` table < ``--set`` < the flags."""
@@ -118,10 +102,11 @@ def cmd_serve(args: argparse.Namespace) -> int:
         raise ConfigError("serving needs fastapi and uvicorn: pip install fastapi uvicorn") from None
     from avrec.serve.app import create_app
     from avrec.serve.service import RecommenderService
+    from avrec.serve.state import is_model_folder
     from avrec.serve.store import EventStore
 
     model_dir = Path(args.model_dir)
-    if not (model_dir / "config.json").exists():
+    if not is_model_folder(model_dir):
         raise DataError(f"{model_dir}: not a model folder (no config.json); create one with `avrec fit --out`")
     host, port, store_path, config = serve_settings(args)
     if config.insecure_dev and not _is_loopback(host):
@@ -161,37 +146,3 @@ def _announce(server, host: str, service, store) -> None:
         print(f"avrec: open http://{shown}:{port}/  (API docs: http://{shown}:{port}/docs)", flush=True)
 
     server.startup = startup
-
-
-def cmd_update(args: argparse.Namespace) -> int:
-    from avrec.models.artifacts import save_atomically
-    from avrec.models.base import Recommender
-    from avrec.serve.store import EventStore
-    from avrec.serve.updates import fold_events
-
-    model_dir = Path(args.model_dir)
-    store_path = Path(args.store) if args.store else default_store(model_dir)
-    if not store_path.exists():
-        raise DataError(f"{store_path}: no event store there (give --store PATH)")
-    model = Recommender.load(model_dir)
-    threshold = args.rating_threshold if args.rating_threshold is not None else ServeConfig().rating_threshold
-    with EventStore(store_path) as store:
-        summary = fold_events(model, store, rating_threshold=threshold)
-        out = Path(args.out) if args.out else model_dir
-        summary["store"] = str(store_path)
-        summary["out"] = str(out)
-        if not args.dry_run:
-            if out == model_dir:
-                save_atomically(model, model_dir)
-            else:
-                model.save(out)
-            store.set_meta("last_update_event_id", str(summary["events_folded_upto"]))
-    print(json.dumps(summary, indent=2, ensure_ascii=False))
-    if summary["users_not_added"]:
-        print(f"note: {summary['users_not_added']} new user(s) not added: the {model.name} model learns per-user "
-              "parameters; the server keeps serving them by fold-in from the store until the next `avrec fit`",
-              file=sys.stderr)
-    if summary["items_skipped"]:
-        print(f"note: {summary['items_skipped']} stored item(s) not added: the {model.name} model cannot score "
-              "items without interactions (they stay searchable in the server)", file=sys.stderr)
-    return 0

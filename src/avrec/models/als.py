@@ -7,9 +7,11 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+import pandas as pd
 import scipy.sparse as sp
 
 from avrec.data.dataset import Dataset
+from avrec.errors import DataError
 from avrec.models.base import Capabilities, Recommender
 
 _controller: Any = None
@@ -82,6 +84,45 @@ class ALS(Recommender):
             users = self._model.recalculate_user(np.arange(history.shape[0]), history)
         items = self.item_factors if item_idx is None else self.item_factors[item_idx]
         return np.atleast_2d(users) @ items.T
+
+    def warm_refit(self, seen: sp.spmatrix, new_user_ids: Any = (), new_items: pd.DataFrame | None = None,
+                   iterations: int = 3) -> None:
+        """Continue ALS from the current factors on a grown training matrix (the cheap continual update).
+
+        ``seen`` is users × items over the old users then ``new_user_ids``, and the old items then
+        ``new_items`` (catalogue rows in the folder format). New users start from their fold-in, new items
+        from zero; then ``iterations`` full sweeps run on the binary matrix (``seen`` keeps no weights).
+        """
+        self._check_fitted()
+        new_ids = np.asarray(list(new_user_ids), dtype=object)
+        n_new_items = 0 if new_items is None else len(new_items)
+        shape = (len(self._fitted(self.user_ids)) + len(new_ids), self.n_items + n_new_items)
+        seen = sp.csr_matrix(seen, dtype=np.float32)
+        if seen.shape != shape:
+            raise DataError(f"warm_refit: a {seen.shape} matrix does not fit {len(new_ids)} new user(s) and "
+                            f"{n_new_items} new item(s) ({shape})")
+        items = np.vstack([self.item_factors, np.zeros((n_new_items, self.item_factors.shape[1]), np.float32)])
+        users = self.user_factors
+        if len(new_ids):  # new users start from their fold-in over the old items
+            fold = self._implicit_model()
+            fold.user_factors, fold.item_factors = users, items
+            with _single_threaded_blas():
+                extra = fold.recalculate_user(np.arange(len(new_ids)), seen[len(users):])
+            users = np.vstack([users, np.atleast_2d(extra)])
+        model = self._implicit_model()
+        model.iterations = max(1, int(iterations))
+        model.user_factors, model.item_factors = users.astype(np.float32), items.astype(np.float32)
+        with _single_threaded_blas():
+            model.fit(seen, show_progress=False)
+        if new_items is not None and n_new_items:
+            self.items = pd.concat([self._fitted(self.items), new_items], ignore_index=True).fillna("")
+        self.user_ids = np.r_[np.asarray(self.user_ids, dtype=object), new_ids].astype(object)
+        self.seen = seen
+        self.popularity = np.asarray(seen.sum(axis=0)).ravel().astype(np.float32)
+        self.user_factors = np.asarray(model.user_factors, dtype=np.float32)
+        self.item_factors = np.asarray(model.item_factors, dtype=np.float32)
+        self._model = None
+        self._clear_caches()
 
     def _item_vectors(self) -> np.ndarray | None:
         return self.item_factors

@@ -29,6 +29,7 @@ from avrec.errors import ConfigError, DataError
 from avrec.eval.topk import rank_scores, topk_from_scores
 from avrec.models import artifacts
 from avrec.models.capabilities import Capabilities
+from avrec.models.versions import is_home, resolve_model_folder
 
 __all__ = ["Capabilities", "Recommender", "check_k", "rank_scores", "topk_from_scores"]
 _T = TypeVar("_T")
@@ -384,13 +385,18 @@ class Recommender(ABC):
         """Write the fitted model as JSON + Parquet + safetensors (no pickle)."""
         self._check_fitted()
         folder = Path(folder)
+        if is_home(folder):
+            raise DataError(f"{folder}: holds model versions (avrec update); save to a new folder, or to "
+                            "one of its versions/ through `avrec update`")
         artifacts.write_folder(self, folder, self._state())
         self._save_extra(folder)
         return folder
 
     @classmethod
     def load(cls, folder: str | Path) -> Recommender:
-        """Load any saved avrec model; the concrete class comes from ``config.json``."""
+        """Load any saved avrec model; the concrete class comes from ``config.json``. A versioned folder
+        (:mod:`avrec.models.versions`) loads its current version."""
+        folder = resolve_model_folder(folder)
         model = artifacts.new_model_for(Path(folder), cls)
         model.items, model.user_ids, model.seen, model.popularity = artifacts.read_catalog(Path(folder))
         model._clear_caches()

@@ -19,6 +19,7 @@ from typing import Any
 
 import numpy as np
 
+from avrec.models.versions import resolve_model_folder
 from avrec.policies import SlatePolicy, load_policy, make_policy
 from avrec.policies.clicks import geometric_examination
 from avrec.policies.features import FEATURE_NAMES, FeatureBuilder
@@ -33,21 +34,28 @@ POLICY_DIR = "policy"
 
 
 def model_version(state: ModelState) -> str:
-    """A short stable id of the served model folder's contents (``memory`` for an in-memory model)."""
+    """The served version's name (a versioned folder), else a short stable id of the folder's contents
+    (``memory`` for an in-memory model)."""
+    if state.version:
+        return state.version
     if not state.fingerprint:
         return "memory"
     return hashlib.sha1(repr(state.fingerprint).encode()).hexdigest()[:12]
 
 
 def replay(policy: SlatePolicy, impressions: ImpressionLog, rewards: RewardConfig, decay: float,
-           after_seq: int = 0, after_event: int = 0) -> dict[str, int]:
+           after_seq: int = 0, after_event: int = 0, upto_seq: int | None = None,
+           upto_event: int | None = None) -> dict[str, int]:
     """Teach ``policy`` the /recommend impressions after ``after_seq`` and the rewards of events after
-    ``after_event`` (only the part of a reward above what the events up to ``after_event`` gave)."""
+    ``after_event`` (only the part of a reward above what the events up to ``after_event`` gave); with
+    ``upto_seq``/``upto_event``, nothing logged after those (what ``avrec update`` saves is exact)."""
     counted = 0
-    new = impressions.rewards(rewards)
+    new = impressions.rewards(rewards, upto_event=upto_event)
     old = impressions.rewards(rewards, upto_event=after_event) if after_event else {}
     pending = {key: r - old.get(key, 0.0) for key, r in new.items() if r - old.get(key, 0.0) > 0}
     for imp in impressions.iter(0):
+        if upto_seq is not None and imp.seq > upto_seq:
+            break
         if imp.endpoint != "recommend" or tuple(imp.candidates.get("feature_names", ())) != FEATURE_NAMES:
             continue
         x, kappa = shown_features(imp, decay)
@@ -86,7 +94,7 @@ class Explorer:
 
     def _restore(self, model_dir: Path | None) -> None:
         after_seq = after_event = 0
-        saved = model_dir / POLICY_DIR if model_dir is not None else None
+        saved = resolve_model_folder(model_dir) / POLICY_DIR if model_dir is not None else None
         if saved is not None and (saved / "policy.json").exists():
             try:
                 policy, meta = load_policy(saved, self.policy.config)

@@ -184,3 +184,18 @@ class ItemsResponse(BaseModel):
     added: int
     recommendable: bool
     n_items: int
+
+
+VersionName = Annotated[str, Field(pattern=r"^v\d{4,}$", max_length=16, description="a model version, e.g. v0002")]
+
+
+class PromoteRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    version: VersionName
+    reason: str = Field("promoted through the API", max_length=500)
+
+
+class RollbackRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    to: VersionName | None = None
+    reason: str = Field("rolled back through the API", max_length=500)

@@ -19,6 +19,7 @@ import numpy as np
 import pandas as pd
 
 from avrec.models.base import Recommender
+from avrec.models.versions import VERSIONS_DIR, current_version, is_home, read_pointer, resolve_model_folder
 from avrec.serve.errors import NotFound
 from avrec.serve.locks import RWLock
 from avrec.serve.search import TextSearch
@@ -27,9 +28,16 @@ log = logging.getLogger("avrec.serve")
 
 
 def folder_fingerprint(folder: Path) -> tuple:
-    """(newest mtime, total size, file count) over a model folder: changes whenever a save touches it."""
+    """(newest mtime, total size, file count) over a model folder: changes whenever a save touches it. For a
+    versioned folder (:mod:`avrec.models.versions`): the current version's name and its folder's fingerprint,
+    so writing a version that is not promoted changes nothing and moving the pointer reloads."""
+    if is_home(folder):
+        name = read_pointer(folder)
+        return (name, *folder_fingerprint(folder / VERSIONS_DIR / name))
     newest, size, count = 0, 0, 0
-    for root, _dirs, files in os.walk(folder):
+    for root, dirs, files in os.walk(folder):
+        if root == str(folder):
+            dirs[:] = [d for d in dirs if d != VERSIONS_DIR]
         for name in files:
             if name.startswith(".") or ".sqlite" in name or name.endswith(("-wal", "-shm", "-journal")):
                 continue
@@ -84,6 +92,8 @@ class ModelState:
         self.model = model
         self.model_dir = model_dir
         self.fingerprint = fingerprint
+        #: the version of a versioned model folder being served (None for a plain folder)
+        self.version: str | None = None
         self.loaded_at = time.time()
         self.lock = RWLock()
         self.can_add = model.capabilities.add_items
@@ -183,8 +193,20 @@ class ModelState:
 
 def load_state(model_dir: Path) -> ModelState:
     """A state over the model saved in ``model_dir`` (fingerprinted before it is read)."""
-    fingerprint = folder_fingerprint(model_dir)
-    return ModelState(Recommender.load(model_dir), model_dir, fingerprint)
+    version = current_version(model_dir)  # read once: the fingerprint and the files are of the same version
+    folder = model_dir / VERSIONS_DIR / version if version else model_dir
+    fingerprint = (version, *folder_fingerprint(folder)) if version else folder_fingerprint(model_dir)
+    state = ModelState(Recommender.load(folder), model_dir, fingerprint)
+    state.version = version
+    return state
+
+
+def is_model_folder(folder: Path) -> bool:
+    """A folder a model can be loaded from (plain, or versioned with a readable pointer)."""
+    try:
+        return (resolve_model_folder(folder) / "config.json").exists()
+    except (OSError, ValueError):
+        return False
 
 
 class FolderWatcher:
@@ -216,9 +238,9 @@ class FolderWatcher:
         while not self._stop.wait(self.interval):
             try:
                 fp = folder_fingerprint(self.folder)
-            except OSError:
+            except (OSError, ValueError):  # a pointer being replaced or naming a missing version
                 continue
-            if fp == self.current() or fp == failed or not (self.folder / "config.json").exists():
+            if fp == self.current() or fp == failed or not is_model_folder(self.folder):
                 pending = None
                 continue
             if fp != pending:  # changed since the last look: wait for the writer to finish

@@ -7,7 +7,7 @@ rating at or above the threshold are positive, skip, dislike and a lower rating 
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -59,12 +59,14 @@ def user_profile(state: ModelState, store: EventStore, user_id: str, rating_thre
     return UserProfile(u is not None, history, negative, events, has_feedback)
 
 
-def fold_events(model: Recommender, store: EventStore, rating_threshold: float = DEFAULT_RATING_THRESHOLD) -> dict:
+def fold_events(model: Recommender, store: EventStore, rating_threshold: float = DEFAULT_RATING_THRESHOLD,
+                exclude: Collection[tuple[str, str]] = ()) -> dict:
     """Fold the store's items and positive events into ``model`` in place, without retraining.
 
     Stored items the model lacks are added when it can add items (else counted in ``items_skipped``: the
     server keeps them listed and searchable); every user's positive events go through
-    :func:`avrec.models.updates.fold_in_interactions`. Running it twice changes nothing the second time.
+    :func:`avrec.models.updates.fold_in_interactions`, except the (user, item) pairs in ``exclude`` (the
+    forgetting guard's probe, :mod:`avrec.serve.probe`). Running it twice changes nothing the second time.
     """
     summary: dict[str, Any] = {"model": model.name, "items_added": 0, "items_skipped": 0}
     stored_items = replayable(store.items(), model.item_index)
@@ -79,5 +81,5 @@ def fold_events(model: Recommender, store: EventStore, rating_threshold: float =
         last[(e.user_id, e.item_id)] = e.polarity(rating_threshold)
         max_id = max(max_id, e.id)
     summary["events_folded_upto"] = max_id
-    summary |= fold_in_interactions(model, [pair for pair, pol in last.items() if pol > 0])
+    summary |= fold_in_interactions(model, [pair for pair, pol in last.items() if pol > 0 and pair not in exclude])
     return summary

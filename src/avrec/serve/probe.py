@@ -1,0 +1,113 @@
+"""The forgetting guard's probe set: held-out users' most recent events, drawn once when the model is first
+fitted (``avrec fit --probe-users N``) and frozen from then on.
+
+The probe users stay in the training data with their earlier events; their latest events (a share of
+each history, at least one) are held out of it. ``avrec update`` scores every candidate version on them
+(NDCG@10 of the user's list, their training items excluded) before and after folding new traffic in, and
+never folds the probe's own (user, item) pairs in, so the probe stays unseen by every version.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import scipy.sparse as sp
+
+from avrec.data.dataset import Dataset
+from avrec.errors import ConfigError, DataError
+from avrec.eval.metrics import per_user_metrics
+from avrec.models.base import Recommender
+
+PROBE_FILE = "probe.parquet"
+PROBE_META = "probe.json"
+
+
+def draw_probe(dataset: Dataset, n_users: int, share: float = 0.2, seed: int = 0,
+               min_history: int = 3) -> tuple[Dataset, pd.DataFrame]:
+    """(training data without the probe, the probe: ``user_id, item_id, timestamp`` rows).
+
+    ``n_users`` users with at least ``min_history`` interactions are drawn with ``seed``; each one's latest
+    ``share`` of interactions (by timestamp, ties in the data's order; at least one) is held out.
+    """
+    if n_users < 1:
+        raise ConfigError(f"--probe-users must be at least 1, not {n_users}")
+    if not 0 < share < 1:
+        raise ConfigError(f"--probe-share must be between 0 and 1, not {share}")
+    counts = np.bincount(dataset.user_idx, minlength=dataset.n_users)
+    eligible = np.flatnonzero(counts >= min_history)
+    if len(eligible) == 0:
+        raise DataError(f"{dataset.name or 'dataset'}: no user has {min_history} interactions to draw a probe from")
+    rng = np.random.default_rng(seed)
+    users = np.sort(rng.choice(eligible, min(n_users, len(eligible)), replace=False))
+    chosen = np.isin(dataset.user_idx, users)
+    rows = np.flatnonzero(chosen)
+    order = np.lexsort((rows, dataset.timestamp[rows], dataset.user_idx[rows]))  # per user, oldest first
+    rows = rows[order]
+    held = np.zeros(dataset.n_interactions, dtype=bool)
+    starts = np.r_[0, np.flatnonzero(np.diff(dataset.user_idx[rows])) + 1, len(rows)]
+    for a, b in zip(starts[:-1], starts[1:]):
+        n_held = max(1, int(round(share * (b - a))))
+        held[rows[b - n_held: b]] = True
+    probe = pd.DataFrame({"user_id": dataset.user_ids[dataset.user_idx[held]].astype(str),
+                          "item_id": dataset.item_ids[dataset.item_idx[held]].astype(str),
+                          "timestamp": dataset.timestamp[held]})
+    return dataset.subset(~held), probe
+
+
+def save_probe(folder: str | Path, probe: pd.DataFrame, **meta: Any) -> None:
+    """Write the probe as ``probe.parquet`` + ``probe.json`` (when it was drawn and how) into ``folder``."""
+    folder = Path(folder)
+    probe.to_parquet(folder / PROBE_FILE, index=False)
+    info = {"users": int(probe["user_id"].nunique()), "events": len(probe), "drawn_at": time.time(), **meta}
+    (folder / PROBE_META).write_text(json.dumps(info, indent=2) + "\n", encoding="utf-8")
+
+
+def load_probe(folder: str | Path) -> pd.DataFrame | None:
+    """The probe saved in a model folder (or a versioned one's home); None when there is none."""
+    path = Path(folder) / PROBE_FILE
+    if not path.exists():
+        return None
+    try:
+        frame = pd.read_parquet(path)
+    except Exception as e:  # noqa: BLE001 - any unreadable file is one clear error
+        raise DataError(f"{path}: cannot read the probe set ({e})") from None
+    missing = {"user_id", "item_id"} - set(frame.columns)
+    if missing:
+        raise DataError(f"{path}: the probe set lacks column {sorted(missing)[0]!r}")
+    return frame.astype({"user_id": str, "item_id": str})
+
+
+def probe_pairs(probe: pd.DataFrame | None) -> set[tuple[str, str]]:
+    """The probe's (user_id, item_id) pairs: never folded into a model."""
+    if probe is None:
+        return set()
+    return set(zip(probe["user_id"].astype(str), probe["item_id"].astype(str)))
+
+
+def probe_ndcg(model: Recommender, probe: pd.DataFrame | None, k: int = 10) -> dict[str, Any]:
+    """NDCG@k of ``model`` on the probe: ``{ndcg, users}`` (``ndcg`` None without a probe or usable users).
+
+    Each probe user known to the model is ranked over the whole catalogue with their training items
+    excluded; the relevant items are their held-out ones the model's catalogue has.
+    """
+    if probe is None or not len(probe):
+        return {"ndcg": None, "users": 0}
+    users = model.user_index
+    items = model.item_index
+    keep = [(users[u], items[i]) for u, i in zip(probe["user_id"], probe["item_id"]) if u in users and i in items]
+    if not keep:
+        return {"ndcg": None, "users": 0}
+    rows = np.array(sorted({u for u, _ in keep}), dtype=np.int64)
+    pos = {u: n for n, u in enumerate(rows)}
+    r = np.array([pos[u] for u, _ in keep])
+    c = np.array([i for _, i in keep])
+    truth = sp.csr_matrix((np.ones(len(keep), np.float32), (r, c)), shape=(len(rows), model.n_items))
+    assert model.seen is not None  # a probed model is fitted
+    top = model.topk_indices(rows, k, exclude=model.seen[rows])[0]
+    ndcg = float(per_user_metrics(top, truth, k)["ndcg"].mean())
+    return {"ndcg": round(ndcg, 6), "users": int(len(rows))}
