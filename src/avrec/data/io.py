@@ -362,7 +362,11 @@ def load_folder(folder: str | Path, config: DataConfig | None = None, name: str 
     items = clean_items(read_table(items_path), items_path)
     inter = clean_interactions(read_table(inter_path), set(items["item_id"]), config, inter_path)
     checksums = {p.name: sha256_file(p) for p in (items_path, inter_path)}
-    return build_dataset(items, inter, name=name or folder.resolve().name, checksums=checksums)
+    dataset = build_dataset(items, inter, name=name or folder.resolve().name, checksums=checksums)
+    from avrec.data.vectors import attach_folder, load_item_vectors
+
+    load_item_vectors(attach_folder(dataset.items, folder))  # item_vectors/*.parquet: checked up front
+    return dataset
 
 
 def write_folder(dataset_items: pd.DataFrame, interactions: pd.DataFrame, folder: str | Path) -> Path:

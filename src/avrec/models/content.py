@@ -4,11 +4,17 @@ For a candidate c, each history item i gets the weight αᵢ(c) = softmax_i(cos(
 where rᵢ halves every ``recency_half_life`` newer items after i (no decay without timestamps).
 The score is cos(C, x_c). τ → ∞ gives the plain averaged profile, which is the weak baseline the
 hybrid model is built to beat; a small τ attends to the history items closest to the candidate.
+
+xᵢ is the item's text vector joined with each non-text modality it has (audio, video, image, or an
+``item_vectors`` file; :mod:`avrec.encoders.modalities`), each standardised, L2-normalised and scaled by
+``modality_weight``; ``use_text=False`` leaves the text out (a modality-only model).
 """
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -29,6 +35,10 @@ class ContentConfig:
     temperature: float = 0.1
     recency_half_life: float = 0.0  # in items; 0 turns recency weighting off
     max_history: int = 200
+    use_text: bool = True
+    modalities: list[str] = field(default_factory=lambda: ["auto"])  # "none": text only
+    extractors: dict[str, str] = field(default_factory=dict)  # modality -> extractor name (default "auto")
+    modality_weight: float = 1.0
 
 
 class ContentModel(Recommender):
@@ -36,7 +46,25 @@ class ContentModel(Recommender):
     CAPABILITIES = Capabilities(cold_items=True, add_items=True, item_vectors=True)
     Config = ContentConfig
 
-    def _encode(self, items: pd.DataFrame) -> np.ndarray:
+    def _encode(self, items: pd.DataFrame, fit: bool = False) -> np.ndarray:
+        """Item vectors: text joined with the modalities (fitted on the catalogue when ``fit``)."""
+        from avrec.encoders.modalities import ModalityBlocks, item_modalities
+
+        c = self.config
+        text = self._encode_text(items) if c.use_text else np.zeros((len(items), 0), np.float32)
+        if fit:
+            vectors = item_modalities(items, c.modalities, c.extractors, c.embedding_cache)
+            self.modality_blocks = ModalityBlocks.fit(vectors, c.extractors)
+        blocks: ModalityBlocks = getattr(self, "modality_blocks", None) or ModalityBlocks()
+        if not blocks.names:
+            return text
+        if not fit:
+            vectors = blocks.vectors_for(items, c.embedding_cache)
+        extra = [c.modality_weight * blocks.normalised(m, vectors[m]) for m in blocks.names]
+        v = np.hstack([text, *extra]).astype(np.float32)
+        return v / np.maximum(np.linalg.norm(v, axis=1, keepdims=True), 1e-9)
+
+    def _encode_text(self, items: pd.DataFrame) -> np.ndarray:
         from avrec.encoders import EmbeddingCache, TextEncoder, encode_texts
 
         if getattr(self, "_encoder", None) is None:
@@ -47,7 +75,7 @@ class ContentModel(Recommender):
         return v / np.maximum(np.linalg.norm(v, axis=1, keepdims=True), 1e-9)
 
     def _fit(self, dataset: Dataset, valid: Dataset | None, valid_candidates: np.ndarray | None) -> None:
-        self.vectors = self._encode(dataset.items)
+        self.vectors = self._encode(dataset.items, fit=True)
         self.timestamps = dataset.timestamp_matrix()
 
     def _user_scores(self, items: np.ndarray, ts: np.ndarray | None, cand: np.ndarray) -> np.ndarray:
@@ -100,6 +128,8 @@ class ContentModel(Recommender):
         from avrec.models.artifacts import csr_to_tensors
 
         state = {"vectors": self.vectors}
+        if getattr(self, "modality_blocks", None) is not None:
+            state |= self.modality_blocks.state("modality")
         if self.timestamps is not None:
             state |= csr_to_tensors("timestamps", self.timestamps)
         return state
@@ -109,3 +139,17 @@ class ContentModel(Recommender):
 
         self.vectors = state["vectors"]
         self.timestamps = csr_from_tensors("timestamps", state) if "timestamps.indptr" in state else None
+        self._modality_state = {k: v for k, v in state.items() if k.startswith("modality.")}
+
+    def _save_extra(self, folder: Path) -> None:
+        from avrec.encoders.modalities import ModalityBlocks
+
+        blocks: ModalityBlocks = getattr(self, "modality_blocks", None) or ModalityBlocks()
+        (folder / "modalities.json").write_text(json.dumps(blocks.meta()))
+
+    def _load_extra(self, folder: Path) -> None:
+        from avrec.encoders.modalities import ModalityBlocks
+
+        path = folder / "modalities.json"
+        meta = json.loads(path.read_text()) if path.exists() else None
+        self.modality_blocks = ModalityBlocks.restore(meta, getattr(self, "_modality_state", {}), "modality")

@@ -32,9 +32,22 @@ class ItemFeatures:
 
     lm: np.ndarray | None
     sparse: sp.csr_matrix
+    #: column ranges of ``sparse`` that are one modality each (audio, video, ...), and the chance that training
+    #: drops one of them for an item in a step, so items that lack a modality are still placed well
+    groups: tuple[tuple[int, int], ...] = ()
+    group_dropout: float = 0.0
 
     def rows(self, idx: np.ndarray) -> ItemFeatures:
-        return ItemFeatures(None if self.lm is None else self.lm[idx], self.sparse[idx])
+        return ItemFeatures(None if self.lm is None else self.lm[idx], self.sparse[idx], self.groups,
+                            self.group_dropout)
+
+    def entry_groups(self) -> np.ndarray:
+        """Per stored entry of ``sparse`` (CSR order), the index of its group, -1 outside every group."""
+        m = sp.csr_matrix(self.sparse)
+        out = np.full(m.nnz, -1, dtype=np.int64)
+        for g, (lo, hi) in enumerate(self.groups):
+            out[(m.indices >= lo) & (m.indices < hi)] = g
+        return out
 
     def tensors(self) -> tuple[torch.Tensor | None, torch.Tensor, torch.Tensor, torch.Tensor]:
         m = sp.csr_matrix(self.sparse, dtype=np.float32)
@@ -189,6 +202,11 @@ class TowerTrainer:
                  warm_items: np.ndarray, config: TowerTrainConfig) -> None:
         self.model = model
         self.features = features.tensors()
+        # modality dropout: per step, each (item, modality) pair is dropped with ``group_dropout``
+        self.entry_group = torch.from_numpy(features.entry_groups()) if features.groups else None
+        self.entry_row = torch.from_numpy(np.repeat(np.arange(features.sparse.shape[0]),
+                                                    np.diff(sp.csr_matrix(features.sparse).indptr)))
+        self.group_dropout, self.n_groups = features.group_dropout, len(features.groups)
         self.seen = sp.csr_matrix(seen)
         self.timestamps = timestamps
         self.warm = torch.from_numpy(warm_items.astype(np.float32))
@@ -200,7 +218,13 @@ class TowerTrainer:
         self.train_users = np.flatnonzero(np.diff(self.seen.indptr) >= 2)
 
     def item_tower(self, id_mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        content = self.model.content(*self.features)
+        lm, idx, off, w = self.features
+        if self.model.training and self.entry_group is not None and self.group_dropout > 0:
+            keep = torch.rand(len(off), self.n_groups) >= self.group_dropout
+            grouped = self.entry_group >= 0
+            drop = grouped & ~keep[self.entry_row, self.entry_group.clamp(min=0)]
+            w = w * (~drop).float()
+        content = self.model.content(lm, idx, off, w)
         return self.model.items(content, id_mask)
 
     def user_history(self, u: int) -> tuple[np.ndarray, np.ndarray]:
