@@ -22,6 +22,7 @@ COMMAND_MODULES = [
     "avrec.cli.report",
     "avrec.cli.logs",
     "avrec.cli.ope",
+    "avrec.cli.embed",
     "avrec.cli.versions",
 ]
 
