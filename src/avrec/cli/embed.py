@@ -46,7 +46,7 @@ def cmd_embed(args: argparse.Namespace) -> int:
     items = attach_folder(clean_items(read_table(items_path), items_path), folder)
     named = sum(p is not None for p in media_paths(items, args.modality))
     if named == 0:
-        raise DataError(f"{items_path}: no item names a {args.modality} file "
+        raise DataError(f"{items_path}: no item has a {args.modality} file "
                         f"(columns: {args.modality}_path, or media_path with media_type)")
     started = time.perf_counter()
     mv = extract_modality(items, args.modality, args.extractor, args.cache, show_progress=True,

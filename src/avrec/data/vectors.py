@@ -84,7 +84,7 @@ def _vector_matrix(df: pd.DataFrame, path: Path) -> np.ndarray:
                                 else np.zeros((0, 0)), dtype=np.float64)
         except (TypeError, ValueError) as exc:
             raise DataError(f"{path}: field {field!r} holds values that are not numbers ({exc})") from None
-        names = [field] * max(width, 1)
+        names = [f"{field}[{c}]" for c in range(width)]
     else:
         try:
             matrix = df[cols].to_numpy(dtype=np.float64)
@@ -96,8 +96,7 @@ def _vector_matrix(df: pd.DataFrame, path: Path) -> np.ndarray:
     if len(bad_rows):
         r, c = int(bad_rows[0]), int(bad_cols[0])
         what = "NaN" if np.isnan(matrix[r, c]) else "inf"
-        field = names[c] if len(names) > 1 or names[0] != names[-1] else f"{names[0]}[{c}]"
-        raise DataError(f"{path}: row {r} (item_id {df['item_id'].iloc[r]!r}), field {field!r}: {what} "
+        raise DataError(f"{path}: row {r} (item_id {df['item_id'].iloc[r]!r}), field {names[c]!r}: {what} "
                         f"({len(set(bad_rows.tolist()))} row(s) with NaN or inf in all)")
     return matrix.astype(np.float32)
 
