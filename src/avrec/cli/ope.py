@@ -29,7 +29,11 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="policy.* settings for every --policy (e.g. policy.epsilon=0.2) or rewards.* for a STORE")
     p.add_argument("--model", default=None, metavar="MODEL_DIR", help="rescore the logged candidates with this model")
     p.add_argument("--endpoint", default="recommend", choices=["recommend", "similar", "search"])
+    p.add_argument("--model-version", default=None, metavar="VERSION",
+                   help="only the impressions served by this model version (e.g. v0002; `avrec versions list`)")
     p.add_argument("--clip", type=float, default=10.0, help="weight clip of dr-clipped (default 10)")
+    p.add_argument("--switch", type=float, default=None,
+                   help="switch-dr's weight threshold: slots weighted above it use the direct method (default: --clip)")
     p.add_argument("--bootstrap", type=int, default=200, help="bootstrap resamples (default 200)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default=None, metavar="FILE", help="also write the results as JSON")
@@ -95,11 +99,18 @@ def _load(args: argparse.Namespace):
         slots, cands, _meta = store_tables(src, [s for s in args.set if s.startswith("rewards.")])
     else:
         raise DataError(f"{src}: neither an event store nor a log folder")
+    if args.model_version is not None:
+        versions = sorted(str(v) for v in slots["model_version"].unique())
+        slots = slots[slots["model_version"] == args.model_version]
+        if slots.empty:
+            raise DataError(f"--model-version {args.model_version}: no impressions of it in {src} "
+                            f"(logged: {', '.join(versions) or 'none'})")
     logs, slot_rows = to_impressions(slots, cands, args.endpoint)
     return logs, slot_rows, sets
 
 
 def cmd_ope(args: argparse.Namespace) -> int:
+    from avrec.models.versions import resolve_model_folder
     from avrec.policies import load_policy, make_policy
     from avrec.policies.ope import contributions, summary
 
@@ -107,22 +118,25 @@ def cmd_ope(args: argparse.Namespace) -> int:
         raise ConfigError(f"--bootstrap must be at least 10, not {args.bootstrap}")
     if args.clip <= 0:
         raise ConfigError(f"--clip must be positive, not {args.clip}")
+    if args.switch is not None and args.switch < 0:
+        raise ConfigError(f"--switch must be 0 or more, not {args.switch}")
     logs, slot_rows, sets = _load(args)
     rescore, model = _rescorer(args.model) if args.model else (None, None)
     results: dict[str, Any] = {"source": str(args.source), "impressions": len(logs), "model": args.model,
+                               "model_version": args.model_version,
                                "logging_policies": slot_rows.groupby("policy")["slate_id"].nunique().to_dict(),
                                "policies": {}}
     for spec in args.policy:
         config = policy_settings(spec, sets.get("policy", {}))
         policy = make_policy(config)
-        saved = Path(args.model) / "policy" if args.model else None
+        saved = resolve_model_folder(args.model) / "policy" if args.model else None
         if policy.learns and saved is not None and (saved / "policy.json").exists():
             try:
                 policy, _ = load_policy(saved, config)
             except DataError as e:
                 print(f"warning: {e}; evaluating {config.name} with its prior", file=sys.stderr)
         c = contributions(logs, policy, seed=args.seed, rescore=rescore)
-        out = summary(c, clip=args.clip, n_boot=args.bootstrap, seed=args.seed)
+        out = summary(c, clip=args.clip, n_boot=args.bootstrap, seed=args.seed, switch=args.switch)
         results["policies"][spec] = out
         warn = []
         if out["unsupported_mass"] > 0.05:
@@ -133,6 +147,14 @@ def cmd_ope(args: argparse.Namespace) -> int:
     _print(results)
     if args.out:
         Path(args.out).write_text(json.dumps(results, indent=2), encoding="utf-8")
+    if Path(args.source).is_file():  # the server's dashboard shows the latest estimates kept in the store
+        import time
+
+        from avrec.serve.policy_stats import OPE_META_KEY
+        from avrec.serve.store import EventStore
+
+        with EventStore(args.source) as store:
+            store.set_meta(OPE_META_KEY, json.dumps({**results, "ts": time.time()}))
     return 0
 
 

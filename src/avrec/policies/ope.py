@@ -12,7 +12,10 @@ the first ``j`` slots) and ``W = w_k`` (the slate weight):
 - ``snips`` / ``snips-slate``: the same normalised by the mean weight (per slot, or per slate);
 - ``dr`` (cascade doubly robust, Kiyohara et al. WSDM 2022):
   Σ_j [w_j (r_j − q̂(a_j, j)) + w_{j−1} Σ_a π(a | …) q̂(a, j)];
-- ``dr-clipped``: ``dr`` with every weight clipped at ``clip`` (biased, lower variance).
+- ``dr-clipped``: ``dr`` with every weight clipped at ``clip`` (biased, lower variance);
+- ``switch-dr`` (Wang, Agarwal & Dudík, ICML 2017, per slot): a slot whose cascade weight ``w_j`` is at
+  most ``switch`` contributes its ``dr`` term, one above it the direct method's value of that slot
+  (``switch`` = ∞ gives ``dr``, 0 gives ``dm``).
 
 The cascade estimators are unbiased when a slot's reward depends on the slate only through the slots
 above it and itself (true under the position-based click model); ``ips-slate`` needs no assumption.
@@ -29,7 +32,7 @@ import numpy as np
 from avrec.errors import DataError
 from avrec.policies.base import SlatePolicy
 
-ESTIMATORS = ("dm", "ips", "snips", "dr", "dr-clipped", "ips-slate", "snips-slate")
+ESTIMATORS = ("dm", "ips", "snips", "dr", "dr-clipped", "switch-dr", "ips-slate", "snips-slate")
 
 
 @dataclass
@@ -91,6 +94,7 @@ class Contributions:
     q_shown: np.ndarray  # (n, K) q̂ at the logged item
     q_target: np.ndarray  # (n, K) E_π q̂ at the slot given the logged prefix
     dm: np.ndarray  # (n,)
+    dm_slots: np.ndarray  # (n, K) the direct method's value of each slot (``dm`` is their sum)
     unsupported: np.ndarray  # (n,) target mass on items never shown in the log
 
 
@@ -108,7 +112,7 @@ def contributions(logs: Sequence[LoggedImpression], target: SlatePolicy, q: Rewa
     shown_ids = {str(imp.candidate_ids[i]) for imp in logs for i in imp.shown}
     n = len(logs)
     out = Contributions(np.zeros((n, K)), np.zeros((n, K)), np.zeros((n, K)), np.zeros((n, K)), np.zeros((n, K)),
-                        dm=np.zeros(n), unsupported=np.zeros(n))
+                        dm=np.zeros(n), dm_slots=np.zeros((n, K)), unsupported=np.zeros(n))
     for r, imp in enumerate(logs):
         imp.check(r)
         scores, feats = rescore(imp) if rescore is not None else (imp.scores, imp.features)
@@ -121,18 +125,19 @@ def contributions(logs: Sequence[LoggedImpression], target: SlatePolicy, q: Rewa
             qa = predict(feats, j)
             out.q_shown[r, j] = qa[imp.shown[j]]
             out.q_target[r, j] = dist[j] @ qa
-        dm = 0.0
         for _ in range(dm_samples):
             slate = target.choose(scores, feats, k, rng)
-            dm += sum(predict(feats[[i]], j)[0] for j, i in enumerate(slate.items))
-        out.dm[r] = dm / dm_samples
+            for j, i in enumerate(slate.items):
+                out.dm_slots[r, j] += predict(feats[[i]], j)[0] / dm_samples
+        out.dm[r] = out.dm_slots[r].sum()
         never = np.array([str(c) not in shown_ids for c in imp.candidate_ids])
         out.unsupported[r] = float((dist[:, never].sum(axis=1)).mean()) if k else 0.0
     return out
 
 
-def _values(c: Contributions, idx: np.ndarray, clip: float) -> dict[str, float]:
-    """Every estimator on the impressions ``idx`` (a bootstrap resample or all of them)."""
+def _values(c: Contributions, idx: np.ndarray, clip: float, switch: float | None = None) -> dict[str, float]:
+    """Every estimator on the impressions ``idx`` (a bootstrap resample or all of them); ``switch``
+    (default ``clip``) is switch-dr's weight threshold."""
     r, m, w = c.rewards[idx], c.mask[idx], c.w[idx]
     n = len(idx)
     w_prev = np.hstack([np.ones((n, 1)), w[:, :-1]])
@@ -140,12 +145,15 @@ def _values(c: Contributions, idx: np.ndarray, clip: float) -> dict[str, float]:
     total = (r * m).sum(axis=1)
     den = (w * m).sum(axis=0)
     wc, wpc = np.minimum(w, clip), np.minimum(w_prev, clip)
+    dr_terms = w * (r - c.q_shown[idx]) + w_prev * c.q_target[idx]
+    tau = clip if switch is None else switch
     return {
         "dm": float(c.dm[idx].mean()),
         "ips": float((w * r * m).sum(axis=1).mean()),
         "snips": float(sum((w[:, j] * r[:, j]).sum() / den[j] for j in range(w.shape[1]) if den[j] > 0)),
         "dr": float(((w * (r - c.q_shown[idx]) + w_prev * c.q_target[idx]) * m).sum(axis=1).mean()),
         "dr-clipped": float(((wc * (r - c.q_shown[idx]) + wpc * c.q_target[idx]) * m).sum(axis=1).mean()),
+        "switch-dr": float((np.where(w <= tau, dr_terms, c.dm_slots[idx]) * m).sum(axis=1).mean()),
         "ips-slate": float((slate_w * total).mean()),
         "snips-slate": float((slate_w * total).sum() / slate_w.sum()) if slate_w.sum() > 0 else float("nan"),
     }
@@ -159,13 +167,13 @@ def effective_sample_size(w: np.ndarray) -> float:
 
 
 def estimate(c: Contributions, clip: float = 10.0, n_boot: int = 200, level: float = 0.95,
-             seed: int = 0) -> dict[str, dict[str, float]]:
+             seed: int = 0, switch: float | None = None) -> dict[str, dict[str, float]]:
     """Each estimator's value with a percentile bootstrap interval (resampling impressions)."""
     n = len(c.dm)
     every = np.arange(n)
-    point = _values(c, every, clip)
+    point = _values(c, every, clip, switch)
     rng = np.random.default_rng(seed)
-    boots = [_values(c, rng.integers(0, n, n), clip) for _ in range(n_boot)]
+    boots = [_values(c, rng.integers(0, n, n), clip, switch) for _ in range(n_boot)]
     lo, hi = (1 - level) / 2 * 100, (1 + level) / 2 * 100
     out = {}
     for name in ESTIMATORS:
@@ -177,7 +185,8 @@ def estimate(c: Contributions, clip: float = 10.0, n_boot: int = 200, level: flo
     return out
 
 
-def summary(c: Contributions, clip: float = 10.0, n_boot: int = 200, seed: int = 0) -> dict:
+def summary(c: Contributions, clip: float = 10.0, n_boot: int = 200, seed: int = 0,
+            switch: float | None = None) -> dict:
     """Estimates, the logging policy's observed value, effective sample sizes and support."""
     n = len(c.dm)
     slate_w = np.array([row[int(mk.sum()) - 1] if mk.sum() else 0.0 for row, mk in zip(c.w, c.mask)])
@@ -185,10 +194,11 @@ def summary(c: Contributions, clip: float = 10.0, n_boot: int = 200, seed: int =
     return {
         "impressions": n,
         "logged_value": float((c.rewards * c.mask).sum(axis=1).mean()),
-        "estimates": estimate(c, clip=clip, n_boot=n_boot, seed=seed),
+        "estimates": estimate(c, clip=clip, n_boot=n_boot, seed=seed, switch=switch),
         "ess_slate": effective_sample_size(slate_w),
         "ess_first_slot": ess_slots[0] if ess_slots else 0.0,
         "ess_last_slot": ess_slots[-1] if ess_slots else 0.0,
         "unsupported_mass": float(c.unsupported.mean()),
         "clip": clip,
+        "switch": clip if switch is None else switch,
     }

@@ -5,6 +5,7 @@ from __future__ import annotations
 import threading
 import time
 
+from avrec.serve.policy_stats import prometheus_lines
 from avrec.serve.service import RecommenderService
 
 
@@ -73,7 +74,9 @@ class Metrics:
                   "# TYPE avrec_model_reload_errors_total counter",
                   f"avrec_model_reload_errors_total {service.reload_errors}",
                   "# HELP avrec_model_info The served model.", "# TYPE avrec_model_info gauge",
-                  f'avrec_model_info{{model="{self._label(state.model.name)}"}} 1']
+                  f'avrec_model_info{{model="{self._label(state.model.name)}",'
+                  f'version="{self._label(state.version or "")}"}} 1']
+        lines += prometheus_lines(service.explorer.impressions, service.config.rewards, self._label)
         return "\n".join(lines) + "\n"
 
 

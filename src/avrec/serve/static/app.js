@@ -41,18 +41,22 @@ function el(tag, attrs = {}, ...children) {
   return node;
 }
 
-function itemCard(item, withActions) {
+// An explored slot (the policy showed it to learn, not because the model ranks it first) gets a quiet
+// "new for you" mark; like/skip send the list's impression id so the reward joins that slot.
+function itemCard(item, withActions, impressionId = null) {
   const meta = [item.media_type, (item.genres || []).join(", "), item.year].filter(Boolean).join(" · ");
-  const li = el("li", { className: "card", "data-item-id": item.item_id },
-    el("div", { className: "title" }, item.title || item.item_id),
+  const li = el("li", { className: item.explored ? "card explored" : "card", "data-item-id": item.item_id },
+    el("div", { className: "title" }, item.title || item.item_id,
+      item.explored ? el("span", { className: "new-for-you", title: "Picked to explore: tell us if it fits" },
+        "new for you") : null),
     meta ? el("div", { className: "meta" }, meta) : null,
     item.explanation ? el("p", { className: "explanation" }, item.explanation) : null,
   );
   if (withActions) {
     const like = el("button", { className: "like", type: "button", title: "Like" }, "Like");
     const skip = el("button", { className: "skip", type: "button", title: "Skip" }, "Skip");
-    like.addEventListener("click", () => sendFeedback(item.item_id, "like"));
-    skip.addEventListener("click", () => sendFeedback(item.item_id, "skip"));
+    like.addEventListener("click", () => sendFeedback(item.item_id, "like", impressionId));
+    skip.addEventListener("click", () => sendFeedback(item.item_id, "skip", impressionId));
     li.append(el("div", { className: "actions" }, like, skip));
   }
   return li;
@@ -61,7 +65,8 @@ function itemCard(item, withActions) {
 async function loadRecommendations() {
   const list = $("rec-list");
   const data = await api(`/recommend?user_id=${encodeURIComponent(state.user)}&k=10&explain=true&details=true`);
-  list.replaceChildren(...data.items.map((it) => itemCard(it, true)));
+  list.replaceChildren(...data.items.map((it) => itemCard(it, true, data.impression_id)));
+  list.dataset.impression = data.impression_id || "";
   list.dataset.version = String(Number(list.dataset.version || "0") + 1);
   list.dataset.user = state.user;
   $("rec-note").textContent = data.fallback
@@ -95,10 +100,12 @@ async function refresh() {
   }
 }
 
-async function sendFeedback(itemId, event) {
+async function sendFeedback(itemId, event, impressionId = null) {
   if (!state.user) { setStatus("Pick a user first.", true); return; }
+  const body = { user_id: state.user, item_id: itemId, event };
+  if (impressionId) body.impression_id = impressionId;
   try {
-    await api("/feedback", { method: "POST", write: true, body: { user_id: state.user, item_id: itemId, event } });
+    await api("/feedback", { method: "POST", write: true, body });
     setStatus(`${event === "like" ? "Liked" : "Skipped"} ${itemId}; updating…`);
     await refresh();
   } catch (e) {
@@ -119,7 +126,7 @@ async function search(query) {
   $("search-note").textContent = "Searching…";
   try {
     const data = await api(`/search?${params}`);
-    $("search-results").replaceChildren(...data.items.map((it) => itemCard(it, true)));
+    $("search-results").replaceChildren(...data.items.map((it) => itemCard(it, true, data.impression_id)));
     $("search-note").textContent = data.items.length
       ? `Results for “${data.query}”${data.personalised ? `, tuned to ${data.user_id}` : ""}.`
       : "Nothing matched.";
