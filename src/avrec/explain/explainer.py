@@ -19,12 +19,17 @@ Output (other programs depend on this exact shape)::
   cannot steer another item's explanation.
 
 ``text`` is rendered from the evidence alone by :mod:`avrec.explain.templates`; an optional generator may
-rewrite it, and the rewrite is kept only when :func:`avrec.explain.generate.verify_text` accepts it.
+rewrite it, and the rewrite is kept only when :func:`avrec.explain.generate.verify_text` accepts it and
+:mod:`avrec.explain.guard` finds no disallowed term and no blocked title in it. Under content rules
+(``allowed``: a mask over the model's items) the history is cut to allowed items, so the evidence and the
+template only name allowed items, and a blocked candidate is refused. Disallowed terms are masked in
+every text.
 """
 
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -34,6 +39,7 @@ import scipy.sparse as sp
 
 from avrec.data.documents import DocumentConfig, build_documents
 from avrec.errors import ConfigError, DataError
+from avrec.explain.guard import TermFilter, guard_rewrite
 from avrec.explain.templates import EntityFact, ExplanationFacts, render_template, verb_for
 from avrec.kg.graph import KnowledgeGraph, build_kg, kg_item_features
 
@@ -88,16 +94,23 @@ class Explainer:
     ``kg``: a :class:`KnowledgeGraph` over (a superset of) the model's items; by default the model's own
     graph (``kgpath``) or one built from ``model.items``. ``generator``: an optional
     :class:`avrec.explain.generate.SmolLMGenerator` (or anything with ``rewrite(facts, template)``).
+    ``disallowed_terms``: words masked in every text and refused in rewrites (None: the default list of
+    :mod:`avrec.explain.guard`; empty: none).
     """
 
     def __init__(self, model, kg: KnowledgeGraph | None = None, *, config: ExplainerConfig | None = None,
-                 generator=None, document_config: DocumentConfig | None = None) -> None:
+                 generator=None, document_config: DocumentConfig | None = None,
+                 disallowed_terms: Iterable[str] | None = None) -> None:
         if model.items is None:
             raise ConfigError(f"model {model.name!r} is not fitted: call fit() or load() first")
         self.model = model
         self.config = config or ExplainerConfig()
         self.generator = generator
         self.document_config = document_config
+        self.terms = TermFilter(disallowed_terms)
+        #: rewrites refused by the guard (a disallowed term or a blocked title), with the last reasons
+        self.guard_stats = {"refused": 0}
+        self.last_guard_problems: list[str] = []
         self._kg_given = kg
         self._kg_from_model = kg is None and model.capabilities.knowledge_graph  # kgpath: follow its graph
         self._n_items = -1
@@ -141,34 +154,51 @@ class Explainer:
         self._titles = [t if t.strip() else str(i) for t, i in zip(titles, ids)]
 
     # ---- public API --------------------------------------------------------------------------
-    def explain(self, user_id: str, item_id: str) -> dict[str, Any]:
-        """The explanation of ``item_id`` for ``user_id`` in the documented JSON shape."""
+    def explain(self, user_id: str, item_id: str, allowed: np.ndarray | None = None) -> dict[str, Any]:
+        """The explanation of ``item_id`` for ``user_id`` in the documented JSON shape (``allowed``: see
+        :meth:`explain_history`)."""
+        if allowed is not None:
+            u = self.model.user_index.get(str(user_id))
+            if u is None:
+                raise DataError(f"user {user_id!r} is not in the model's training data; explanations need a history")
+            history = self.model.item_ids[self.model.seen[u].indices]
+            return self.explain_history(history, item_id, user_id=str(user_id), allowed=allowed)
         facts, evidence = self._explain(str(user_id), str(item_id))
         return self._answer(str(user_id), str(item_id), facts, evidence)
 
-    def explain_history(self, history_item_ids, item_id: str, user_id: str | None = None) -> dict[str, Any]:
+    def explain_history(self, history_item_ids, item_id: str, user_id: str | None = None,
+                        allowed: np.ndarray | None = None) -> dict[str, Any]:
         """The explanation of ``item_id`` for a user given as the item ids of their history.
 
         For users the model was not trained on (folded in from feedback, or anonymous) and for a known
         user's training history plus newer feedback; the evidence is found as in :meth:`explain`. History
         ids the model's catalogue lacks are ignored. With no other history item there is nothing personal
         to say: the evidence is the item's popularity, ``{"kind": "popularity", "users": n}``.
+
+        ``allowed``: the content rules as a boolean mask over the model's items. Blocked history items are
+        left out (nothing about them reaches the text), a blocked ``item_id`` is a DataError, and a
+        generated rewrite naming a blocked title is refused.
         """
         self._refresh()
         item_id = str(item_id)
         i = self._item(item_id)
+        if allowed is not None and not (i < len(allowed) and allowed[i]):
+            raise DataError(f"item {item_id!r} is blocked by the content rules")
         index = self.model.item_index
         history = np.unique(np.fromiter((index.get(str(h), -1) for h in history_item_ids), dtype=np.int64))
         history = history[(history >= 0) & (history != i)]
+        if allowed is not None:
+            history = history[history < len(allowed)]
+            history = history[np.asarray(allowed, dtype=bool)[history]]
         if len(history) == 0:
             users = int(self.model.popularity[i])
             text = (f'"{self._titles[i]}" is recommended for its popularity: {users} '
                     f'{"person" if users == 1 else "people"} chose it.' if users
                     else f'"{self._titles[i]}" is new in the catalogue.')
-            return {"user_id": user_id, "item_id": item_id, "text": text,
+            return {"user_id": user_id, "item_id": item_id, "text": self.terms.clean(text),
                     "evidence": [{"kind": "popularity", "users": users}]}
         facts, evidence = self._evidence(i, history)
-        return self._answer(user_id, item_id, facts, evidence)
+        return self._answer(user_id, item_id, facts, evidence, allowed)
 
     def explain_many(self, pairs) -> list[dict[str, Any]]:
         """Explanations for many ``(user_id, item_id)`` pairs, in order."""
@@ -186,10 +216,17 @@ class Explainer:
 
     # ---- evidence ----------------------------------------------------------------------------
     def _answer(self, user_id: str | None, item_id: str, facts: ExplanationFacts,
-                evidence: list[dict[str, Any]]) -> dict[str, Any]:
-        text = render_template(facts)
+                evidence: list[dict[str, Any]], allowed: np.ndarray | None = None) -> dict[str, Any]:
+        template = render_template(facts)
+        text = template
         if self.generator is not None:
-            text = self.generator.rewrite(facts, text, known_entities=self.known_entity_values())
+            text = self.generator.rewrite(facts, template, known_entities=self.known_entity_values())
+        blocked = [] if allowed is None or text == template else \
+            [self._titles[j] for j in np.flatnonzero(~np.asarray(allowed, dtype=bool)) if j < len(self._titles)]
+        text, problems = guard_rewrite(text, template, self.terms, blocked, facts.allowed_names())
+        if problems:
+            self.guard_stats["refused"] += 1
+            self.last_guard_problems = problems
         return {"user_id": user_id, "item_id": item_id, "text": text, "evidence": evidence}
 
     def _item(self, item_id: str) -> int:

@@ -4,13 +4,17 @@ A summary is a metadata line (title, year, genres, people) followed by the most 
 item's overview (or description, lyrics, tagline), copied verbatim and kept in their original order. Every
 copied sentence is listed in ``sources`` with its field, so a caller can show or check where it came from.
 An optional generator (:class:`avrec.explain.generate.SmolLMGenerator`) may rewrite the summary; the rewrite
-is kept only when :func:`avrec.explain.generate.verify_text` finds nothing in it beyond the item's own data.
+is kept only when :func:`avrec.explain.generate.verify_text` finds nothing in it beyond the item's own data
+and :mod:`avrec.explain.guard` finds no disallowed term and no title of a blocked item in it. Disallowed
+terms are masked in the summary and its source spans. Under content rules, a caller summarises only items
+the rules allow (the server answers 404 for the others) and passes the blocked titles as ``forbidden_titles``.
 """
 
 from __future__ import annotations
 
 import re
 from collections import Counter
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -18,6 +22,7 @@ import pandas as pd
 
 from avrec.errors import DataError
 from avrec.explain.explainer import split_sentences
+from avrec.explain.guard import TermFilter, guard_rewrite
 
 #: Free-text fields summaries copy from, in order of preference.
 SUMMARY_TEXT_FIELDS = ("overview", "description", "lyrics", "tagline")
@@ -86,9 +91,15 @@ def central_sentences(text: str, k: int, max_words: int) -> list[str]:
     return [sentences[j] for j in sorted(picked)]
 
 
-def summarize_row(row: pd.Series, config: SummaryConfig | None = None, generator=None) -> dict[str, Any]:
-    """The summary of one item row: ``{"item_id", "title", "summary", "sources", "generated"}``."""
+def summarize_row(row: pd.Series, config: SummaryConfig | None = None, generator=None,
+                  terms: TermFilter | None = None, forbidden_titles: Iterable[str] = ()) -> dict[str, Any]:
+    """The summary of one item row: ``{"item_id", "title", "summary", "sources", "generated"}``.
+
+    ``terms``: disallowed terms (None: the default list); ``forbidden_titles``: titles a generated rewrite
+    must not name (the blocked items').
+    """
     config = config or SummaryConfig()
+    terms = TermFilter() if terms is None else terms
     sources: list[dict[str, str]] = []
     for f in SUMMARY_TEXT_FIELDS:
         text = str(row.get(f, "") or "").strip()
@@ -105,25 +116,32 @@ def summarize_row(row: pd.Series, config: SummaryConfig | None = None, generator
         sources.append({"field": "tags", "span": str(row["tags"])})
     summary = f"{line}. {body}".strip() if body else line
     title = str(row.get("title", "") or row["item_id"])
-    out = {"item_id": str(row["item_id"]), "title": title, "summary": summary, "sources": sources, "generated": False}
+    if terms:
+        sources = [{"field": s["field"], "span": terms.clean(s["span"])} for s in sources]
+    out = {"item_id": str(row["item_id"]), "title": title, "summary": terms.clean(summary), "sources": sources,
+           "generated": False}
     if generator is not None and body:
         rewritten = generator.summarize(row, summary)
         if rewritten != summary:
-            out["summary"], out["generated"] = rewritten, True
+            own = [str(v) for v in row.to_numpy() if str(v).strip()]
+            text, problems = guard_rewrite(rewritten, summary, terms, forbidden_titles, own)
+            out["summary"], out["generated"] = text, not problems
     return out
 
 
 def summarize_item(
-    items: pd.DataFrame, item_id: str, config: SummaryConfig | None = None, generator: Any = None
+    items: pd.DataFrame, item_id: str, config: SummaryConfig | None = None, generator: Any = None,
+    terms: TermFilter | None = None,
 ) -> dict[str, Any]:
     """Summary of ``item_id`` from an item frame (a dataset's or a model's ``items``)."""
     match = items.index[items["item_id"].astype(str) == str(item_id)]
     if len(match) == 0:
         raise DataError(f"item {item_id!r} is not in the catalogue")
-    return summarize_row(items.loc[match[0]], config, generator)
+    return summarize_row(items.loc[match[0]], config, generator, terms)
 
 
 def summarize_items(items: pd.DataFrame, item_ids=None, config: SummaryConfig | None = None) -> list[dict[str, Any]]:
     """Extractive summaries of many items (all of them when ``item_ids`` is None)."""
     rows = items if item_ids is None else items[items["item_id"].astype(str).isin([str(i) for i in item_ids])]
-    return [summarize_row(r, config) for _, r in rows.iterrows()]
+    terms = TermFilter()
+    return [summarize_row(r, config, terms=terms) for _, r in rows.iterrows()]

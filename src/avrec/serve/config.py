@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 
 from avrec.policies.base import PolicyConfig
 from avrec.policies.rewards import RewardConfig
+from avrec.serve.rerank import RerankConfig
 from avrec.serve.store import DEFAULT_RATING_THRESHOLD
 
 #: the largest ``k`` a request may ask for
@@ -37,6 +38,10 @@ class ServeConfig:
     ``rules``, ``profiles``, ``user_profiles``, ``default_profile``: content rules enforced on every
     endpoint (:mod:`avrec.pipeline.rules`, :mod:`avrec.serve.rules`): base rules, named profiles a request
     picks with ``profile=NAME``, the profile of each user id, and a profile for every request.
+    ``rerank``: the popularity penalty and calibrated re-ranking of /recommend lists
+    (:class:`~avrec.serve.rerank.RerankConfig`; off by default).
+    ``disallowed_terms``: words masked in explanations and summaries and refused in generated rewrites
+    (None: the default list of :mod:`avrec.explain.guard`; an empty list: none).
     """
 
     api_key: str | None = None
@@ -58,6 +63,8 @@ class ServeConfig:
     profiles: dict = field(default_factory=dict)
     user_profiles: dict = field(default_factory=dict)
     default_profile: str = ""
+    rerank: RerankConfig = field(default_factory=RerankConfig)
+    disallowed_terms: list[str] | None = None
 
     def effective_api_key(self) -> str | None:
         return os.environ.get("AVREC_API_KEY") or self.api_key or None

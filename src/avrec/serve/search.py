@@ -26,6 +26,16 @@ log = logging.getLogger("avrec.serve")
 WARM_UP_QUERY = "a good story"
 
 
+def minmax(x: np.ndarray) -> np.ndarray:
+    """``x`` scaled to [0, 1] over its finite entries (non-finite: 0; constant: 1)."""
+    x = np.asarray(x, dtype=np.float64)
+    finite_ = np.isfinite(x)
+    if not finite_.any():
+        return np.zeros_like(x)
+    lo, hi = x[finite_].min(), x[finite_].max()
+    return np.where(finite_, (x - lo) / (hi - lo) if hi > lo else 1.0, 0.0)
+
+
 def unit_rows(x: np.ndarray) -> np.ndarray:
     x = np.asarray(x, dtype=np.float32)
     return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-9)

@@ -4,7 +4,8 @@ It holds the current :class:`~avrec.serve.state.ModelState` and swaps in a new o
 changes (or on ``reload()``). Feedback lives in the :class:`~avrec.serve.store.EventStore` and is read
 per request, so a like or a skip changes that user's very next list: positive events join the user's
 history and the model scores it through ``topk_histories`` (fold-in); items with negative feedback are
-left out. Explanations come from :class:`avrec.explain.Explainer`, search from :mod:`avrec.serve.search`.
+left out. Explanations come from :class:`avrec.explain.Explainer`, search from :mod:`avrec.serve.search`,
+exposure re-ranking from :mod:`avrec.serve.rerank`, content rules from :mod:`avrec.serve.rules`.
 """
 
 from __future__ import annotations
@@ -22,26 +23,19 @@ from avrec.errors import ConfigError
 from avrec.eval.topk import topk_from_scores
 from avrec.models.base import Recommender
 from avrec.serve.config import ServeConfig
-from avrec.serve.errors import Conflict, NotFound, ServiceError, Unavailable
+from avrec.serve.errors import Conflict, NotFound, ServiceError
 from avrec.serve.exploration import Explorer
+from avrec.serve.rerank import ServeReranker
 from avrec.serve.rules import RuleView, check_rules, content_rules, rule_view
-from avrec.serve.search import SearchIndexer
+from avrec.serve.search import SearchIndexer, minmax
 from avrec.serve.state import FolderWatcher, ModelState, finite, load_state
 from avrec.serve.store import EventStore
+from avrec.serve.text import explain_item, item_summary
 from avrec.serve.updates import UserProfile, user_profile
 
 log = logging.getLogger("avrec.serve")
 
 __all__ = ["RecommenderService"]
-
-
-def _minmax(x: np.ndarray) -> np.ndarray:
-    x = np.asarray(x, dtype=np.float64)
-    finite_ = np.isfinite(x)
-    if not finite_.any():
-        return np.zeros_like(x)
-    lo, hi = x[finite_].min(), x[finite_].max()
-    return np.where(finite_, (x - lo) / (hi - lo) if hi > lo else 1.0, 0.0)
 
 
 class RecommenderService:
@@ -52,6 +46,7 @@ class RecommenderService:
         self.config = config or ServeConfig()
         self.store = store
         self.rules = content_rules(self.config)
+        self.reranker = ServeReranker(self.config.rerank)
         self.model_dir = Path(model_dir) if model_dir is not None else None
         self.explorer = Explorer(self.config, store, self.model_dir)
         self.indexer = SearchIndexer(self.config)
@@ -74,10 +69,11 @@ class RecommenderService:
         if stored:
             state.add_items(pd.DataFrame(stored).fillna("").astype(str))
         check_rules(self.rules, state)  # a rule naming a column the catalogue lacks fails here, not per request
+        self.reranker.check_model(state.model)
         try:
             from avrec.explain import Explainer
 
-            state.explainer = Explainer(state.model)
+            state.explainer = Explainer(state.model, disallowed_terms=self.config.disallowed_terms)
         except Exception as e:  # noqa: BLE001 - explanations are one feature; recommendations still work
             state.explainer_error = f"{type(e).__name__}: {e}"
             log.error("explanations unavailable: %s", state.explainer_error)
@@ -137,12 +133,16 @@ class RecommenderService:
             cand = view.model_candidates()
             p = self._profile(state, user_id)
             model, n = state.model, self.explorer.width(k) + len(p.negative)
+            rr = self.reranker
             if p.has_feedback:
-                idx, scores = self._fold_in(state, p.history, n, cand)
+                idx, scores = self._fold_in(state, p.history, rr.width(n), cand)
+                idx, scores = rr.apply(model, idx, scores, n, lambda: model.history_matrix([p.history]))
             elif p.known:
                 u = model.user_index[str(user_id)]
-                assert model.seen is not None  # a served model is fitted
-                idx, scores = model.topk_indices(np.array([u]), n, exclude=model.seen[[u]], candidates=cand)
+                seen = model.seen
+                assert seen is not None  # a served model is fitted
+                idx, scores = model.topk_indices(np.array([u]), rr.width(n), exclude=seen[[u]], candidates=cand)
+                idx, scores = rr.apply(model, idx, scores, n, lambda: seen[[u]])
             else:
                 idx, scores = model.popular_topk(1, n, candidates=cand)
             items = state.scored_items(state.ids_of(idx)[0], scores[0], self.explorer.width(k),
@@ -166,7 +166,9 @@ class RecommenderService:
             usable = [str(i) for i in dict.fromkeys(history) if str(i) in state.model.item_index]
             negative = {str(i) for i in exclude}
             if usable:
-                idx, scores = self._fold_in(state, usable, self.explorer.width(k) + len(negative), cand)
+                n, model = self.explorer.width(k) + len(negative), state.model
+                idx, scores = self._fold_in(state, usable, self.reranker.width(n), cand)
+                idx, scores = self.reranker.apply(model, idx, scores, n, lambda: model.history_matrix([usable]))
             else:
                 idx, scores = state.model.popular_topk(
                     1, self.explorer.width(k) + len(negative) + len(history), candidates=cand)
@@ -190,7 +192,7 @@ class RecommenderService:
         if explain and state.explainer is not None:
             allowed_history = view.allowed_ids(state, history)  # explanations never cite a blocked item
             for it in items:
-                it["explanation"] = self._explain(state, user_id, it["item_id"], allowed_history)["text"]
+                it["explanation"] = explain_item(state, user_id, it["item_id"], allowed_history, view)["text"]
         return {"user_id": user_id, "fallback": bool(fallback), "items": items}
 
     def _explore(self, state: ModelState, endpoint: str, user_id: str | None, pool: list[dict[str, Any]], k: int,
@@ -209,18 +211,7 @@ class RecommenderService:
             view = self._view(state, profile, user_id)
             view.check_row(state.item_row(item_id), item_id)
             history = view.allowed_ids(state, self._profile(state, user_id).history)
-            return self._explain(state, user_id, item_id, history)
-
-    @staticmethod
-    def _explain(state: ModelState, user_id: str | None, item_id: str, history: list[str]) -> dict[str, Any]:
-        if state.explainer is None:
-            raise Unavailable(f"explanations are unavailable: {state.explainer_error}")
-        row = state.item_row(item_id)
-        if row >= state.n_model_items:  # listed, not in the model: nothing the model did to explain
-            return {"user_id": user_id, "item_id": str(item_id), "evidence": [{"kind": "popularity", "users": 0}],
-                    "text": f'"{state.title(row)}" is new in the catalogue; the {state.model.name} model '
-                            "recommends it once it is retrained with it."}
-        return state.explainer.explain_history(history, str(item_id), user_id=user_id)
+            return explain_item(state, user_id, item_id, history, view)
 
     # ---- similar items and search ----
     def similar(self, item_id: str, k: int = 10, profile: str | None = None) -> dict[str, Any]:
@@ -272,7 +263,7 @@ class RecommenderService:
                         ids, sc = model.recommend([str(user_id)], k=len(cand), exclude_seen=False, candidates=cand)
                     personal = {str(i): float(s) for i, s in zip(ids[0], sc[0]) if i is not None}
                     p_scores = np.array([personal.get(str(state.catalog_ids[i]), -np.inf) for i in idx])
-                    final = (1 - w) * _minmax(final) + w * _minmax(p_scores)
+                    final = (1 - w) * minmax(final) + w * minmax(p_scores)
                     personalised = True
             items = []
             for o in np.argsort(-final, kind="stable"):
@@ -340,6 +331,12 @@ class RecommenderService:
             self._view(state, profile, None).check_row(row, item_id)
             return state.item_record(row)
 
+    def summary(self, item_id: str, profile: str | None = None) -> dict[str, Any]:
+        """An item's extractive summary (disallowed terms masked); a 404 for an item the rules block."""
+        state = self.state
+        with state.lock.read():
+            return item_summary(state, state.item_row(item_id), self._view(state, profile, None))
+
     def history(self, user_id: str, limit: int = 100, profile: str | None = None) -> dict[str, Any]:
         """Feedback events (newest first) followed by the training history the model was fitted on; items
         the content rules block are left out."""
@@ -394,6 +391,7 @@ class RecommenderService:
             "search": "ready" if state.search is not None else ("building" if not state.search_ready.is_set()
                                                                    else "unavailable"),
             "explanations": "avrec.explain" if state.explainer is not None else "unavailable",
+            "profiles": sorted(self.rules.profiles), "rerank": self.reranker.describe(),
             "writes": "api-key" if self.config.effective_api_key() else (
                 "open (--insecure-dev)" if self.config.insecure_dev else "disabled (no API key configured)"),
         }

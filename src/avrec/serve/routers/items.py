@@ -1,4 +1,4 @@
-"""The catalogue: ``GET /items/{item_id}`` and ``POST /items`` (one item or a batch)."""
+"""The catalogue: ``GET /items/{item_id}``, ``GET /items/{item_id}/summary`` and ``POST /items``."""
 
 from __future__ import annotations
 
@@ -16,6 +16,13 @@ router = APIRouter()
 def get_item(service: Service, item_id: ItemP, profile: ProfileQ = None) -> dict[str, Any]:
     """One item's metadata (a 404 for an item the content rules block)."""
     return service.item(item_id, profile=profile)
+
+
+@router.get("/items/{item_id}/summary", tags=["catalogue"])
+def get_summary(service: Service, item_id: ItemP, profile: ProfileQ = None) -> dict[str, Any]:
+    """A short extractive summary: a metadata line and the item's most central sentences, each listed in
+    ``sources``; disallowed terms masked; a 404 for an item the content rules block."""
+    return service.summary(item_id, profile=profile)
 
 
 @router.post("/items", response_model=ItemsResponse, dependencies=WRITE, tags=["write"])
