@@ -35,6 +35,10 @@ def _require_browser():
     return sync_playwright
 
 
+#: a content profile of the live server: only the romance half of the tiny catalogue
+PROFILES = {"romance": {"allowed_values": {"genres": ["Romance"]}}}
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -52,7 +56,7 @@ def live_server(tmp_path: Path):
     search = os.environ.get("AVREC_WEB_SEARCH", "1") != "0"
     service = RecommenderService(model_dir, EventStore(tmp_path / "events.sqlite3"),
                                  ServeConfig(insecure_dev=True, search=search, watch_interval=0,
-                                             cache_dir=str(tmp_path / "cache")))
+                                             cache_dir=str(tmp_path / "cache"), profiles=PROFILES))
     port = _free_port()
     server = uvicorn.Server(uvicorn.Config(create_app(service, watch=False), host="127.0.0.1", port=port,
                                            log_level="warning"))
@@ -194,6 +198,53 @@ def test_start_page_suggests_a_known_user(live_server, tmp_path: Path):
             page.click("#user-hint a.try-user")
             page.wait_for_selector(f'#rec-list[data-user="{first_user}"] li.card')
             assert page.input_value("#user-input") == first_user
+            assert errors == [] and outside == [], (errors, outside)
+        finally:
+            context.close()
+
+
+def test_profile_from_the_url_and_the_selector(live_server, tmp_path: Path):
+    """?profile= and the selector send ``profile`` on every call the page makes; lists, history and search
+    then only show items the profile allows (u2 plays sci-fi; the profile allows only romance)."""
+    sync_playwright = _require_browser()
+    url, service = live_server
+    with sync_playwright() as p:
+        context, outside = _offline_context(p, tmp_path, url)
+        try:
+            page = context.new_page()
+            errors: list[str] = []
+            page.on("pageerror", lambda e: errors.append(str(e)))
+            asked: list[str] = []
+            page.on("request", lambda r: asked.append(r.url) if "/static/" not in r.url else None)
+            page.goto(url + "/?user=u2&profile=romance")
+            page.wait_for_selector('#rec-list[data-user="u2"][data-profile="romance"] li.card')
+            assert page.is_visible("#profile-select") and page.input_value("#profile-select") == "romance"
+            titles = page.eval_on_selector_all("#rec-list li.card .title", "els => els.map(e => e.textContent)")
+            assert titles and all(t.startswith("Paris Love Letters") for t in titles), titles
+            page.wait_for_function('document.querySelector("#history-note").textContent.length > 0')
+            history = page.eval_on_selector_all("#history-list li", "els => els.map(e => e.textContent)")
+            assert not [h for h in history if "Robot" in h], history
+            calls = [u for u in asked if "/recommend" in u or "/history" in u]
+            assert calls and all("profile=romance" in u for u in calls), calls
+            if service.config.search:
+                page.fill("#search-input", "space adventure with robots")
+                page.click("#search-button")
+                page.wait_for_selector('#search-results[data-profile="romance"] li.card', timeout=120_000)
+                found = page.eval_on_selector_all("#search-results li.card .title",
+                                                  "els => els.map(e => e.textContent)")
+                assert all(t.startswith("Paris Love Letters") for t in found), found
+            shot = tmp_path / "profile.png"
+            page.screenshot(path=str(shot), full_page=True)
+            _keep(shot, "profile.png")
+
+            page.select_option("#profile-select", "")
+            page.wait_for_selector('#rec-list[data-user="u2"][data-profile=""] li.card')
+            titles = page.eval_on_selector_all("#rec-list li.card .title", "els => els.map(e => e.textContent)")
+            assert any(t.startswith("Robot Star Voyage") for t in titles), titles
+            assert "profile=" not in page.url and "user=u2" in page.url
+            page.select_option("#profile-select", "romance")
+            page.wait_for_selector('#rec-list[data-profile="romance"]')
+            assert "profile=romance" in page.url
             assert errors == [] and outside == [], (errors, outside)
         finally:
             context.close()

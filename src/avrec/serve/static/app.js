@@ -1,7 +1,7 @@
 // avrec web page: plain JavaScript against the same HTTP API other programs use (no build step).
 "use strict";
 
-const state = { user: null, writes: "", key: localStorage.getItem("avrec-api-key") || "" };
+const state = { user: null, profile: "", writes: "", key: localStorage.getItem("avrec-api-key") || "" };
 const $ = (id) => document.getElementById(id);
 
 function setStatus(text, isError = false) {
@@ -41,6 +41,20 @@ function el(tag, attrs = {}, ...children) {
   return node;
 }
 
+// `&profile=NAME` when a content profile is chosen (the selector or ?profile= in the URL), else "".
+function profileParam() {
+  return state.profile ? `&profile=${encodeURIComponent(state.profile)}` : "";
+}
+
+// The page's URL: ?user= and ?profile= as chosen, so a reload or a shared link shows the same lists.
+function updateUrl() {
+  const params = new URLSearchParams();
+  if (state.user) params.set("user", state.user);
+  if (state.profile) params.set("profile", state.profile);
+  const query = params.toString();
+  history.replaceState(null, "", query ? `?${query}` : location.pathname);
+}
+
 // An explored slot (the policy showed it to learn, not because the model ranks it first) gets a quiet
 // "new for you" mark; like/skip send the list's impression id so the reward joins that slot.
 function itemCard(item, withActions, impressionId = null) {
@@ -64,11 +78,13 @@ function itemCard(item, withActions, impressionId = null) {
 
 async function loadRecommendations() {
   const list = $("rec-list");
-  const data = await api(`/recommend?user_id=${encodeURIComponent(state.user)}&k=10&explain=true&details=true`);
+  const data = await api(
+    `/recommend?user_id=${encodeURIComponent(state.user)}&k=10&explain=true&details=true${profileParam()}`);
   list.replaceChildren(...data.items.map((it) => itemCard(it, true, data.impression_id)));
   list.dataset.impression = data.impression_id || "";
   list.dataset.version = String(Number(list.dataset.version || "0") + 1);
   list.dataset.user = state.user;
+  list.dataset.profile = state.profile;
   $("rec-note").textContent = data.fallback
     ? "New here: popular picks. Like or skip a few to personalise."
     : `Personalised for ${state.user}.`;
@@ -77,10 +93,11 @@ async function loadRecommendations() {
 async function loadHistory() {
   const list = $("history-list");
   try {
-    const data = await api(`/users/${encodeURIComponent(state.user)}/history?limit=30`);
+    const data = await api(`/users/${encodeURIComponent(state.user)}/history?limit=30${profileParam()}`);
     list.replaceChildren(...data.items.map((it) => el("li", { className: it.source, "data-item-id": it.item_id },
       el("span", { className: "badge" }, it.event || "watched"), " ", it.title)));
-    $("history-note").textContent = `${data.n_feedback} feedback event(s), ${data.n_train} from training data.`;
+    $("history-note").textContent = `${data.n_feedback} feedback event(s), ${data.n_train} from training data.`
+      + (state.profile ? ` Items the ${state.profile} profile blocks are hidden.` : "");
   } catch (e) {
     if (e.status !== 404) throw e;
     list.replaceChildren();
@@ -116,13 +133,14 @@ async function sendFeedback(itemId, event, impressionId = null) {
 function selectUser(id) {
   state.user = id;
   $("user-input").value = id;
-  history.replaceState(null, "", `?user=${encodeURIComponent(id)}`);
+  updateUrl();
   refresh();
 }
 
 async function search(query) {
   const params = new URLSearchParams({ q: query, k: "10", details: "true" });
   if (state.user) params.set("user_id", state.user);
+  if (state.profile) params.set("profile", state.profile);
   $("search-note").textContent = "Searching…";
   try {
     const data = await api(`/search?${params}`);
@@ -130,6 +148,7 @@ async function search(query) {
     $("search-note").textContent = data.items.length
       ? `Results for “${data.query}”${data.personalised ? `, tuned to ${data.user_id}` : ""}.`
       : "Nothing matched.";
+    $("search-results").dataset.profile = state.profile;
   } catch (e) {
     $("search-note").textContent = e.message;
   }
@@ -144,6 +163,16 @@ function suggestUser(id) {
   link.href = `?user=${encodeURIComponent(id)}`;
   link.addEventListener("click", (e) => { e.preventDefault(); selectUser(id); });
   $("user-hint").hidden = false;
+}
+
+// The content profiles the server knows (from /health), as the selector's options; hidden when none.
+function showProfiles(names, fromUrl) {
+  const select = $("profile-select");
+  select.replaceChildren(el("option", { value: "" }, "none"), ...names.map((n) => el("option", { value: n }, n)));
+  if (fromUrl && names.includes(fromUrl)) state.profile = fromUrl;
+  else if (fromUrl) setStatus(`Unknown profile “${fromUrl}”; showing everything.`, true);
+  select.value = state.profile;
+  $("profile-box").hidden = names.length === 0;
 }
 
 async function init() {
@@ -161,6 +190,13 @@ async function init() {
     const id = "web-" + Math.random().toString(36).slice(2, 10);
     selectUser(id);
   });
+  $("profile-select").addEventListener("change", (e) => {
+    state.profile = e.target.value;
+    updateUrl();
+    refresh();
+    const q = $("search-input").value.trim();
+    if (q && $("search-results").children.length) search(q);
+  });
   $("search-form").addEventListener("submit", (e) => {
     e.preventDefault();
     const q = $("search-input").value.trim();
@@ -171,6 +207,7 @@ async function init() {
     state.writes = health.writes;
     $("model-info").textContent = `${health.model} · ${health.n_items} items · search ${health.search}`;
     $("key-box").hidden = health.writes !== "api-key";
+    showProfiles(health.profiles || [], new URLSearchParams(location.search).get("profile"));
     const users = await api("/users?limit=200");
     $("user-list").replaceChildren(...users.users.map((u) => el("option", { value: u })));
     suggestUser(users.users[0]);
