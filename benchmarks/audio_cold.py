@@ -61,15 +61,13 @@ def main() -> int:
 
     rows: dict[str, list[float]] = {}
     for seed in range(args.seeds):
-        folder = work / f"seed{seed}"
         inter = taste_interactions(items["item_id"].tolist(), audio.matrix[:, truth_cols], n_users=args.users,
                                    per_user=12, seed=seed)
-        write_folder(thin, inter, folder)
-        vec_file = folder / "item_vectors" / "audio.parquet"
-        vec_file.unlink(missing_ok=True)
-        text_ds = load_folder(folder)
-        write_vector_file(vec_file, items["item_id"], audio.matrix[:, seen_cols])
-        fused_ds = load_folder(folder)
+        # two folders: the models read item_vectors/ at fit time, so the text-only one must not have it
+        text_ds = load_folder(write_folder(thin, inter, work / f"seed{seed}-text"))
+        fused_folder = write_folder(thin, inter, work / f"seed{seed}-audio")
+        write_vector_file(fused_folder / "item_vectors" / "audio.parquet", items["item_id"], audio.matrix[:, seen_cols])
+        fused_ds = load_folder(fused_folder)
         split_t = cold_item_split(text_ds, cold_share=0.25, valid_share=0.15, seed=seed)
         split_f = cold_item_split(fused_ds, cold_share=0.25, valid_share=0.15, seed=seed)
         tiny = dict(max_steps=300, eval_every=25, dim=32, hidden=64, batch_users=64, embedding_cache=cache, seed=seed)
