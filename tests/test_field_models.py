@@ -153,3 +153,36 @@ def test_catalogue_without_features_is_not_applicable(name):
     data = Dataset(items, np.array(["u"], dtype=object), np.zeros(3), np.arange(3), np.ones(3, np.float32), np.full(3, -1))
     with pytest.raises(NotApplicable):
         create_model(name).fit(data)
+
+
+def _sequence_dataset(with_time: bool = True) -> Dataset:
+    """Two users walk a→b→c→d and a→b→e; the items seen next to each other are the similar ones."""
+    items = pd.DataFrame({"item_id": list("abcde")})
+    users = np.array([0, 0, 0, 0, 1, 1, 1])
+    item_idx = np.array([0, 1, 2, 3, 0, 1, 4])
+    ts = np.array([1, 2, 3, 4, 1, 2, 3]) if with_time else np.full(7, -1)
+    return Dataset(items, np.array(["u0", "u1"], dtype=object), users, item_idx, np.ones(7, np.float32), ts)
+
+
+def test_seqknn_links_items_consumed_next_to_each_other():
+    from avrec.models.seqknn import sequence_similarity
+
+    s = sequence_similarity(_sequence_dataset(), window=1, decay=0.5, alpha=0.0, neighbours=10).toarray()
+    assert s[0, 1] == 2 and s[1, 0] == 2  # a→b twice
+    assert s[1, 2] == 1 and s[0, 2] == 0  # b→c once; a and c are two steps apart
+    s2 = sequence_similarity(_sequence_dataset(), window=2, decay=0.5, alpha=0.0, neighbours=10).toarray()
+    assert s2[0, 2] == 0.5  # two steps apart weighs decay ** 1
+    top1 = sequence_similarity(_sequence_dataset(), window=3, decay=0.5, alpha=0.0, neighbours=1)
+    assert (np.diff(top1.indptr) <= 1).all()
+
+
+def test_seqknn_needs_timestamps():
+    from avrec.errors import NotApplicable
+
+    with pytest.raises(NotApplicable, match="timestamps"):
+        create_model("seqknn").fit(_sequence_dataset(with_time=False))
+
+
+class TestSeqKNN(RecommenderSuite):
+    def make_model(self):
+        return create_model("seqknn", window=3)

@@ -7,6 +7,8 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
+import numpy as np
+
 
 @dataclass
 class EarlyStopping:
@@ -40,7 +42,7 @@ class EarlyStopping:
 
 
 def coordinate_search(
-    objective: Callable[[dict[str, float]], float],
+    objective: Callable[[dict[str, float]], float | np.ndarray],
     starts: list[dict[str, float]],
     grids: Mapping[str, Sequence[float]],
     passes: int = 3,
@@ -52,11 +54,17 @@ def coordinate_search(
     Every start is scored and the best is the first incumbent, so the result is never worse on the
     objective than any start (the hybrid's fusion starts from each single component, so the fused score
     is never below its best part on validation). Each pass tries every grid value of one setting at a
-    time with the others fixed; a change is kept when it gains more than ``min_gain``; the search stops
-    after a pass without a change.
+    time with the others fixed; the search stops after a pass without a change.
+
+    ``objective`` may return one score per validation fold (``ValidationSet.ndcg_folds``): a change is then
+    kept only when the mean gains more than ``min_gain`` *and* no fold loses, so a setting that helps on
+    one part of the data by luck and hurts on the other is not taken. The returned score is the mean.
     """
-    scored = [(objective(s), i) for i, s in enumerate(starts)]
-    best, index = max(scored, key=lambda t: (t[0], -t[1]))
+    def evaluate(params: dict[str, float]) -> np.ndarray:
+        return np.atleast_1d(np.asarray(objective(params), dtype=np.float64))
+
+    scored = [(evaluate(s), i) for i, s in enumerate(starts)]
+    best, index = max(scored, key=lambda t: (float(t[0].mean()), -t[1]))
     params = dict(starts[index])
     for _ in range(passes):
         changed = False
@@ -67,9 +75,10 @@ def coordinate_search(
                 trial = params | {name: float(value)}
                 if not allowed(trial):
                     continue
-                score = objective(trial)
-                if score > best + min_gain:
+                score = evaluate(trial)
+                gain = score - best
+                if gain.mean() > min_gain and (gain >= 0).all():
                     params, best, changed = trial, score, True
         if not changed:
             break
-    return params, best
+    return params, float(best.mean())

@@ -48,6 +48,8 @@ def tune_weights(
     ``components`` are standardised score matrices over ``check``'s users and items. The search starts
     from the best of equal weights and each component alone, so the fused list is never worse on
     validation than the best single component (it falls back to that component when nothing beats it).
+    A change must help on both halves of the validation data (``ValidationSet.ndcg_folds``), so the
+    weights do not chase the luck of a few items.
     """
     n = len(components)
     if n == 1:
@@ -55,7 +57,7 @@ def tune_weights(
     names = [str(j) for j in range(n)]
     starts = [dict.fromkeys(names, 1.0)] + [{m: float(m == name) for m in names} for name in names]
     params, best = coordinate_search(
-        lambda w: check.ndcg(fuse(components, [w[m] for m in names]), k), starts,
+        lambda w: check.ndcg_folds(fuse(components, [w[m] for m in names]), k), starts,
         dict.fromkeys(names, grid), passes=passes, allowed=lambda w: any(w.values()),
     )
     return [params[m] for m in names], best

@@ -23,7 +23,7 @@ from avrec.data.dataset import Dataset
 from avrec.errors import NotApplicable
 from avrec.eval.validation import ValidationSet
 from avrec.models.base import Capabilities, Recommender
-from avrec.models.field_features import FieldVectorizer, FieldVectorizerConfig, block_scales, weighted_rows
+from avrec.models.field_features import FieldVectorizer, FieldVectorizerConfig, weighted_rows
 
 
 @dataclass
@@ -40,9 +40,7 @@ class ContentPopularity(Recommender):
 
     def _features(self, items: pd.DataFrame, fit: bool = False) -> sp.csr_matrix:
         blocks = self.vectorizer.fit_transform(items) if fit else self.vectorizer.transform(items)
-        if fit:
-            self.scales = block_scales(blocks)
-        rows = weighted_rows(blocks, {}, 0.0, self.scales)
+        rows = weighted_rows(blocks, {}, 0.0)
         counts = np.column_stack([np.log1p(np.diff(b.indptr)) for b in blocks.values()]) if blocks else None
         return rows if counts is None else sp.csr_matrix(sp.hstack([rows, sp.csr_matrix(counts)]), dtype=np.float32)
 
@@ -97,14 +95,14 @@ class ContentPopularity(Recommender):
         self._arrays = state
 
     def _save_extra(self, folder: Path) -> None:
-        meta = {"vectorizer": self.vectorizer.meta(), "scales": self.scales, "alpha": self.tuned_alpha}
+        meta = {"vectorizer": self.vectorizer.meta(), "alpha": self.tuned_alpha}
         (folder / "contentpop.json").write_text(json.dumps(meta))
 
     def _load_extra(self, folder: Path) -> None:
         meta = json.loads((folder / "contentpop.json").read_text())
         self.vectorizer = FieldVectorizer.restore(FieldVectorizerConfig(fields=self.config.fields),
                                                   meta["vectorizer"], self._arrays)
-        self.scales, self.tuned_alpha = meta["scales"], meta["alpha"]
+        self.tuned_alpha = meta["alpha"]
 
 
 __all__ = ["ContentPopConfig", "ContentPopularity"]

@@ -134,12 +134,12 @@ class FieldVectorizer:
                    {k.column: np.asarray(state[f"edges.{k.column}"]) for k in kinds if k.kind == "numeric"})
 
 
-def weighted_rows(blocks: dict[str, sp.csr_matrix], weights: dict[str, float], norm_power: float,
-                  scales: dict[str, float]) -> sp.csr_matrix:
-    """One row per item: the blocks side by side, each times ``weights[f] / scales[f]``, the row divided by
+def weighted_rows(blocks: dict[str, sp.csr_matrix], weights: dict[str, float], norm_power: float) -> sp.csr_matrix:
+    """One row per item: the blocks side by side, each times ``weights[f]`` (default 1), the row divided by
     its L2 norm to the power ``norm_power`` (1: cosine; 0: no length normalisation, so items described by
-    more matching values score higher)."""
-    parts = [blocks[f] * np.float32(weights.get(f, 1.0) / max(scales.get(f, 1.0), 1e-9)) for f in blocks]
+    more matching values score higher). The blocks keep their raw TF-IDF scale: a rare title word weighs
+    more than a genre every tenth item has, as in a plain TF-IDF over the joined columns."""
+    parts = [blocks[f] * np.float32(weights.get(f, 1.0)) for f in blocks]
     m = sp.csr_matrix(sp.hstack(parts), dtype=np.float32) if parts else sp.csr_matrix((0, 0), dtype=np.float32)
     if norm_power and m.shape[1]:
         norms = np.sqrt(np.asarray(m.multiply(m).sum(axis=1)).ravel())
@@ -147,13 +147,4 @@ def weighted_rows(blocks: dict[str, sp.csr_matrix], weights: dict[str, float], n
     return m
 
 
-def block_scales(blocks: dict[str, sp.csr_matrix]) -> dict[str, float]:
-    """The mean row norm of each block over items that have the field: weights then mean the same for all."""
-    out = {}
-    for name, b in blocks.items():
-        norms = np.sqrt(np.asarray(b.multiply(b).sum(axis=1)).ravel())
-        out[name] = float(norms[norms > 0].mean()) if (norms > 0).any() else 1.0
-    return out
-
-
-__all__ = ["FieldVectorizer", "FieldVectorizerConfig", "block_scales", "weighted_rows"]
+__all__ = ["FieldVectorizer", "FieldVectorizerConfig", "weighted_rows"]

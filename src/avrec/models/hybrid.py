@@ -73,7 +73,7 @@ class HybridConfig:
     patience: int = 4
     seed: int = 2026
     # fusion
-    blend: list[str] = field(default_factory=lambda: ["ease", "als"])
+    blend: list[str] = field(default_factory=lambda: ["ease", "als", "seqknn"])
     cold_blend: list[str] = field(default_factory=lambda: ["tfidf", "kgpath", "content", "contentpop"])
     # component sections: ``ease.l2``, ``als.factors``, ... (the ALS seed follows ``seed``)
     ease: EASEConfig = field(default_factory=lambda: EASEConfig(max_items=20000))

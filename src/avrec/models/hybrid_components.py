@@ -69,7 +69,7 @@ def fit_components(cfg: Any, train: Dataset, warm_items: np.ndarray, parts: Tuni
         except NotApplicable as e:  # nothing for it to work with here: left out of the blend
             out.skipped[name] = str(e)
             continue
-        if valid is not None and name in ("tfidf", "contentpop"):
+        if valid is not None and name in ("tfidf", "contentpop", "seqknn"):
             out.tuned[name] = model.config
     for name, why in out.skipped.items():
         if previous is None or name not in previous.skipped:

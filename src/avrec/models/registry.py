@@ -35,6 +35,7 @@ _MODELS: dict[str, str] = {
     "hybrid": "avrec.models.hybrid:Hybrid",
     "content": "avrec.models.content:ContentModel",
     "contentpop": "avrec.models.contentpop:ContentPopularity",
+    "seqknn": "avrec.models.seqknn:SeqKNN",
 }
 _plugins: dict[str, str] | None = None
 

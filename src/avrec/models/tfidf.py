@@ -25,7 +25,7 @@ from avrec.errors import NotApplicable
 from avrec.eval.validation import ValidationSet
 from avrec.models.artifacts import csr_from_tensors, csr_to_tensors
 from avrec.models.base import Capabilities, Recommender
-from avrec.models.field_features import FieldVectorizer, FieldVectorizerConfig, block_scales, weighted_rows
+from avrec.models.field_features import FieldVectorizer, FieldVectorizerConfig, weighted_rows
 from avrec.training import coordinate_search
 
 
@@ -119,14 +119,13 @@ class TfidfKNN(Recommender):
                                      max_features=c.max_features)
 
     def _rows(self, blocks: dict[str, sp.csr_matrix], weights: dict[str, float], power: float) -> sp.csr_matrix:
-        return weighted_rows(blocks, weights, power, self.scales)
+        return weighted_rows(blocks, weights, power)
 
     def _fit(self, dataset: Dataset, valid: Dataset | None, valid_candidates: np.ndarray | None) -> None:
         self.vectorizer = FieldVectorizer(self._vectorizer_config())
         blocks = self.vectorizer.fit_transform(dataset.items)
         if not blocks:
             raise NotApplicable("tfidf: the catalogue has no column with shared words or values")
-        self.scales = block_scales(blocks)
         c = self.config
         weights = {f: float(c.field_weights.get(f, 1.0)) for f in blocks}
         power = float(c.norm_power)
@@ -146,7 +145,7 @@ class TfidfKNN(Recommender):
         def objective(params: dict[str, float]) -> float:
             rows = self._rows(blocks, {f: params[f] for f in blocks}, params["norm_power"])
             items = rows if check.candidates is None else rows[check.candidates]
-            return check.ndcg((seen[check.users] @ rows @ items.T).toarray(), 10)
+            return check.ndcg_folds((seen[check.users] @ rows @ items.T).toarray(), 10)
 
         grids: dict[str, list[float]] = {"norm_power": list(self.config.norm_grid)}
         grids |= {f: list(self.config.weight_grid) for f in blocks}
@@ -189,13 +188,12 @@ class TfidfKNN(Recommender):
         self._arrays = state  # the vectorizer's idf and bin edges, read by _load_extra
 
     def _save_extra(self, folder: Path) -> None:
-        meta = {"vectorizer": self.vectorizer.meta(), "scales": self.scales, "tuning": getattr(self, "tuning", None)}
+        meta = {"vectorizer": self.vectorizer.meta(), "tuning": getattr(self, "tuning", None)}
         (folder / "tfidf_fields.json").write_text(json.dumps(meta))
 
     def _load_extra(self, folder: Path) -> None:
         meta = json.loads((folder / "tfidf_fields.json").read_text())
         self.vectorizer = FieldVectorizer.restore(self._vectorizer_config(), meta["vectorizer"], self._arrays)
-        self.scales = meta["scales"]
         if meta.get("tuning"):
             self.tuning = meta["tuning"]
 
