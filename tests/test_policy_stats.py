@@ -91,3 +91,59 @@ def test_metrics_and_dashboard_count_impressions_and_rewards_per_policy(served):
     assert main(["ope", str(store_path), "--policy", "greedy", "--model-version", "v0042"]) == 2
     page = c.get("/dashboard")
     assert page.status_code == 200 and "dashboard.js" in page.text
+
+
+def test_kg_overlap_feature_is_the_share_of_a_candidates_entities_the_history_names(tmp_path):
+    from avrec.models.base import Recommender
+    from avrec.policies.features import FEATURE_NAMES, FeatureBuilder
+
+    model = Recommender.load(fit_tiny(tmp_path / "m", "itemknn"))
+    idx = model.items_to_index(["s5", "r5", "s6"])
+    x = FeatureBuilder(model).build(idx, np.array([1.0, 0.5, 0.2]), model.items_to_index(["s0", "s1"]))
+    kg = x[:, FEATURE_NAMES.index("kg_overlap")]
+    assert kg[0] == pytest.approx(1.0) and kg[2] == pytest.approx(1.0)  # same genres, tags and decade
+    assert 0 < kg[1] < 0.5  # a romance title shares only the decade
+    assert (FeatureBuilder(model).build(idx, np.zeros(3), [])[:, -1] == 0).all()  # no history, no overlap
+
+
+def test_pipeline_policy_setting_runs_as_its_last_stage_and_is_served(tmp_path):
+    from serve_fixtures import fit_tiny_pipeline
+
+    from avrec.errors import ConfigError
+    from avrec.models.base import Recommender
+    from avrec.policies.stage import PolicyStage, attach_policy
+
+    folder = fit_tiny_pipeline(tmp_path / "pipe")
+    model = Recommender.load(folder)
+    assert attach_policy(model) is None  # no policy setting: nothing attached
+    model.config.policy = {"name": "epsilon", "epsilon": 1.0, "explore_slots": [2], "candidates": 8}
+    model.save(tmp_path / "pipe2")
+    loaded = Recommender.load(tmp_path / "pipe2")
+    stage = attach_policy(loaded)
+    assert isinstance(stage, PolicyStage) and loaded.extra_stages[-1] is stage
+    loaded.recommend(["u1", "u20"], k=4)
+    assert [s.explored.tolist() for s in stage.last_slates] == [[False, True, False, False]] * 2
+    store = EventStore(tmp_path / "e.sqlite3")
+    service = RecommenderService(tmp_path / "pipe2", store, ServeConfig(search=False, watch_interval=0,
+                                                                        policy="model"))
+    assert service.health()["policy"]["name"] == "epsilon"
+    with pytest.raises(ConfigError, match="no policy setting"):
+        RecommenderService(folder, store, ServeConfig(search=False, watch_interval=0, policy="model"))
+    with pytest.raises(ConfigError, match="explore_endpoints"):
+        ServeConfig(explore_endpoints=["bogus"])
+    store.close()
+
+
+def test_similar_and_search_explore_when_configured(tmp_path):
+    folder = fit_tiny(tmp_path / "model", "itemknn")
+    store = EventStore(tmp_path / "e.sqlite3")
+    config = ServeConfig(api_key="k", search=False, watch_interval=0, policy="epsilon",
+                         explore_endpoints=["recommend", "similar"])
+    config.exploration.epsilon, config.exploration.explore_slots = 1.0, [2]
+    service = RecommenderService(folder, store, config)
+    with TestClient(create_app(service, watch=False)) as c:
+        r = c.get("/similar/s1", params={"k": 4}).json()
+        assert r["policy"] == "epsilon" and [it["explored"] for it in r["items"]] == [False, True, False, False]
+        imp = service.explorer.impressions.get(r["impression_id"])
+        assert len(imp.candidates["item_ids"]) > 4  # chosen from a wider pool, all of it logged
+    store.close()

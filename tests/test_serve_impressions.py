@@ -45,7 +45,7 @@ def test_impressions_are_logged_joined_and_replayed(model_dir, tmp_path):
     assert all(0 < p <= 1 for p in probs)
     imp = ImpressionLog(store).get(r["impression_id"])
     assert imp is not None and [it["item_id"] for it in imp.items] == [it["item_id"] for it in r["items"]]
-    assert len(imp.candidates["item_ids"]) == 20 and np.asarray(imp.candidates["features"]).shape == (20, 5)
+    assert len(imp.candidates["item_ids"]) == 20 and np.asarray(imp.candidates["features"]).shape == (20, 6)
     liked = r["items"][2]["item_id"]
     ok = client.post("/feedback", json={"user_id": "u1", "item_id": liked, "event": "like",
                                         "impression_id": r["impression_id"]})

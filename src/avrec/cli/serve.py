@@ -59,8 +59,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--insecure-dev", action="store_true",
                    help="accept writes without an API key when none is configured (loopback only; for demos)")
     p.add_argument("--no-search", action="store_true", help="do not build the natural-language search index")
-    p.add_argument("--policy", default=None, choices=["greedy", "epsilon", "softmax", "linucb", "thompson"],
-                   help="exploration policy of /recommend (default greedy; settings: --set exploration.epsilon=0.2)")
+    p.add_argument("--policy", default=None, choices=["greedy", "epsilon", "softmax", "linucb", "thompson", "model"],
+                   help="exploration policy of /recommend (default greedy; settings: --set exploration.epsilon=0.2; "
+                        "model: the policy saved in a pipeline model's settings)")
     p.add_argument("--watch-interval", type=float, default=None,
                    help="seconds between checks of MODEL_DIR for a new model (0 disables; default 2)")
     p.add_argument("--max-body-bytes", type=int, default=None,

@@ -22,6 +22,9 @@ class PipelineConfig:
     tuned). Re-rank: ``dedupe``/``dedupe_fields``; MMR ``mmr_lambda`` (1 = off; tuned over ``mmr_grid`` within
     ``mmr_tolerance`` when None) on ``mmr_vectors``. Tuning: ``tune_users``; ``internal_valid_share`` is
     held out when ``fit`` gets no validation data. ``threads``: torch threads (0: leave as is).
+    Explore: ``policy``, the settings of an exploration policy (:class:`avrec.policies.PolicyConfig`, e.g.
+    ``{name = "thompson", explore_slots = [3, 4, 5]}``) saved with the model: ``avrec serve --policy model``
+    serves it and :func:`avrec.policies.stage.attach_policy` runs it as the pipeline's last stage.
     """
 
     retriever: str = "auto"
@@ -51,6 +54,7 @@ class PipelineConfig:
     tune_users: int = 300
     internal_valid_share: float = 0.1
     threads: int = 0
+    policy: dict = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         from avrec.finetune.ranker_training import type_ranker_sections
@@ -69,5 +73,7 @@ class PipelineConfig:
             raise ConfigError("pipeline calibration_lambda must be in [0, 1)")
         if self.popularity_penalty < 0:
             raise ConfigError("pipeline popularity_penalty must be 0 or more")
+        if self.policy and not isinstance(self.policy.get("name"), str):
+            raise ConfigError("pipeline policy needs a name (greedy, epsilon, softmax, linucb or thompson)")
         if self.mmr_vectors not in ("auto", "retriever", "metadata"):
             raise ConfigError("pipeline mmr_vectors must be auto, retriever or metadata")

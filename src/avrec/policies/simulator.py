@@ -23,7 +23,7 @@ import scipy.sparse as sp
 
 from avrec.policies.base import SlatePolicy
 from avrec.policies.clicks import geometric_examination
-from avrec.policies.features import feature_matrix
+from avrec.policies.features import feature_matrix, kg_overlap
 from avrec.policies.ope import LoggedImpression
 
 
@@ -81,6 +81,8 @@ class World:
         self.n_users, self.n_items = X.shape
         unit = content[keep] / np.maximum(np.linalg.norm(content[keep], axis=1, keepdims=True), 1e-12)
         self.content = unit
+        #: item × entity indicators (the genres and tags behind ``content``): the kg_overlap feature
+        self.entities = sp.csr_matrix((content[keep] > 0).astype(np.float32))
         raw = X @ ease(X, c.l2)
         z = (raw - raw.mean(axis=1, keepdims=True)) / np.maximum(raw.std(axis=1, keepdims=True), 1e-12)
         a, b = calibrate(z.ravel()[:: max(1, z.size // 400_000)], X.toarray().ravel()[:: max(1, z.size // 400_000)])
@@ -130,7 +132,7 @@ def run_policy(world: World, policy: SlatePolicy, seed: int = 0, log: list | Non
             fresh = fresh[np.argsort(-sim_all[fresh], kind="stable")[: c.n_new]]
             cand = np.r_[top, fresh]
             sc = scores[cand]
-            x = feature_matrix(sc, interactions[cand], sim_all[cand], *stats)
+            x = feature_matrix(sc, interactions[cand], sim_all[cand], *stats, kg_overlap(world.entities, cand, hist))
             slate = policy.choose(sc, x, c.k, rng)
             items = cand[slate.items]
             p = world.truth[u, items]

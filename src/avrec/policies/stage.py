@@ -49,3 +49,16 @@ class PolicyStage:
             out_s[r, :n] = np.sort(sc)[::-1]
             self.last_slates.append(slate)
         return out_c, out_s
+
+
+def attach_policy(model: Recommender) -> PolicyStage | None:
+    """Run the exploration policy in a pipeline model's ``policy`` setting as its last stage (None when the
+    model is not a pipeline or has no policy); a :class:`~avrec.errors.ConfigError` for bad settings."""
+    from avrec.pipeline.model import Pipeline
+    from avrec.policies.registry import make_policy
+
+    if not isinstance(model, Pipeline) or not model.config.policy:
+        return None
+    stage = PolicyStage(make_policy(dict(model.config.policy)), model)
+    model.extra_stages = [s for s in model.extra_stages if not isinstance(s, PolicyStage)] + [stage]
+    return stage

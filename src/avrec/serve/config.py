@@ -6,11 +6,14 @@ import hmac
 import os
 from dataclasses import dataclass, field
 
+from avrec.errors import ConfigError
 from avrec.policies.base import PolicyConfig
 from avrec.policies.rewards import RewardConfig
 from avrec.serve.rerank import RerankConfig
 from avrec.serve.store import DEFAULT_RATING_THRESHOLD
 
+#: the lists a policy may choose (``explore_endpoints``)
+ENDPOINTS = ("recommend", "similar", "search")
 #: the largest ``k`` a request may ask for
 MAX_K = 1000
 #: 32 MiB: 10,000 catalogue items of about 3 kB of JSON each (title, genres, tags, people, an overview)
@@ -32,6 +35,8 @@ class ServeConfig:
     default fits the largest batch, 10,000 items with long overviews in one ``POST /items``.
     ``policy``: the exploration policy of /recommend (greedy, epsilon, softmax, linucb, thompson) and
     ``exploration`` its settings (:class:`~avrec.policies.base.PolicyConfig`; its ``name`` is ``policy``).
+    ``explore_endpoints``: which lists the policy chooses (``recommend``, ``similar``, ``search``; the others
+    are greedy). Linear policies learn from /recommend impressions only.
     ``log_impressions``: log every served list in the store (:mod:`avrec.serve.impressions`).
     ``rewards``: the reward of each feedback event (:class:`~avrec.policies.rewards.RewardConfig`).
     ``examination_decay``: slot j is examined with probability decay^(j-1) (position bias).
@@ -56,6 +61,7 @@ class ServeConfig:
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
     policy: str = "greedy"
     exploration: PolicyConfig = field(default_factory=PolicyConfig)
+    explore_endpoints: list[str] = field(default_factory=lambda: ["recommend"])
     log_impressions: bool = True
     rewards: RewardConfig = field(default_factory=RewardConfig)
     examination_decay: float = 0.85
@@ -65,6 +71,11 @@ class ServeConfig:
     default_profile: str = ""
     rerank: RerankConfig = field(default_factory=RerankConfig)
     disallowed_terms: list[str] | None = None
+
+    def __post_init__(self) -> None:
+        bad = [e for e in self.explore_endpoints if e not in ENDPOINTS]
+        if bad:
+            raise ConfigError(f"serve.explore_endpoints: {bad[0]!r} is not one of {', '.join(ENDPOINTS)}")
 
     def effective_api_key(self) -> str | None:
         return os.environ.get("AVREC_API_KEY") or self.api_key or None

@@ -37,7 +37,7 @@ from avrec.models.registry import create_model
 from avrec.models.versions import VersionHome, resolve_model_folder
 from avrec.policies import load_policy, make_policy
 from avrec.serve.config import ServeConfig
-from avrec.serve.exploration import POLICY_DIR, replay
+from avrec.serve.exploration import POLICY_DIR, replay, served_policy_config
 from avrec.serve.impressions import ImpressionLog
 from avrec.serve.probe import load_probe, probe_ndcg, probe_pairs
 from avrec.serve.state import replayable
@@ -223,9 +223,7 @@ def save_policy(folder: Path, previous: Path, store: EventStore, serve: ServeCon
     Starts from the previous version's saved policy (when it is the same policy) and replays what was
     logged after it; None for a policy that does not learn.
     """
-    from dataclasses import replace
-
-    config = replace(serve.exploration, name=serve.policy)
+    config = served_policy_config(serve, previous)
     policy = make_policy(config)
     if not policy.learns:
         return None

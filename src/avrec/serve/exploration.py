@@ -19,8 +19,10 @@ from typing import Any
 
 import numpy as np
 
+from avrec.errors import ConfigError
+from avrec.models.artifacts import read_meta
 from avrec.models.versions import resolve_model_folder
-from avrec.policies import SlatePolicy, load_policy, make_policy
+from avrec.policies import PolicyConfig, SlatePolicy, load_policy, make_policy, policy_config
 from avrec.policies.clicks import geometric_examination
 from avrec.policies.features import FEATURE_NAMES, FeatureBuilder
 from avrec.policies.rewards import RewardConfig
@@ -77,13 +79,29 @@ def shown_features(imp: Impression, decay: float) -> tuple[np.ndarray, np.ndarra
     return feats[rows], kappa
 
 
+def served_policy_config(config: ServeConfig, model_dir: Path | None, model: Any = None) -> PolicyConfig:
+    """The policy settings a server runs: ``serve.policy`` with ``[serve.exploration]``, or with ``policy =
+    "model"`` the ``policy`` table saved in a pipeline model's settings (a ConfigError when it has none)."""
+    if config.policy != "model":
+        return replace(config.exploration, name=config.policy)
+    if model is not None:
+        raw = getattr(model.config, "policy", None)
+    else:
+        assert model_dir is not None
+        raw = read_meta(resolve_model_folder(model_dir)).get("config", {}).get("policy")
+    if not raw:
+        raise ConfigError("serve.policy = model: the served model has no policy setting (fit the pipeline with "
+                          "--set models.pipeline.policy.name=thompson, or choose a policy by name)")
+    return policy_config(dict(raw))
+
+
 class Explorer:
     """The policy of a service, its impression log and its random source (seeded; one lock)."""
 
-    def __init__(self, config: ServeConfig, store: EventStore, model_dir: Path | None) -> None:
+    def __init__(self, config: ServeConfig, store: EventStore, model_dir: Path | None, model: Any = None) -> None:
         self.config = config
         self.impressions = ImpressionLog(store)
-        pconfig = replace(config.exploration, name=config.policy)
+        pconfig = served_policy_config(config, model_dir, model)
         self.policy = make_policy(pconfig)
         self.rng = np.random.default_rng(pconfig.seed)
         self.lock = threading.Lock()

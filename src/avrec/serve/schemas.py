@@ -81,6 +81,7 @@ class SimilarResponse(BaseModel):
     item_id: str
     items: list[ScoredItem]
     impression_id: str | None = None
+    policy: str | None = None
 
 
 class SearchResponse(BaseModel):
@@ -89,6 +90,7 @@ class SearchResponse(BaseModel):
     personalised: bool
     items: list[ScoredItem]
     impression_id: str | None = None
+    policy: str | None = None
 
 
 class ExplainResponse(BaseModel):

@@ -48,7 +48,7 @@ class RecommenderService:
         self.rules = content_rules(self.config)
         self.reranker = ServeReranker(self.config.rerank)
         self.model_dir = Path(model_dir) if model_dir is not None else None
-        self.explorer = Explorer(self.config, store, self.model_dir)
+        self.explorer = Explorer(self.config, store, self.model_dir, model)
         self.indexer = SearchIndexer(self.config)
         self._mutation = threading.RLock()
         self._watcher: FolderWatcher | None = None
@@ -195,6 +195,10 @@ class RecommenderService:
                 it["explanation"] = explain_item(state, user_id, it["item_id"], allowed_history, view)["text"]
         return {"user_id": user_id, "fallback": bool(fallback), "items": items}
 
+    def _pool(self, endpoint: str, k: int) -> int:
+        """How many items an endpoint's policy chooses ``k`` from (``k`` where it does not explore)."""
+        return self.explorer.width(k) if endpoint in self.config.explore_endpoints else k
+
     def _explore(self, state: ModelState, endpoint: str, user_id: str | None, pool: list[dict[str, Any]], k: int,
                  history: list[str], context: dict[str, Any], explore: bool = True
                  ) -> tuple[list[dict[str, Any]], dict[str, Any]]:
@@ -226,14 +230,16 @@ class RecommenderService:
                 sims[0, row] = -np.inf
                 if view.mask is not None:
                     sims[0, ~view.mask[: sims.shape[1]]] = -np.inf
-                top, scores = topk_from_scores(sims, k)
-                items = state.scored_items(state.ids_of(top)[0], scores[0], k, exclude={str(item_id)})
+                n = self._pool("similar", k)
+                top, scores = topk_from_scores(sims, n)
+                items = state.scored_items(state.ids_of(top)[0], scores[0], n, exclude={str(item_id)})
             else:  # an added item the model cannot score: neighbours by text
                 idx, scores = self.indexer.ready(state).neighbours(row, k + view.n_blocked())
                 items = [{"item_id": str(state.catalog_ids[i]), "score": finite(s), "title": state.title(i)}
                          for i, s in zip(idx, scores) if view.allows_row(int(i))][:k]
             items = [it for it in items if view.allows_row(state.catalog_index[it["item_id"]])]
-        items, logged = self._explore(state, "similar", None, items, k, [], {"item_id": str(item_id)}, False)
+        items, logged = self._explore(state, "similar", None, items, k, [], {"item_id": str(item_id)},
+                                      "similar" in self.config.explore_endpoints)
         return logged | {"item_id": str(item_id), "items": items}
 
     def search(self, q: str, k: int = 10, user_id: str | None = None, personal_weight: float | None = None,
@@ -245,7 +251,8 @@ class RecommenderService:
         w = self.config.personal_weight if personal_weight is None else personal_weight
         with state.lock.read():
             view = self._view(state, profile, user_id)
-            idx, text_scores = search.search(q, (k if not user_id else max(5 * k, 50)) + view.n_blocked())
+            n = self._pool("search", k)
+            idx, text_scores = search.search(q, (n if not user_id else max(5 * n, 50)) + view.n_blocked())
             if view.mask is not None:
                 keep = view.mask[np.clip(idx, 0, len(view.mask) - 1)] & (idx < len(view.mask))
                 idx, text_scores = idx[keep], np.asarray(text_scores)[keep]
@@ -273,9 +280,10 @@ class RecommenderService:
                 items.append({"item_id": item, "score": finite(final[o]), "title": state.title(int(idx[o]))})
                 if details:
                     state.add_details(items[-1])
-                if len(items) == k:
+                if len(items) == n:
                     break
-        items, logged = self._explore(state, "search", user_id, items, k, [], {"query": q}, False)
+        items, logged = self._explore(state, "search", user_id, items, k, [], {"query": q},
+                                      "search" in self.config.explore_endpoints)
         return logged | {"query": q, "user_id": user_id, "personalised": personalised, "items": items}
 
     # ---- writes ----
