@@ -186,3 +186,21 @@ def test_seqknn_needs_timestamps():
 class TestSeqKNN(RecommenderSuite):
     def make_model(self):
         return create_model("seqknn", window=3)
+
+
+def test_a_change_that_loses_on_one_fold_is_not_taken():
+    # "x=1" gains a lot on fold 0 and loses a little on fold 1: its mean is higher, but it is luck on one part
+    table = {0.0: np.array([0.30, 0.30]), 1.0: np.array([0.50, 0.28])}
+    params, best = coordinate_search(lambda p: table[p["x"]], [{"x": 0.0}], {"x": [0.0, 1.0]})
+    assert params == {"x": 0.0} and best == pytest.approx(0.30)
+
+
+def test_cold_validation_folds_split_the_items():
+    import scipy.sparse as sp
+
+    truth = sp.csr_matrix(np.eye(4, 6, k=2, dtype=np.float32))  # user u's item is u + 2
+    check = ValidationSet(np.arange(4), truth, None, candidates=np.arange(2, 6))
+    perfect = np.eye(4, 4, dtype=np.float32)  # scores over the 4 candidates: each user's item first
+    folds = check.ndcg_folds(perfect, n_folds=2)
+    assert folds.shape == (2,) and np.allclose(folds, 1.0)
+    assert (check.ndcg_folds(1.0 - perfect, n_folds=2) < 1.0).all()  # each user's item ranked last in its fold

@@ -97,4 +97,5 @@ def numbers_of(items: pd.DataFrame, column: str) -> np.ndarray:
     return pd.to_numeric(items[column].fillna("").astype(str).str.strip(), errors="coerce").to_numpy(np.float64)
 
 
-__all__ = ["BEHAVIOUR_COLUMNS", "FEATURE_KINDS", "FieldKind", "KINDS", "column_kind", "infer_fields", "numbers_of", "years_of"]
+__all__ = ["BEHAVIOUR_COLUMNS", "FEATURE_KINDS", "FieldKind", "KINDS", "column_kind", "infer_fields", "numbers_of",
+           "years_of"]

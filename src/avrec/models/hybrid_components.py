@@ -48,7 +48,8 @@ def make_component(name: str, cfg: Any, n_active_items: int, tuned: dict[str, An
         return create_model(name, replace(getattr(cfg, name)))
     if name == "content":  # the same encoder and cached vectors as the item tower
         return create_model("content", encoder=cfg.encoder, embedding_cache=cfg.embedding_cache,
-                            max_length=cfg.max_length, doc_fields=list(cfg.doc_fields))
+                            max_length=cfg.max_length, doc_fields=list(cfg.doc_fields),
+                            modalities=list(cfg.modalities), extractors=dict(cfg.extractors))
     return create_model(name)
 
 

@@ -142,7 +142,7 @@ class TfidfKNN(Recommender):
         if not len(check):
             return weights, power
 
-        def objective(params: dict[str, float]) -> float:
+        def objective(params: dict[str, float]) -> np.ndarray:
             rows = self._rows(blocks, {f: params[f] for f in blocks}, params["norm_power"])
             items = rows if check.candidates is None else rows[check.candidates]
             return check.ndcg_folds((seen[check.users] @ rows @ items.T).toarray(), 10)
