@@ -8,9 +8,10 @@ each stage is tuned on validation (the largest one within ``--tolerance`` of the
 validation NDCG@10) and reported on test. Writes benchmarks/results/tradeoff.{json,md,png}.
 
     AVREC_DATA=../shared/data nice -n 10 .venv/bin/python benchmarks/tradeoff.py [--datasets ml-latest-small,lastfm-2k]
-        [--model als] [--depth 100] [--tolerance 0.02]
+        [--model als|ease] [--depth 100] [--tolerance 0.02]
 
 The model is ALS (128 factors, as in accuracy.py) by default: the hybrid takes 4-15 minutes per fit here.
+Another model writes its own files, ``tradeoff_<model>.{json,md,png}`` (``--model ease``: EASE, λ=500).
 On Last.fm the calibration mix is over each artist's tags, limited to the 30 most frequent tags.
 """
 
@@ -27,7 +28,8 @@ import numpy as np
 RESULTS = Path(__file__).resolve().parent / "results"
 BETAS = [0.0, 0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0]
 LAMBDAS = [0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95]
-MODEL_SETTINGS = {"als": {"factors": 128, "regularization": 50.0, "alpha": 10.0}}
+MODEL_SETTINGS = {"als": {"factors": 128, "regularization": 50.0, "alpha": 10.0},
+                  "ease": {"l2": 500.0}}  # the settings tune_baselines.py chose on validation
 SETUP = {
     "ml-latest-small": {"data": {}, "field": "genres", "max_values": None},
     "lastfm-2k": {"data": {"weighting": "log"}, "field": "tags", "max_values": 30},
@@ -205,10 +207,11 @@ def main() -> None:
     out.mkdir(parents=True, exist_ok=True)
     with threadpool_limits(1):
         results = [run_dataset(d, args.model, args.depth, args.tolerance) for d in args.datasets.split(",")]
-    (out / "tradeoff.json").write_text(json.dumps(results, indent=1))
-    write_markdown(results, out / "tradeoff.md")
-    plot(results, out / "tradeoff.png")
-    print(f"wrote {out / 'tradeoff.json'}, tradeoff.md, tradeoff.png")
+    stem = "tradeoff" if args.model == "als" else f"tradeoff_{args.model}"
+    (out / f"{stem}.json").write_text(json.dumps(results, indent=1))
+    write_markdown(results, out / f"{stem}.md")
+    plot(results, out / f"{stem}.png")
+    print(f"wrote {out / stem}.json, .md, .png")
 
 
 if __name__ == "__main__":

@@ -103,3 +103,47 @@ def test_bad_rerank_settings_are_one_clear_error(model_dir, tmp_path, capsys):
     assert "no column 'moods'" in capsys.readouterr().err
     assert main(["serve", str(model_dir), "--store", store, "--set", "serve.rerank.strength=1"]) == 2
     assert "unknown setting 'serve.rerank.strength'" in capsys.readouterr().err
+
+
+def test_tune_rerank_writes_settings_that_serve_reads(tmp_path, capsys):
+    """``avrec tune-rerank`` refits the saved model's kind on a split, tunes β then λ within the tolerance on
+    validation and writes a [serve.rerank] table; a server started with that file re-ranks with it."""
+    import tomllib
+
+    import pandas as pd
+
+    from avrec.data.splits import random_split
+    from avrec.pipeline.exposure import tune_exposure
+    from avrec.testing.data import make_structured_dataset
+
+    data = make_structured_dataset()
+    folder = tmp_path / "data"
+    folder.mkdir()
+    data.items.to_csv(folder / "items.csv", index=False)
+    pd.DataFrame({"user_id": data.user_ids[data.user_idx], "item_id": data.items["item_id"].to_numpy()[data.item_idx],
+                  "timestamp": data.timestamp}).to_csv(folder / "interactions.csv", index=False)
+    assert main(["fit", str(folder), "--model", "ease", "--out", str(tmp_path / "m"),
+                 "--run-dir", str(tmp_path / "run")]) == 0
+    capsys.readouterr()
+    out = tmp_path / "rerank.toml"
+    assert main(["tune-rerank", str(tmp_path / "m"), str(folder), "--out", str(out), "--depth", "20"]) == 0
+    printed = capsys.readouterr().out
+    table = tomllib.loads(out.read_text())["serve"]["rerank"]
+    assert printed == out.read_text() and table["depth"] == 20 and table["calibration_field"] == "genres"
+
+    split = random_split(data, seed=2026)
+    from avrec.models.registry import create_model
+
+    model = create_model("ease", **Recommender.load(tmp_path / "m").config.__dict__).fit(split.train, valid=split.valid)
+    result = tune_exposure(model, split, depth=20)
+    assert result["chosen"]["popularity_penalty"] == table["popularity_penalty"]
+    assert result["chosen"]["calibration_lambda"] == table["calibration_lambda"]
+    floor = 0.98 * result["valid"]["none"]["ndcg@10"]
+    assert result["valid"]["penalty"]["ndcg@10"] >= floor and result["valid"]["both"]["ndcg@10"] >= floor
+
+    config = ServeConfig(search=False, watch_interval=0, log_impressions=False, rerank=RerankConfig(**table))
+    service = RecommenderService(tmp_path / "m", EventStore(tmp_path / "t.sqlite3"), config)
+    assert service.health()["rerank"]["depth"] == 20
+    assert main(["tune-rerank", str(tmp_path / "m"), str(folder), "--calibration-field", "moods"]) == 2
+    assert "no item column 'moods'" in capsys.readouterr().err
+    assert main(["tune-rerank", str(tmp_path / "m"), str(folder), "--tolerance", "1.5"]) == 2

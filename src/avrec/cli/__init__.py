@@ -20,6 +20,7 @@ COMMAND_MODULES = [
     "avrec.cli.kg",
     "avrec.cli.finetune",
     "avrec.cli.report",
+    "avrec.cli.rerank",
     "avrec.cli.logs",
     "avrec.cli.ope",
     "avrec.cli.embed",
