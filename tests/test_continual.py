@@ -17,7 +17,7 @@ from avrec.models.base import Recommender
 from avrec.models.registry import create_model
 from avrec.models.versions import POINTER, VersionHome, read_pointer, resolve_model_folder
 from avrec.serve import EventStore, RecommenderService, ServeConfig, create_app
-from avrec.serve.probe import draw_probe, load_probe, probe_ndcg, save_probe
+from avrec.serve.probe import draw_probe, held_out, load_probe, probe_ndcg, save_probe
 
 H = {"X-API-Key": "k"}
 
@@ -40,15 +40,18 @@ def _update(folder, store, *extra) -> dict:
 def test_probe_is_held_out_and_frozen(home):
     probe = load_probe(home)
     model = Recommender.load(home)
-    assert probe["user_id"].nunique() == 10 and len(probe) >= 10
-    for u, i in zip(probe["user_id"], probe["item_id"]):  # held out of training
+    held = held_out(probe)
+    assert probe["user_id"].nunique() == 10 and held["user_id"].nunique() == 10 and len(held) < len(probe)
+    for u, i in zip(held["user_id"], held["item_id"]):  # held out of training
         assert model.item_index[i] not in set(model.seen[model.user_index[u]].indices)
+    for u, i in zip(probe["user_id"][probe["part"] == "history"], probe["item_id"][probe["part"] == "history"]):
+        assert model.item_index[i] in set(model.seen[model.user_index[u]].indices)  # the frozen history
     assert probe_ndcg(model, probe)["ndcg"] > 0.2
 
 
 def test_update_promotes_a_new_version_and_then_has_nothing_to_do(home, tmp_path):
     store = tmp_path / "e.sqlite3"
-    probe = load_probe(home)
+    probe = held_out(load_probe(home))
     u, i = probe.iloc[0]["user_id"], probe.iloc[0]["item_id"]
     with EventStore(store) as s:
         s.add_events([{"user_id": "fresh", "item_id": "s1", "event": "like"},
@@ -68,7 +71,7 @@ def test_update_promotes_a_new_version_and_then_has_nothing_to_do(home, tmp_path
 
 def test_an_update_that_forgets_is_refused_and_can_be_promoted_by_hand(home, tmp_path, capsys):
     store = tmp_path / "e.sqlite3"
-    held = set(load_probe(home)["item_id"])
+    held = set(held_out(load_probe(home))["item_id"])
     spam = [x for x in SCIFI if x not in held] + ROMANCE  # drift away from the probe users' held-out items
     with EventStore(store) as s:
         s.add_events([{"user_id": f"spam{n}", "item_id": i, "event": "like"} for n in range(40) for i in spam])
@@ -197,7 +200,7 @@ def test_fit_draws_the_probe_and_bad_flags_are_one_clear_error(tmp_path, capsys)
                  "--run-dir", str(tmp_path / "runs")]) == 0
     probe = load_probe(out)
     assert probe["user_id"].nunique() == 5
-    assert Recommender.load(out).seen.nnz == ds.n_interactions - len(probe)
+    assert Recommender.load(out).seen.nnz == ds.n_interactions - len(held_out(probe))
     capsys.readouterr()
     assert main(["fit", str(data), "--model", "itemknn", "--out", str(tmp_path / "m2"), "--probe-share", "1.5",
                  "--probe-users", "3", "--run-dir", str(tmp_path / "runs")]) == 2

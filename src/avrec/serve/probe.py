@@ -2,9 +2,12 @@
 fitted (``avrec fit --probe-users N``) and frozen from then on.
 
 The probe users stay in the training data with their earlier events; their latest events (a share of
-each history, at least one) are held out of it. ``avrec update`` scores every candidate version on them
-(NDCG@10 of the user's list, their training items excluded) before and after folding new traffic in, and
-never folds the probe's own (user, item) pairs in, so the probe stays unseen by every version.
+each history, at least one) are held out of it. The probe file keeps both parts (``part`` = ``history`` or
+``held_out``). ``avrec update`` scores every candidate version on it before and after folding new traffic
+in: each probe user's list is folded in from their *frozen* history (what they had at fit time, excluded
+from the list) and NDCG@10 is taken against their held-out events. Freezing the input too means the score
+moves only when the model's item relationships do, not because the probe users consumed more since. The
+probe's held-out (user, item) pairs are never folded into a version, so they stay unseen by every one.
 """
 
 from __future__ import annotations
@@ -29,7 +32,7 @@ PROBE_META = "probe.json"
 
 def draw_probe(dataset: Dataset, n_users: int, share: float = 0.2, seed: int = 0,
                min_history: int = 3) -> tuple[Dataset, pd.DataFrame]:
-    """(training data without the probe, the probe: ``user_id, item_id, timestamp`` rows).
+    """(training data without the probe's held-out events, the probe: ``user_id, item_id, timestamp, part``).
 
     ``n_users`` users with at least ``min_history`` interactions are drawn with ``seed``; each one's latest
     ``share`` of interactions (by timestamp, ties in the data's order; at least one) is held out.
@@ -53,9 +56,10 @@ def draw_probe(dataset: Dataset, n_users: int, share: float = 0.2, seed: int = 0
     for a, b in zip(starts[:-1], starts[1:]):
         n_held = max(1, int(round(share * (b - a))))
         held[rows[b - n_held: b]] = True
-    probe = pd.DataFrame({"user_id": dataset.user_ids[dataset.user_idx[held]].astype(str),
-                          "item_id": dataset.item_ids[dataset.item_idx[held]].astype(str),
-                          "timestamp": dataset.timestamp[held]})
+    part = np.where(held[rows], "held_out", "history")
+    probe = pd.DataFrame({"user_id": dataset.user_ids[dataset.user_idx[rows]].astype(str),
+                          "item_id": dataset.item_ids[dataset.item_idx[rows]].astype(str),
+                          "timestamp": dataset.timestamp[rows], "part": part})
     return dataset.subset(~held), probe
 
 
@@ -63,7 +67,8 @@ def save_probe(folder: str | Path, probe: pd.DataFrame, **meta: Any) -> None:
     """Write the probe as ``probe.parquet`` + ``probe.json`` (when it was drawn and how) into ``folder``."""
     folder = Path(folder)
     probe.to_parquet(folder / PROBE_FILE, index=False)
-    info = {"users": int(probe["user_id"].nunique()), "events": len(probe), "drawn_at": time.time(), **meta}
+    info = {"users": int(probe["user_id"].nunique()), "held_out": len(held_out(probe)), "drawn_at": time.time(),
+            **meta}
     (folder / PROBE_META).write_text(json.dumps(info, indent=2) + "\n", encoding="utf-8")
 
 
@@ -82,32 +87,50 @@ def load_probe(folder: str | Path) -> pd.DataFrame | None:
     return frame.astype({"user_id": str, "item_id": str})
 
 
+def held_out(probe: pd.DataFrame) -> pd.DataFrame:
+    """The held-out rows of a probe (all rows of a probe written without ``part``)."""
+    return probe[probe["part"] == "held_out"] if "part" in probe.columns else probe
+
+
 def probe_pairs(probe: pd.DataFrame | None) -> set[tuple[str, str]]:
-    """The probe's (user_id, item_id) pairs: never folded into a model."""
+    """The probe's held-out (user_id, item_id) pairs: never folded into a model."""
     if probe is None:
         return set()
-    return set(zip(probe["user_id"].astype(str), probe["item_id"].astype(str)))
+    rows = held_out(probe)
+    return set(zip(rows["user_id"].astype(str), rows["item_id"].astype(str)))
 
 
 def probe_ndcg(model: Recommender, probe: pd.DataFrame | None, k: int = 10) -> dict[str, Any]:
     """NDCG@k of ``model`` on the probe: ``{ndcg, users}`` (``ndcg`` None without a probe or usable users).
 
-    Each probe user known to the model is ranked over the whole catalogue with their training items
-    excluded; the relevant items are their held-out ones the model's catalogue has.
+    Each probe user is ranked over the whole catalogue from their frozen history (fold-in, the history
+    excluded); the relevant items are their held-out ones the model's catalogue has. A probe without a
+    ``history`` part ranks the users the model knows from their training rows instead.
     """
     if probe is None or not len(probe):
         return {"ndcg": None, "users": 0}
-    users = model.user_index
     items = model.item_index
-    keep = [(users[u], items[i]) for u, i in zip(probe["user_id"], probe["item_id"]) if u in users and i in items]
+    truth_rows = held_out(probe)
+    has_history = "part" in probe.columns
+    history: dict[str, list[str]] = {}
+    if has_history:
+        for u, i in zip(probe["user_id"][probe["part"] == "history"], probe["item_id"][probe["part"] == "history"]):
+            if i in items:
+                history.setdefault(u, []).append(i)
+        users = [u for u in dict.fromkeys(truth_rows["user_id"]) if u in history]
+    else:
+        users = [u for u in dict.fromkeys(truth_rows["user_id"]) if u in model.user_index]
+    pos = {u: n for n, u in enumerate(users)}
+    keep = [(pos[u], items[i]) for u, i in zip(truth_rows["user_id"], truth_rows["item_id"]) if u in pos and i in items]
     if not keep:
         return {"ndcg": None, "users": 0}
-    rows = np.array(sorted({u for u, _ in keep}), dtype=np.int64)
-    pos = {u: n for n, u in enumerate(rows)}
-    r = np.array([pos[u] for u, _ in keep])
-    c = np.array([i for _, i in keep])
-    truth = sp.csr_matrix((np.ones(len(keep), np.float32), (r, c)), shape=(len(rows), model.n_items))
-    assert model.seen is not None  # a probed model is fitted
-    top = model.topk_indices(rows, k, exclude=model.seen[rows])[0]
+    r, c = np.array([u for u, _ in keep]), np.array([i for _, i in keep])
+    truth = sp.csr_matrix((np.ones(len(keep), np.float32), (r, c)), shape=(len(users), model.n_items))
+    if has_history:
+        top = model.topk_histories(model.history_matrix([history[u] for u in users]), k)[0]
+    else:
+        assert model.seen is not None  # a probed model is fitted
+        rows = np.array([model.user_index[u] for u in users], dtype=np.int64)
+        top = model.topk_indices(rows, k, exclude=model.seen[rows])[0]
     ndcg = float(per_user_metrics(top, truth, k)["ndcg"].mean())
-    return {"ndcg": round(ndcg, 6), "users": int(len(rows))}
+    return {"ndcg": round(ndcg, 6), "users": len(users)}
