@@ -190,12 +190,16 @@ def test_no_blocked_item_comes_back_on_any_endpoint(rules_world):
             responses += [client.get(f"/similar/{target}", params={"k": 10, **p}),
                           client.get("/explain", params={"user_id": user, "item_id": target, **p})]
             assert client.get(f"/items/{target}", params=p).status_code == 200
+            responses.append(client.get(f"/items/{target}/summary", params=p))
+        for b in sorted(blocked)[:3]:  # no text of a blocked item: its summary is refused like the item
+            assert client.get(f"/items/{b}/summary", params=p).status_code == 404
         for r in responses:
             assert r.status_code == 200, r.text
             body = r.json()
             shown = set(_returned_ids(body))
             assert not shown & blocked, (name, rules, r.url, shown & blocked)
-            text = " ".join(str(it.get("explanation", "")) for it in body.get("items", [])) + str(body.get("text", ""))
+            text = " ".join(str(it.get("explanation", "")) for it in body.get("items", []))
+            text += str(body.get("text", "")) + str(body.get("summary", ""))
             assert not [titles[b] for b in blocked if titles[b] in text], (name, r.url, text)
             checked += 1
         # lists stay full: the fallback ranks only allowed items, it does not cut a list after the fact

@@ -8,8 +8,9 @@ Steck's calibration against the genre mix (``calibration_field``) of the user's 
 first ``k`` are served. Scores after calibration are the list's rank order (0, −1, −2, …). The popular
 fallback of an unknown user without feedback, ``/similar`` and ``/search`` are left as they are.
 
-The strengths are given, not learnt here: ``benchmarks/tradeoff.py`` tunes them on validation for a
-model and dataset (largest β or λ within 2% NDCG@10; README, "Re-ranking for exposure and calibration").
+The strengths are given, not learnt at serving time: ``benchmarks/tradeoff.py`` tunes them on validation for a
+model and dataset, and ``avrec tune-rerank`` (:mod:`avrec.pipeline.exposure`) writes them as this table
+(README, "Responsible recommendation").
 """
 
 from __future__ import annotations
@@ -108,7 +109,7 @@ class ServeReranker:
         c, s = np.asarray(idx, dtype=np.int64), np.asarray(scores, dtype=np.float64)
         for stage in self.stages(model):
             c, s = stage.apply(ctx, c, s)
-        return c, s
+        return c, s + 0.0  # no -0.0 in the answer
 
     def describe(self) -> dict[str, Any] | None:
         """The settings in force, for ``/health`` (None when off)."""
