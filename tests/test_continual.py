@@ -199,7 +199,7 @@ def test_fit_draws_the_probe_and_bad_flags_are_one_clear_error(tmp_path, capsys)
     assert main(["fit", str(data), "--model", "itemknn", "--out", str(out), "--probe-users", "5",
                  "--run-dir", str(tmp_path / "runs")]) == 0
     probe = load_probe(out)
-    assert probe["user_id"].nunique() == 5
+    assert probe["user_id"].nunique() == 5 and len(probe.attrs["items"]) == 40  # the catalogue it was drawn over
     assert Recommender.load(out).seen.nnz == ds.n_interactions - len(held_out(probe))
     capsys.readouterr()
     assert main(["fit", str(data), "--model", "itemknn", "--out", str(tmp_path / "m2"), "--probe-share", "1.5",

@@ -52,9 +52,10 @@ def cmd_fit(args: argparse.Namespace) -> int:
         if probe is not None:
             from avrec.serve.probe import save_probe
 
-            save_probe(args.out, probe, share=args.probe_share, seed=settings.seed, model=args.model)
+            save_probe(args.out, probe, items=dataset.item_ids, share=args.probe_share, seed=settings.seed,
+                       model=args.model)
         else:  # a probe of an earlier fit into this folder belongs to that fit
-            for stale in ("probe.parquet", "probe.json"):
+            for stale in ("probe.parquet", "probe.json", "probe_items.parquet"):
                 (Path(args.out) / stale).unlink(missing_ok=True)
         run.record_metrics(
             {"fit_seconds": round(fit_s, 3), "users": dataset.n_users, "items": dataset.n_items,

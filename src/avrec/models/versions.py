@@ -36,7 +36,7 @@ VERSIONS_DIR = "versions"
 REGISTRY = "versions.json"
 LOCK = ".update.lock"
 #: files of a home that are not part of a version (left in place when a plain folder is adopted)
-HOME_FILES = {POINTER, VERSIONS_DIR, REGISTRY, LOCK, "probe.parquet", "probe.json"}
+HOME_FILES = {POINTER, VERSIONS_DIR, REGISTRY, LOCK, "probe.parquet", "probe.json", "probe_items.parquet"}
 NAME = re.compile(r"^v\d{4,}$")
 
 

@@ -6,8 +6,10 @@ each history, at least one) are held out of it. The probe file keeps both parts 
 ``held_out``). ``avrec update`` scores every candidate version on it before and after folding new traffic
 in: each probe user's list is folded in from their *frozen* history (what they had at fit time, excluded
 from the list) and NDCG@10 is taken against their held-out events. Freezing the input too means the score
-moves only when the model's item relationships do, not because the probe users consumed more since. The
-probe's held-out (user, item) pairs are never folded into a version, so they stay unseen by every one.
+moves only when the model's item relationships do, not because the probe users consumed more since; the
+lists rank only the catalogue the probe was drawn over (``probe_items.parquet``), so items released later
+do not dilute it. The probe's held-out (user, item) pairs are never folded into a version, so they stay
+unseen by every one.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from avrec.models.base import Recommender
 
 PROBE_FILE = "probe.parquet"
 PROBE_META = "probe.json"
+PROBE_ITEMS = "probe_items.parquet"
 
 
 def draw_probe(dataset: Dataset, n_users: int, share: float = 0.2, seed: int = 0,
@@ -63,10 +66,13 @@ def draw_probe(dataset: Dataset, n_users: int, share: float = 0.2, seed: int = 0
     return dataset.subset(~held), probe
 
 
-def save_probe(folder: str | Path, probe: pd.DataFrame, **meta: Any) -> None:
-    """Write the probe as ``probe.parquet`` + ``probe.json`` (when it was drawn and how) into ``folder``."""
+def save_probe(folder: str | Path, probe: pd.DataFrame, items: Any = None, **meta: Any) -> None:
+    """Write the probe as ``probe.parquet`` + ``probe.json`` (when it was drawn and how) into ``folder``, and
+    ``items`` (the catalogue's item ids at that time) as ``probe_items.parquet``."""
     folder = Path(folder)
     probe.to_parquet(folder / PROBE_FILE, index=False)
+    if items is not None:
+        pd.DataFrame({"item_id": pd.Series(list(items), dtype=str)}).to_parquet(folder / PROBE_ITEMS, index=False)
     info = {"users": int(probe["user_id"].nunique()), "held_out": len(held_out(probe)), "drawn_at": time.time(),
             **meta}
     (folder / PROBE_META).write_text(json.dumps(info, indent=2) + "\n", encoding="utf-8")
@@ -84,7 +90,11 @@ def load_probe(folder: str | Path) -> pd.DataFrame | None:
     missing = {"user_id", "item_id"} - set(frame.columns)
     if missing:
         raise DataError(f"{path}: the probe set lacks column {sorted(missing)[0]!r}")
-    return frame.astype({"user_id": str, "item_id": str})
+    frame = frame.astype({"user_id": str, "item_id": str})
+    items = Path(folder) / PROBE_ITEMS
+    if items.exists():
+        frame.attrs["items"] = pd.read_parquet(items)["item_id"].astype(str).tolist()
+    return frame
 
 
 def held_out(probe: pd.DataFrame) -> pd.DataFrame:
@@ -103,8 +113,9 @@ def probe_pairs(probe: pd.DataFrame | None) -> set[tuple[str, str]]:
 def probe_ndcg(model: Recommender, probe: pd.DataFrame | None, k: int = 10) -> dict[str, Any]:
     """NDCG@k of ``model`` on the probe: ``{ndcg, users}`` (``ndcg`` None without a probe or usable users).
 
-    Each probe user is ranked over the whole catalogue from their frozen history (fold-in, the history
-    excluded); the relevant items are their held-out ones the model's catalogue has. A probe without a
+    Each probe user is ranked from their frozen history (fold-in, the history excluded) over the catalogue
+    the probe was drawn over (all items when that is not recorded); the relevant items are their held-out
+    ones the model's catalogue has. A probe without a
     ``history`` part ranks the users the model knows from their training rows instead.
     """
     if probe is None or not len(probe):
@@ -126,11 +137,13 @@ def probe_ndcg(model: Recommender, probe: pd.DataFrame | None, k: int = 10) -> d
         return {"ndcg": None, "users": 0}
     r, c = np.array([u for u, _ in keep]), np.array([i for _, i in keep])
     truth = sp.csr_matrix((np.ones(len(keep), np.float32), (r, c)), shape=(len(users), model.n_items))
+    at_draw = probe.attrs.get("items")
+    cands = None if at_draw is None else np.array(sorted(items[i] for i in at_draw if i in items), dtype=np.int64)
     if has_history:
-        top = model.topk_histories(model.history_matrix([history[u] for u in users]), k)[0]
+        top = model.topk_histories(model.history_matrix([history[u] for u in users]), k, candidates=cands)[0]
     else:
         assert model.seen is not None  # a probed model is fitted
         rows = np.array([model.user_index[u] for u in users], dtype=np.int64)
-        top = model.topk_indices(rows, k, exclude=model.seen[rows])[0]
+        top = model.topk_indices(rows, k, exclude=model.seen[rows], candidates=cands)[0]
     ndcg = float(per_user_metrics(top, truth, k)["ndcg"].mean())
     return {"ndcg": round(ndcg, 6), "users": len(users)}
