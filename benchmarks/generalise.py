@@ -227,6 +227,15 @@ def run_in_child(variant: str, protocol: str, seed: int, contender: str) -> list
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
+def all_rows() -> list[dict]:
+    """Rows of generalise.json and of every part written by runs side by side (a later file wins a key)."""
+    merged = {}
+    for path in [RESULTS / "generalise.json", *sorted(RESULTS.glob("generalise.part-*.json"))]:
+        for r in json.loads(path.read_text()) if path.exists() else []:
+            merged[(r["variant"], r["protocol"], r["seed"], r["contender"])] = r
+    return list(merged.values())
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--cell", nargs=4, help=argparse.SUPPRESS)
@@ -235,6 +244,8 @@ def main() -> int:
     parser.add_argument("--seeds", default=",".join(map(str, SEEDS)))
     parser.add_argument("--contenders", default="hybrid,ease,als,tfidf-ref,lightfm,ablations")
     parser.add_argument("--report", action="store_true", help="rebuild the table and plot from the JSON only")
+    parser.add_argument("--part", default="", help="write rows to generalise.part-PART.json (runs side by side "
+                        "write their own parts; the report merges generalise.json with every part)")
     args = parser.parse_args()
     os.environ.setdefault("AVREC_DATA", str(ROOT.parent / "shared" / "data"))
     if args.cell:
@@ -244,7 +255,7 @@ def main() -> int:
     sys.path.insert(0, str(Path(__file__).resolve().parent))
     from generalise_report import write_report
 
-    out = RESULTS / "generalise.json"
+    out = RESULTS / (f"generalise.part-{args.part}.json" if args.part else "generalise.json")
     rows = json.loads(out.read_text()) if out.exists() else []
     if not args.report:
         for variant in args.variants.split(","):
@@ -259,7 +270,8 @@ def main() -> int:
                             continue
                         t = time.perf_counter()
                         twin = SAME_INTERACTIONS.get(variant)
-                        reuse = [r for r in rows if twin and contender in WARM_REFERENCES and r["variant"] == twin
+                        reuse = [r for r in [*rows, *all_rows()] if twin and contender in WARM_REFERENCES
+                                 and r["variant"] == twin
                                  and r["protocol"] == protocol and r["seed"] == seed and r["contender"] == contender
                                  and "metrics" in r]
                         new = ([dict(reuse[0], variant=variant, same_as=twin)] if reuse
@@ -272,7 +284,7 @@ def main() -> int:
                         shown = head.get("metrics", {}).get("ndcg@10", head.get("error"))
                         print(f"{variant:14s} {protocol:4s} s{seed:<5d} {contender:10s} ndcg@10={shown} "
                               f"({time.perf_counter() - t:.0f}s)", flush=True)
-    print(write_report(rows, RESULTS / "generalise"))
+    print(write_report(all_rows(), RESULTS / "generalise"))
     return 0
 
 

@@ -39,6 +39,28 @@ def verdicts(agg: dict) -> list[dict]:
     return out
 
 
+def ablation_table(rows: list[dict], seed: int = 2026) -> list[str]:
+    """Hybrid on the first seed against each ablation of the same fit (and the LM-free refit)."""
+    by: dict = {}
+    for r in rows:
+        if r.get("seed") == seed and "metrics" in r:
+            by.setdefault((r["variant"], r["protocol"]), {})[r["contender"]] = r["metrics"]["ndcg@10"]
+    cells = {k: v for k, v in by.items() if "hybrid" in v and any(c.startswith("ablation:") for c in v)}
+    if not cells:
+        return []
+    names = sorted({c for v in cells.values() for c in v if c.startswith("ablation:")})
+    out = ["", f"## Ablations (seed {seed}): test NDCG@10 of the hybrid without one part, change against the full hybrid",
+           "", "`no-X`: X left out of the fusion, the other weights re-tuned on validation (no refit); `no-lm`:",
+           "refitted with `use_lm=false` and without the `content` component (no language model anywhere).", "",
+           "| variant | protocol | hybrid | " + " | ".join(n.split(":", 1)[1] for n in names) + " |",
+           "|---|---|---:|" + "---:|" * len(names)]
+    for (variant, protocol), v in sorted(cells.items()):
+        h = v["hybrid"]
+        vals = [f"{v[n]:.4f} ({(v[n] / h - 1) * 100:+.1f}%)" if n in v else "" for n in names]
+        out.append(f"| {variant} | {protocol} | {h:.4f} | " + " | ".join(vals) + " |")
+    return out
+
+
 def write_report(rows: list[dict], stem: Path) -> str:
     agg = aggregate(rows)
     ver = verdicts(agg)
@@ -56,6 +78,7 @@ def write_report(rows: list[dict], stem: Path) -> str:
         lines.append(f"| {v['variant']} | {v['protocol']} | {v['hybrid']:.4f} | {v['best_reference']} | {v['reference']:.4f} | "
                      f"{v['ratio']:.3f}× | {v['target']}× | {'yes' if v['met'] else '**no**'} | "
                      f"{v['best_component']} ({v['best_component_ndcg']:.4f}) | {'yes' if v['above_components'] else '**no**'} |")
+    lines += ablation_table(rows)
     for (variant, protocol), by in sorted(agg.items()):
         lines += ["", f"## {variant} — {protocol}", "", "| contender | NDCG@10 | ± | n |", "|---|---:|---:|---:|"]
         for c, (m, s, n) in sorted(by.items(), key=lambda t: -t[1][0]):
