@@ -43,14 +43,24 @@ def read_id_file(path: str | Path, what: str = "id") -> list[str]:
     return ids
 
 
-def load_model(folder: str | Path):
-    """A saved model; a DataError naming the folder when it does not exist."""
-    from avrec.models.base import Recommender
+def require_model_folder(folder: str | Path) -> Path:
+    """``folder`` when a model can be loaded from it (plain, or versioned by ``avrec update``); otherwise one
+    DataError naming it. The one check every command that reads a model folder makes."""
+    from avrec.models.versions import resolve_model_folder
 
     folder = Path(folder)
     if not folder.is_dir():
-        raise DataError(f"{folder}: no such model folder; create one with `avrec fit`")
-    return Recommender.load(folder)
+        raise DataError(f"{folder}: no such model folder (not a model folder); create one with `avrec fit --out`")
+    if not (resolve_model_folder(folder) / "config.json").exists():
+        raise DataError(f"{folder}: not a model folder (no config.json); create one with `avrec fit --out`")
+    return folder
+
+
+def load_model(folder: str | Path):
+    """A saved model; a DataError naming the folder when it is not one."""
+    from avrec.models.base import Recommender
+
+    return Recommender.load(require_model_folder(folder))
 
 
 def load_data(args: argparse.Namespace, data_config: Any, console):

@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from avrec.cli.common import add_data_dir
+from avrec.cli.common import add_data_dir, require_model_folder
 from avrec.errors import ConfigError, DataError
 
 DEFINITIONS = {
@@ -166,9 +166,7 @@ def cmd_report(args: argparse.Namespace) -> int:
         raise ConfigError(f"--k must be at least 1, not {args.k}")
     if args.users < 1:
         raise ConfigError(f"--users must be at least 1, not {args.users}")
-    model_dir = Path(args.model_dir)
-    if not (model_dir / "config.json").exists():
-        raise DataError(f"{model_dir}: not a model folder (no config.json); create one with `avrec fit --out`")
+    model_dir = require_model_folder(args.model_dir)
     err = stderr_console()
     with err.status(f"loading {model_dir}"):
         model = Recommender.load(model_dir)

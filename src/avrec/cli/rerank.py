@@ -13,7 +13,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from avrec.cli.common import add_data_dir
+from avrec.cli.common import add_data_dir, require_model_folder
 from avrec.errors import ConfigError, DataError
 
 
@@ -44,9 +44,7 @@ def cmd_tune_rerank(args: argparse.Namespace) -> int:
         raise ConfigError(f"--tolerance must be in [0, 1), not {args.tolerance}")
     if args.depth < 10:
         raise ConfigError(f"--depth must be at least 10 (the list length), not {args.depth}")
-    model_dir = Path(args.model_dir)
-    if not (model_dir / "config.json").exists():
-        raise DataError(f"{model_dir}: not a model folder (no config.json); create one with `avrec fit --out`")
+    model_dir = require_model_folder(args.model_dir)
     err = stderr_console()
     with err.status(f"loading {model_dir} and {args.dataset}"):
         saved = Recommender.load(model_dir)

@@ -10,7 +10,7 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 
 from avrec.cli.settings import Layout, add_settings_options, load_settings, section
-from avrec.errors import ConfigError, DataError
+from avrec.errors import ConfigError
 from avrec.serve.config import ServeConfig
 
 #: Everything is in the ``[serve]`` table (``--set api_key=x`` is short for ``--set serve.api_key=x``); a
@@ -101,14 +101,12 @@ def cmd_serve(args: argparse.Namespace) -> int:
         import uvicorn
     except ImportError:
         raise ConfigError("serving needs fastapi and uvicorn: pip install fastapi uvicorn") from None
+    from avrec.cli.common import require_model_folder
     from avrec.serve.app import create_app
     from avrec.serve.service import RecommenderService
-    from avrec.serve.state import is_model_folder
     from avrec.serve.store import EventStore
 
-    model_dir = Path(args.model_dir)
-    if not is_model_folder(model_dir):
-        raise DataError(f"{model_dir}: not a model folder (no config.json); create one with `avrec fit --out`")
+    model_dir = require_model_folder(args.model_dir)
     host, port, store_path, config = serve_settings(args)
     if config.insecure_dev and not _is_loopback(host):
         raise ConfigError(f"--insecure-dev only binds a loopback address (127.0.0.1), not {host}")
