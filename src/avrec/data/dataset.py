@@ -19,7 +19,7 @@ import scipy.sparse as sp
 from avrec.errors import DataError
 
 #: Item fields that hold several values separated by ``|``.
-MULTI_VALUED_FIELDS = ("genres", "tags", "director", "cast", "artist", "keywords", "country")
+MULTI_VALUED_FIELDS = ("genres", "tags", "director", "cast", "artist", "keywords", "country", "heard_tags")
 #: Item fields an item document may use, in the default order.
 TEXT_FIELDS = (
     "title",
@@ -30,6 +30,7 @@ TEXT_FIELDS = (
     "director",
     "cast",
     "tags",
+    "heard_tags",  # what an audio tagger heard (heard_tags.csv; avrec embed --heard-tags), not catalogue metadata
     "keywords",
     "tagline",
     "overview",

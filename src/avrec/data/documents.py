@@ -21,6 +21,7 @@ DEFAULT_LABELS = {
     "director": "Director",
     "cast": "Cast",
     "tags": "Tags",
+    "heard_tags": "Heard in the audio",
     "keywords": "Keywords",
     "tagline": "Tagline",
     "overview": "Overview",

@@ -359,11 +359,13 @@ def load_folder(folder: str | Path, config: DataConfig | None = None, name: str 
         raise DataError(f"{folder}: not a dataset folder (no such directory)")
     items_path = find_table(folder, "items")
     inter_path = find_table(folder, "interactions")
-    items = clean_items(read_table(items_path), items_path)
+    from avrec.data.vectors import HEARD_FILE, attach_folder, load_item_vectors, merge_heard_tags
+
+    items = merge_heard_tags(clean_items(read_table(items_path), items_path), folder)  # heard_tags.csv, if any
     inter = clean_interactions(read_table(inter_path), set(items["item_id"]), config, inter_path)
-    checksums = {p.name: sha256_file(p) for p in (items_path, inter_path)}
+    tables = [items_path, inter_path] + ([folder / HEARD_FILE] if (folder / HEARD_FILE).is_file() else [])
+    checksums = {p.name: sha256_file(p) for p in tables}
     dataset = build_dataset(items, inter, name=name or folder.resolve().name, checksums=checksums)
-    from avrec.data.vectors import attach_folder, load_item_vectors
 
     load_item_vectors(attach_folder(dataset.items, folder))  # item_vectors/*.parquet: checked up front
     return dataset

@@ -179,10 +179,43 @@ def media_paths(items: pd.DataFrame, modality: str, folder: Path | None = None) 
     return out
 
 
+#: Tags an audio tagger heard (``avrec embed --modality audio --heard-tags``): ``item_id``, ``heard_tags``.
+HEARD_FILE = "heard_tags.csv"
+HEARD_COLUMN = "heard_tags"
+
+
+def merge_heard_tags(items: pd.DataFrame, folder: Path) -> pd.DataFrame:
+    """``items`` with the folder's ``heard_tags.csv`` as a ``heard_tags`` column (``|``-separated); unchanged
+    when the folder has no such file. Unknown or duplicate ids are a :class:`DataError` naming the row."""
+    path = Path(folder) / HEARD_FILE
+    if not path.is_file():
+        return items
+    try:
+        df = pd.read_csv(path, dtype=str, keep_default_na=False)
+    except Exception as exc:  # pandas raises several types for a bad CSV
+        raise DataError(f"{path}: not a readable CSV file ({type(exc).__name__}: {exc})") from None
+    for col in ("item_id", HEARD_COLUMN):
+        if col not in df.columns:
+            raise DataError(f"{path}: missing required column {col!r} (found: {', '.join(map(str, df.columns))})")
+    ids = df["item_id"].str.strip()
+    known = set(items["item_id"].astype(str))
+    for r, i in enumerate(ids):
+        if i not in known:
+            raise DataError(f"{path}: row {r}, field 'item_id': unknown item_id {i!r} (not in the catalogue)")
+    if ids.duplicated().any():
+        r = int(np.flatnonzero(ids.duplicated().to_numpy())[0])
+        raise DataError(f"{path}: row {r}, field 'item_id': duplicate item_id {ids.iloc[r]!r}")
+    heard = dict(zip(ids, df[HEARD_COLUMN].str.strip()))
+    out = items.copy()
+    out[HEARD_COLUMN] = [heard.get(str(i), "") for i in items["item_id"]]
+    return out
+
+
 def has_media(items: pd.DataFrame, modality: str) -> bool:
     """True when some item names a media file of ``modality``."""
     return any(p is not None for p in media_paths(items, modality))
 
 
-__all__ = ["FOLDER_ATTR", "MEDIA_COLUMNS", "ModalityVectors", "VECTORS_DIR", "attach_folder", "folder_of",
-           "has_media", "load_item_vectors", "media_paths", "read_vector_file", "vector_files", "write_vector_file"]
+__all__ = ["FOLDER_ATTR", "HEARD_COLUMN", "HEARD_FILE", "MEDIA_COLUMNS", "ModalityVectors", "VECTORS_DIR",
+           "attach_folder", "folder_of", "has_media", "load_item_vectors", "media_paths", "merge_heard_tags",
+           "read_vector_file", "vector_files", "write_vector_file"]

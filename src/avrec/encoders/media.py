@@ -3,7 +3,7 @@
 A plug-in is any object (or a class/factory that makes one) with ``extractor_id``, ``dim``, ``modality``
 and ``extract(paths) -> (len(paths), dim) array`` (see :class:`avrec.encoders.extract.MediaExtractor`),
 e.g. an open-clip image model on a machine that has its weights. ``auto`` picks, per modality, the first
-built-in extractor that is installed.
+built-in extractor that is installed (audio: the musicnn MTT tagger, else the librosa descriptors).
 """
 
 from __future__ import annotations
@@ -23,6 +23,15 @@ def _audio_descriptors() -> MediaExtractor:
     return AudioDescriptors()
 
 
+def _musicnn(dataset: str) -> Callable[[], MediaExtractor]:
+    def make() -> MediaExtractor:
+        from avrec.encoders.musicnn import MusicnnTagger
+
+        return MusicnnTagger(dataset)
+
+    return make
+
+
 def _video_descriptors() -> MediaExtractor:
     from avrec.encoders.video import VideoDescriptors
 
@@ -37,11 +46,14 @@ def _image_descriptors() -> MediaExtractor:
 
 #: Built-in extractors by name; ``auto`` per modality picks the first that is installed.
 EXTRACTORS: dict[str, Callable[[], MediaExtractor]] = {
+    "musicnn-mtt": _musicnn("mtt"),  # pretrained MagnaTagATune tagger (PyTorch port, weights shipped)
+    "musicnn-msd": _musicnn("msd"),  # pretrained Million Song Dataset tagger
     "audio-descriptors": _audio_descriptors,
     "video-descriptors": _video_descriptors,
     "image-descriptors": _image_descriptors,
 }
-AUTO = {"audio": ("audio-descriptors",), "video": ("video-descriptors",), "image": ("image-descriptors",)}
+EXTRACTORS["musicnn"] = EXTRACTORS["musicnn-mtt"]
+AUTO = {"audio": ("musicnn-mtt", "audio-descriptors"), "video": ("video-descriptors",), "image": ("image-descriptors",)}
 
 
 def make_extractor(name: str, modality: str) -> MediaExtractor:

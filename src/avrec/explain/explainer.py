@@ -12,6 +12,8 @@ Output (other programs depend on this exact shape)::
   without them; knowledge-graph features for the ``kgpath`` model and for cold candidates).
 - ``entity``: knowledge-graph entities linked to the candidate and to the listed history items, ranked by
   (1 + log of the number of history items sharing it) × idf × (0.1 + the best history weight among them).
+  Entities from ``heard_tags`` (what the musicnn tagger heard) carry ``"source": "heard in the audio"`` and
+  the template says "has a "piano" sound (heard in the audio)", never that the catalogue lists it.
 - ``popularity`` (only from :meth:`Explainer.explain_history` with an empty history): how many users chose it.
 - ``text``: one sentence of the candidate's overview (or tagline, description, lyrics) that occurs verbatim
   in its item document and overlaps most with the user's taste. Taste is read from the history items'
@@ -45,6 +47,8 @@ from avrec.kg.graph import KnowledgeGraph, build_kg, kg_item_features
 
 #: Free-text item fields a text span may come from, in order of preference.
 TEXT_SPAN_FIELDS = ("overview", "tagline", "description", "lyrics")
+#: The ``source`` of entity evidence from ``heard_tags`` (an audio tagger's output, not catalogue metadata).
+HEARD_SOURCE = "heard in the audio"
 _SENTENCE_END = re.compile(r"(?<=[.!?…])[\"')\]]*\s+(?=[\"'(\[]?[A-Z0-9])")
 
 
@@ -264,6 +268,7 @@ class Explainer:
                 "entity": str(self._ent_entity[e]),
                 "field": str(self._ent_field[e]),
                 "history_items": [str(model.item_ids[h]) for h in members],
+                **({"source": HEARD_SOURCE} if str(self._ent_type[e]) == "heard" else {}),
             })
             titles = [self._titles[h] for h in members]
             entity_facts.append(EntityFact(str(self._ent_type[e]), str(self._ent_value[e]), titles))

@@ -22,6 +22,7 @@ _PHRASES = {
     "artist": "artist {}",
     "genre": "the genre {}",
     "tag": 'the tag "{}"',
+    "heard": 'a "{}" sound (heard in the audio)',
     "keyword": 'the keyword "{}"',
     "country": "the country {}",
     "decade": "the {}",
@@ -33,6 +34,8 @@ _PREDICATES = {
     "artist": ("is", "by {}"),
     "genre": ("is", "in the {} genre"),
     "tag": ("is", 'tagged "{}"'),
+    # what the audio tagger heard (musicnn): said as heard, never as a fact from the catalogue
+    "heard": ("has", 'a "{}" sound (heard in the audio)'),
     "keyword": ("has", 'the keyword "{}"'),
     "country": ("is", "from {}"),
     "decade": ("is", "from the {}"),

@@ -36,6 +36,7 @@ ENTITY_TYPES: dict[str, str] = {
     "genres": "genre",
     "genre": "genre",
     "tags": "tag",
+    "heard_tags": "heard",  # tags an audio tagger heard (musicnn), cited as heard, never as catalogue fact
     "keywords": "keyword",
     "country": "country",
     "countries": "country",
