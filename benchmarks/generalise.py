@@ -244,6 +244,7 @@ def main() -> int:
     parser.add_argument("--seeds", default=",".join(map(str, SEEDS)))
     parser.add_argument("--contenders", default="hybrid,ease,als,tfidf-ref,lightfm,ablations")
     parser.add_argument("--report", action="store_true", help="rebuild the table and plot from the JSON only")
+    parser.add_argument("--skip-done", action="store_true", help="skip cells that already have rows without an error")
     parser.add_argument("--part", default="", help="write rows to generalise.part-PART.json (runs side by side "
                         "write their own parts; the report merges generalise.json with every part)")
     args = parser.parse_args()
@@ -267,6 +268,11 @@ def main() -> int:
                         if contender in COLD_REFERENCES and protocol != "cold":
                             continue
                         if contender == "ablations" and seed != SEEDS[0]:
+                            continue
+                        done = {(r["variant"], r["protocol"], r["seed"], r["contender"]) for r in all_rows()
+                                if "metrics" in r}
+                        head_name = "ablation:no-lm" if contender == "ablations" else contender
+                        if args.skip_done and (variant, protocol, seed, head_name) in done:
                             continue
                         t = time.perf_counter()
                         twin = SAME_INTERACTIONS.get(variant)
