@@ -25,6 +25,7 @@ from avrec.models.base import Recommender
 from avrec.serve.config import ServeConfig
 from avrec.serve.errors import Conflict, NotFound, ServiceError
 from avrec.serve.exploration import Explorer
+from avrec.serve.modality import ModalityNeighbours
 from avrec.serve.rerank import ServeReranker
 from avrec.serve.rules import RuleView, check_rules, content_rules, rule_view
 from avrec.serve.search import SearchIndexer, minmax
@@ -50,6 +51,7 @@ class RecommenderService:
         self.model_dir = Path(model_dir) if model_dir is not None else None
         self.explorer = Explorer(self.config, store, self.model_dir, model)
         self.indexer = SearchIndexer(self.config)
+        self.by_modality = ModalityNeighbours()
         self._mutation = threading.RLock()
         self._watcher: FolderWatcher | None = None
         self.reloads = 0
@@ -218,14 +220,17 @@ class RecommenderService:
             return explain_item(state, user_id, item_id, history, view)
 
     # ---- similar items and search ----
-    def similar(self, item_id: str, k: int = 10, profile: str | None = None) -> dict[str, Any]:
-        """The items most similar to ``item_id`` that the content rules allow (a 404 for a blocked item)."""
+    def similar(self, item_id: str, k: int = 10, profile: str | None = None, by: str = "model") -> dict[str, Any]:
+        """The items most similar to ``item_id`` that the content rules allow (a 404 for a blocked item);
+        ``by``: the model's own similarity, ``text``, or a modality (:mod:`avrec.serve.modality`)."""
         state = self.state
         with state.lock.read():
             view = self._view(state, profile, None)
             row = state.item_row(item_id)
             view.check_row(row, item_id)
-            if row < state.n_model_items:
+            if by not in ("model", "text"):
+                items = self.by_modality.neighbours(state, row, str(item_id), by, self._pool("similar", k), view.mask)
+            elif by == "model" and row < state.n_model_items:
                 sims = state.model.similarity_rows(np.array([row]))  # the library's similar_items, one row
                 sims[0, row] = -np.inf
                 if view.mask is not None:
@@ -233,7 +238,7 @@ class RecommenderService:
                 n = self._pool("similar", k)
                 top, scores = topk_from_scores(sims, n)
                 items = state.scored_items(state.ids_of(top)[0], scores[0], n, exclude={str(item_id)})
-            else:  # an added item the model cannot score: neighbours by text
+            else:  # by text, or an added item the model cannot score
                 idx, scores = self.indexer.ready(state).neighbours(row, k + view.n_blocked())
                 items = [{"item_id": str(state.catalog_ids[i]), "score": finite(s), "title": state.title(i)}
                          for i, s in zip(idx, scores) if view.allows_row(int(i))][:k]

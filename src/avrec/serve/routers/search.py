@@ -14,9 +14,13 @@ router = APIRouter(tags=["recommend"])
 
 
 @router.get("/similar/{item_id}", response_model=SimilarResponse, response_model_exclude_unset=True)
-async def similar(service: Service, inline: Inline, item_id: ItemP, k: K = 10, profile: ProfileQ = None):
-    """Items most similar to one item."""
-    return await inline("similar", service.similar, item_id, k=k, profile=profile)
+async def similar(
+    service: Service, inline: Inline, item_id: ItemP, k: K = 10, profile: ProfileQ = None,
+    by: Annotated[str, Query(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$",
+                             description="model (default), text, or a modality: audio, video, image, ...")] = "model",
+):
+    """Items most similar to one item: by the model, by text, or by one modality (``?by=audio``)."""
+    return await inline("similar", service.similar, item_id, k=k, profile=profile, by=by)
 
 
 @router.get("/search", response_model=SearchResponse, response_model_exclude_unset=True)
