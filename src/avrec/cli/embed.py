@@ -83,7 +83,7 @@ def _write_heard_tags(items, folder: Path, args: argparse.Namespace) -> str:
     import pandas as pd
 
     from avrec.data.vectors import HEARD_COLUMN, HEARD_FILE
-    from avrec.encoders.musicnn import heard_tags
+    from avrec.encoders.heard import heard_tags
 
     name = "musicnn-mtt" if args.extractor in ("auto", "") else args.extractor
     tags = heard_tags(items, name, k=args.top_tags, cache_root=args.cache)

@@ -6,7 +6,7 @@ is musicnn's: mono at 16 kHz, a 512-point STFT with hop 256, 96 mel bands, ``log
 float16, non-overlapping 3 s patches (187 frames). A clip shorter than one patch is repeated to fill it (how
 musicnn's training padded short clips). Per clip: the penultimate layer (200 numbers) and the 50 tag
 probabilities, each averaged over the patches. The extractor's vector is those 250 numbers; :func:`top_tags`
-turns its last 50 into the tags heard ("piano, ambient, slow").
+turns its last 50 into the tags heard ("piano, ambient, slow"); :mod:`avrec.encoders.heard` does it per catalogue.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ import numpy as np
 from avrec.encoders.audio import load_audio
 from avrec.errors import ConfigError
 
-__all__ = ["MusicnnTagger", "Musicnn", "heard_tags", "top_tags", "WEIGHTS", "EMBED_DIM", "N_TAGS"]
+__all__ = ["MusicnnTagger", "Musicnn", "top_tags", "WEIGHTS", "EMBED_DIM", "N_TAGS"]
 
 WEIGHTS = {"mtt": Path(__file__).parent / "weights" / "musicnn_mtt.safetensors",
            "msd": Path(__file__).parent / "weights" / "musicnn_msd.safetensors"}
@@ -147,16 +147,3 @@ class MusicnnTagger:
             out[i] = np.concatenate([emb, probs])
         return out
 
-
-def heard_tags(items: Any, extractor: str = "musicnn-mtt", k: int = 3, min_prob: float = 0.1,
-               cache_root: str | None = None, show_progress: bool = False) -> list[str]:
-    """Per item, the tags heard in its audio file as ``"piano|ambient|slow"`` ("" without a readable file)."""
-    from avrec.encoders.media import make_extractor
-    from avrec.encoders.modalities import extract_modality
-
-    tagger = make_extractor(extractor, "audio")
-    labels = getattr(tagger, "labels", None)
-    if not labels:
-        raise ConfigError(f"extractor {extractor!r} predicts no tags (use musicnn-mtt or musicnn-msd)")
-    mv = extract_modality(items, "audio", extractor, cache_root, show_progress=show_progress)
-    return ["|".join(top_tags(v, labels, k, min_prob)) if ok else "" for v, ok in zip(mv.matrix, mv.present)]
