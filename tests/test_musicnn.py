@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 from pathlib import Path
 
@@ -123,7 +124,8 @@ def test_heard_tags_become_text_entities_and_audio_evidence(tmp_path: Path, caps
     exp = Explainer(model).explain_history([a], b)
     heard_ev = [e for e in exp["evidence"] if e["kind"] == "entity" and e.get("source") == "heard in the audio"]
     assert heard_ev and heard_ev[0]["field"] == "heard_tags"
-    assert "(heard in the audio)" in exp["text"] and "tagged" not in exp["text"]
+    said = re.search(r'has the sound "([^"]+)" \(heard in the audio\)', exp["text"])
+    assert said and said.group(1) in shared and "tagged" not in exp["text"]
 
 
 def test_heard_tags_file_errors_and_cli_misuse(tmp_path: Path, capsys) -> None:

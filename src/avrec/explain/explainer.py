@@ -13,7 +13,7 @@ Output (other programs depend on this exact shape)::
 - ``entity``: knowledge-graph entities linked to the candidate and to the listed history items, ranked by
   (1 + log of the number of history items sharing it) × idf × (0.1 + the best history weight among them).
   Entities from ``heard_tags`` (what the musicnn tagger heard) carry ``"source": "heard in the audio"`` and
-  the template says "has a "piano" sound (heard in the audio)", never that the catalogue lists it.
+  the template says 'has the sound "piano" (heard in the audio)', never that the catalogue lists it.
 - ``popularity`` (only from :meth:`Explainer.explain_history` with an empty history): how many users chose it.
 - ``text``: one sentence of the candidate's overview (or tagline, description, lyrics) that occurs verbatim
   in its item document and overlaps most with the user's taste. Taste is read from the history items'

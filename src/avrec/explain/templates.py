@@ -22,7 +22,7 @@ _PHRASES = {
     "artist": "artist {}",
     "genre": "the genre {}",
     "tag": 'the tag "{}"',
-    "heard": 'a "{}" sound (heard in the audio)',
+    "heard": 'the sound "{}" (heard in the audio)',
     "keyword": 'the keyword "{}"',
     "country": "the country {}",
     "decade": "the {}",
@@ -35,7 +35,7 @@ _PREDICATES = {
     "genre": ("is", "in the {} genre"),
     "tag": ("is", 'tagged "{}"'),
     # what the audio tagger heard (musicnn): said as heard, never as a fact from the catalogue
-    "heard": ("has", 'a "{}" sound (heard in the audio)'),
+    "heard": ("has", 'the sound "{}" (heard in the audio)'),
     "keyword": ("has", 'the keyword "{}"'),
     "country": ("is", "from {}"),
     "decade": ("is", "from the {}"),
