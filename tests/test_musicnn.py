@@ -108,7 +108,9 @@ def test_heard_tags_become_text_entities_and_audio_evidence(tmp_path: Path, caps
     items = pd.read_csv(folder / "items.csv", keep_default_na=False)
     assert len(heard) == len(items) >= 4 and (heard["heard_tags"] != "").all()
     tags = {r.item_id: r.heard_tags.split("|") for r in heard.itertuples()}
-    a, b = next((x, y) for x in tags for y in tags if x < y and set(tags[x]) & set(tags[y]))
+    pair = next(((x, y) for x in tags for y in tags if x < y and set(tags[x]) & set(tags[y])), None)
+    assert pair, f"no two clips share a heard tag: {tags}"
+    a, b = pair
     shared = sorted(set(tags[a]) & set(tags[b]))
     others = [i for i in items["item_id"] if i not in (a, b)]
     rows = [(f"u{u}", i) for u in range(12) for i in ([a, b] if u % 2 else others[u % 3 :: 3])]
