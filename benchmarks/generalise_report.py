@@ -32,7 +32,8 @@ def verdicts(agg: dict) -> list[dict]:
         comps = {c: m for c, (m, _, _) in by.items() if c.startswith("component:")}
         worst_gap = max(comps.values()) if comps else float("nan")
         target = TARGET_COLD if protocol == "cold" else TARGET_WARM
-        out.append({"variant": variant, "protocol": protocol, "hybrid": by["hybrid"][0], "best_reference": best_ref,
+        out.append({"variant": variant, "protocol": protocol, "hybrid": by["hybrid"][0], "seeds": by["hybrid"][2],
+                    "best_reference": best_ref,
                     "reference": refs.get(best_ref, float("nan")), "ratio": ratio, "target": target,
                     "met": bool(ratio >= target), "best_component": max(comps, key=comps.get) if comps else None,
                     "best_component_ndcg": worst_gap, "above_components": bool(by["hybrid"][0] >= worst_gap)})
@@ -72,10 +73,11 @@ def write_report(rows: list[dict], stem: Path) -> str:
              "References are tuned on each split's validation part; `component:` rows are the models the hybrid",
              "fuses, scored alone as fitted inside it; `ablation:` rows (first seed) leave one part out.", "",
              "## Targets", "",
-             "| variant | protocol | hybrid | strongest reference | its NDCG@10 | ratio | target | met | best single component | hybrid ≥ it |",
-             "|---|---|---:|---|---:|---:|---:|---|---|---|"]
+             "| variant | protocol | seeds | hybrid | strongest reference | its NDCG@10 | ratio | target | met "
+             "| best single component | hybrid ≥ it |",
+             "|---|---|---:|---:|---|---:|---:|---:|---|---|---|"]
     for v in ver:
-        lines.append(f"| {v['variant']} | {v['protocol']} | {v['hybrid']:.4f} | {v['best_reference']} | {v['reference']:.4f} | "
+        lines.append(f"| {v['variant']} | {v['protocol']} | {v['seeds']} | {v['hybrid']:.4f} | {v['best_reference']} | {v['reference']:.4f} | "
                      f"{v['ratio']:.3f}× | {v['target']}× | {'yes' if v['met'] else '**no**'} | "
                      f"{v['best_component']} ({v['best_component_ndcg']:.4f}) | {'yes' if v['above_components'] else '**no**'} |")
     lines += ablation_table(rows)
