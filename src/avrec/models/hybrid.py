@@ -4,9 +4,11 @@
    categorical metadata tokens (genres, decade, director, cast, artist, tags, …).
 2. Two towers (see :mod:`avrec.models.towers`) trained with a catalogue softmax; ID embeddings are
    dropped at random so items and users without interactions are still placed well.
-3. Fusion: per-user standardised scores of the towers and of strong CF models (EASE, ALS) for warm
-   items, and of the towers and TF-IDF kNN for items without interactions; the weights are tuned on
-   validation NDCG@10 (the split's validation part, or an internal hold-out followed by a refit).
+3. Fusion: per-user standardised scores of the towers and of EASE, ALS and seqknn for warm items, and
+   of the towers, the field-weighted TF-IDF profile, KG paths, the LM content profile and contentpop for
+   items without interactions (:mod:`avrec.models.hybrid_components`); the weights are tuned on
+   validation NDCG@10 (the split's validation part, or an internal hold-out followed by a refit), never
+   ending below the best single component there.
 4. Retrieval through FAISS above a catalogue size; new items and new users without a retrain.
 """
 
