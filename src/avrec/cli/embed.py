@@ -1,8 +1,15 @@
-"""``avrec embed``: extract (and cache) the audio, video or image vectors of a catalogue's media files.
+"""``avrec embed``: encode a catalogue's item documents (text, the default) or extract its audio, video or
+image vectors, into the embedding cache every later fit reads.
 
-Reads only the folder's ``items`` table, so a folder of clips without interactions works too. Vectors go to
-the embedding cache (content hash of each file + extractor version), which every later fit reuses;
-``--out`` also writes them as an ``item_vectors`` Parquet file (``item_id`` + ``vector``).
+Text: the documents are built exactly as the ``--for-model`` model (hybrid by default, or content) builds
+them under the same ``--config``/``--set``, and encoded by its encoder (``--model``/``--backend`` override
+it), locally or on a Ray actor pool (``--engine ray``, :mod:`avrec.encoders.ray_embed`), in chunks
+committed one by one, so an interrupted run continues where it stopped. A fit with the same settings then
+reads every vector from the cache and never loads the encoder.
+
+Media: reads only the folder's ``items`` table, so a folder of clips without interactions works too;
+vectors are keyed by each file's content hash + extractor version.
+``--out`` also writes the vectors as an ``item_vectors``-style Parquet file (``item_id`` + ``vector``).
 """
 
 from __future__ import annotations
@@ -11,28 +18,54 @@ import argparse
 import json
 import time
 from pathlib import Path
+from typing import Any
 
-from avrec.cli.common import stderr_console, stdout_console
+from avrec.cli.common import add_data_dir, load_data, stderr_console, stdout_console
+from avrec.cli.settings import add_settings_options
 
 MODALITIES = ("audio", "video", "image")
+ENGINES = ("local", "ray")
 
 
 def register(sub: argparse._SubParsersAction) -> None:
     """Add ``embed`` to the ``avrec`` parser."""
-    p = sub.add_parser("embed", help="extract and cache the audio/video/image vectors of a dataset's media files")
-    p.add_argument("dataset", metavar="DATASET_DIR", help="folder with items.csv (media paths relative to it)")
-    p.add_argument("--modality", required=True, choices=MODALITIES)
+    p = sub.add_parser("embed", help="encode and cache a dataset's item documents (text) or media vectors")
+    p.add_argument("dataset", metavar="DATASET",
+                   help="text: a dataset folder or built-in name; media: a folder with items.csv")
+    p.add_argument("--modality", default="text", choices=("text", *MODALITIES), help="default: text")
+    p.add_argument("--engine", default="local", choices=ENGINES,
+                   help="text: encode in this process (local) or on a Ray actor pool (ray; needs avrec[scale])")
+    p.add_argument("--for-model", default="hybrid", metavar="NAME",
+                   help="text: build documents and pick the encoder as this model does (hybrid or content)")
+    p.add_argument("--model", metavar="ENCODER",
+                   help="text: encoder (default: the model's encoder setting, 'default' = all-MiniLM-L6-v2)")
+    p.add_argument("--backend", choices=("torch", "int8"),
+                   help="text: torch (fp32) or int8 (quantised, CPU; same as the encoder name ENCODER@int8)")
+    p.add_argument("--max-length", type=int, metavar="N", help="text: tokens per document (default: the model's)")
+    p.add_argument("--chunk-size", type=int, default=4096, metavar="N",
+                   help="text: documents per committed chunk (default 4096); a rerun skips committed chunks")
+    p.add_argument("--actors", type=int, default=2, help="--engine ray: encoder actors (default 2)")
+    p.add_argument("--gpus-per-actor", type=float, default=0.0, help="--engine ray: GPUs per actor (default 0: CPU)")
+    p.add_argument("--ray-address", metavar="ADDR",
+                   help="--engine ray: join this cluster ('auto', 'ray://head:10001'); default: a local Ray on "
+                        "127.0.0.1")
+    p.add_argument("--work-dir", metavar="DIR",
+                   help="--engine ray: documents and vector shards in transit (default under the cache; on a "
+                        "cluster use storage every node sees)")
     p.add_argument("--extractor", default="auto",
                    help="auto, musicnn-mtt, musicnn-msd, audio-descriptors, video-descriptors, image-descriptors, "
                         "or module:attribute")
     p.add_argument("--cache", metavar="DIR", help="embedding cache root (default: $AVREC_CACHE or ~/.cache/avrec)")
-    p.add_argument("--batch-size", type=int, default=16, help="files per batch written to the cache (default 16)")
-    p.add_argument("--out", metavar="FILE", help="also write the vectors as Parquet (e.g. item_vectors/audio.parquet)")
+    p.add_argument("--batch-size", type=int, default=None,
+                   help="documents per encoder batch (default 64), or media files per cache batch (default 16)")
+    p.add_argument("--out", metavar="FILE", help="also write the vectors as Parquet (item_id + vector)")
     p.add_argument("--heard-tags", action="store_true",
                    help="audio with a musicnn extractor: also write DATASET_DIR/heard_tags.csv (the top tags heard "
                         "per clip), which load_folder adds to the items' text as heard_tags")
     p.add_argument("--top-tags", type=int, default=3, help="tags per clip for --heard-tags (default 3)")
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
+    add_settings_options(p, example="data.enrich=tmdb, models.hybrid.encoder=default@int8")
+    add_data_dir(p)
     p.set_defaults(func=cmd_embed)
 
 
@@ -42,6 +75,10 @@ def cmd_embed(args: argparse.Namespace) -> int:
     from avrec.encoders.modalities import extract_modality
     from avrec.errors import DataError
 
+    if args.modality == "text":
+        return _embed_text(args)
+    if args.batch_size is None:
+        args.batch_size = 16
     folder = Path(args.dataset)
     if not folder.is_dir():
         raise DataError(f"{folder}: not a dataset folder (no such directory)")
@@ -90,3 +127,103 @@ def _write_heard_tags(items, folder: Path, args: argparse.Namespace) -> str:
     path = folder / HEARD_FILE
     pd.DataFrame({"item_id": items["item_id"].astype(str), HEARD_COLUMN: tags}).to_csv(path, index=False)
     return str(path)
+
+
+def _text_setup(args: argparse.Namespace) -> tuple[Any, Any, dict[str, Any]]:
+    """(settings, encoder, encoder kwargs) for text: the ``--for-model`` model's settings, flags applied."""
+    from avrec.cli.settings import load_settings, resolve_settings
+    from avrec.encoders import TextEncoder
+    from avrec.errors import ConfigError
+
+    for name, value in (("--batch-size", args.batch_size), ("--chunk-size", args.chunk_size),
+                        ("--actors", args.actors), ("--max-length", args.max_length)):
+        if value is not None and value < 1:
+            raise ConfigError(f"{name} must be at least 1, not {value}")
+    if args.gpus_per_actor < 0:
+        raise ConfigError(f"--gpus-per-actor must be 0 or more, not {args.gpus_per_actor}")
+    settings = resolve_settings(load_settings(args.config, args.set), [args.for_model])
+    config = settings.models[args.for_model]
+    if not hasattr(config, "encoder") or not hasattr(config, "doc_fields"):
+        raise ConfigError(f"--for-model {args.for_model}: this model has no text encoder (use hybrid or content)")
+    kwargs = {"model": args.model or config.encoder, "max_length": args.max_length or config.max_length,
+              "batch_size": args.batch_size or 64, "backend": args.backend}
+    try:
+        encoder = TextEncoder(**kwargs)
+    except ValueError as exc:
+        raise ConfigError(f"--backend: {exc}") from exc
+    kwargs.update(model=encoder.model, backend=encoder.backend)
+    return settings, encoder, kwargs
+
+
+def _embed_text(args: argparse.Namespace) -> int:
+    """Encode the documents of ``args.dataset`` into the embedding cache (local or Ray), with a progress bar."""
+    from avrec.data.documents import DocumentConfig, build_documents
+    from avrec.encoders import EmbeddingCache
+    from avrec.errors import ConfigError
+
+    settings, encoder, kwargs = _text_setup(args)
+    config = settings.models[args.for_model]
+    cache_root = args.cache or config.embedding_cache
+    if cache_root == "none":
+        raise ConfigError(f"models.{args.for_model}.embedding_cache is 'none': there is no cache to fill "
+                          "(pass --cache DIR)")
+    err = stderr_console()
+    dataset = load_data(args, settings.data, err)
+    docs = build_documents(dataset.items, DocumentConfig(fields=list(config.doc_fields)))
+    cache = EmbeddingCache(cache_root)
+    with _progress_bar(err, f"Encoding {dataset.name}" + (" (Ray)" if args.engine == "ray" else "")) as progress:
+        if args.engine == "ray":
+            from avrec.encoders.ray_embed import ray_embed_texts
+
+            if args.gpus_per_actor > 0:
+                kwargs["device"] = "cuda"
+            report = ray_embed_texts(kwargs, encoder.model_id, docs, cache, actors=args.actors,
+                                     batch_size=kwargs["batch_size"], gpus_per_actor=args.gpus_per_actor,
+                                     address=args.ray_address, work_dir=args.work_dir, chunk_size=args.chunk_size,
+                                     progress=progress)
+        else:
+            from avrec.encoders.text_embed import embed_texts
+
+            report = embed_texts(encoder, docs, cache, chunk_size=args.chunk_size, progress=progress)
+    summary: dict[str, Any] = {"modality": "text", "engine": args.engine, "encoder": encoder.model_id,
+                               "backend": encoder.backend, "items": dataset.n_items, **report.as_dict(),
+                               "cache": str(cache.model_dir(encoder.model_id))}
+    if args.out:
+        from avrec.data.vectors import write_vector_file
+
+        vectors, found = cache.get(encoder.model_id, docs)
+        if not found.all():
+            raise ConfigError(f"{int((~found).sum())} document vectors are missing from the cache after encoding")
+        summary["out"] = str(write_vector_file(args.out, dataset.item_ids, vectors))
+    if args.json:
+        print(json.dumps(summary))
+    else:
+        stdout_console().print(
+            f"{report.unique} documents of {dataset.name}: {report.encoded} encoded ({args.engine}, "
+            f"{encoder.backend}), {report.reused} already cached, dim {report.dim}, in {report.seconds:.1f} s; "
+            f"cache {summary['cache']}" + (f"; wrote {summary['out']}" if args.out else ""))
+    return 0
+
+
+class _progress_bar:
+    """A Rich bar over distinct documents, driven by the ``progress(done, total)`` callback of the engines."""
+
+    def __init__(self, console: Any, label: str) -> None:
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+        self.bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                            TimeRemainingColumn(), console=console)
+        self.label = label
+        self.task: Any = None
+
+    def __enter__(self) -> _progress_bar:
+        self.bar.__enter__()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.bar.__exit__(None, None, None)
+
+    def __call__(self, done: int, total: int) -> None:
+        if self.task is None:
+            self.task = self.bar.add_task(self.label, total=total)
+        self.bar.update(self.task, completed=done, total=total)

@@ -18,6 +18,11 @@ from avrec.errors import ConfigError
 DEFAULT_MODEL_NAME = "all-MiniLM-L6-v2"
 DEFAULT_ALIASES = ("default", "")
 
+#: How a text encoder runs on CPU: ``torch`` (fp32 sentence-transformers) or ``int8`` (torch dynamic int8
+#: quantisation of every Linear layer, :mod:`avrec.encoders.quantize`). A model name may carry one as a
+#: suffix, ``"default@int8"``, so a model's ``encoder`` setting chooses it without a setting of its own.
+ENCODER_BACKENDS = ("torch", "int8")
+
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.\-]*(/[A-Za-z0-9][\w.\-]*)?$")
 
 
@@ -73,6 +78,18 @@ def cached_hub_snapshot(repo_id: str) -> Path | None:
     return path if model_kind(path) else None
 
 
+def split_backend(model: str | os.PathLike[str] | None) -> tuple[str, str | None]:
+    """``"default@int8"`` → ``("default", "int8")``; a name without a known ``@backend`` suffix → ``(name, None)``.
+
+    An existing folder whose name happens to end in ``@int8`` stays a folder.
+    """
+    name = "" if model is None else str(model)
+    base, sep, suffix = name.rpartition("@")
+    if sep and suffix in ENCODER_BACKENDS and not Path(name).expanduser().is_dir():
+        return base, suffix
+    return name, None
+
+
 def resolve_encoder_path(model: str | os.PathLike[str] | None) -> str:
     """The absolute folder of ``"default"`` (or ``""``/None) and of a local model folder; a Hub id unchanged.
 
@@ -95,6 +112,6 @@ def resolve_encoder_path(model: str | os.PathLike[str] | None) -> str:
 
 
 __all__ = [
-    "DEFAULT_ALIASES", "DEFAULT_MODEL_NAME", "ModelNotFoundError", "cached_hub_snapshot", "default_model_dir",
-    "hub_offline", "looks_like_hub_id", "model_kind", "resolve_encoder_path",
+    "DEFAULT_ALIASES", "DEFAULT_MODEL_NAME", "ENCODER_BACKENDS", "ModelNotFoundError", "cached_hub_snapshot",
+    "default_model_dir", "hub_offline", "looks_like_hub_id", "model_kind", "resolve_encoder_path", "split_backend",
 ]
