@@ -18,6 +18,7 @@ from avrec.cli.common import (
     load_data,
     load_model,
     read_id_file,
+    require_model_folder,
     stderr_console,
     stdout_console,
 )
@@ -28,9 +29,13 @@ from avrec.errors import ConfigError, DataError
 def cmd_fit(args: argparse.Namespace) -> int:
     """Fit --model on every interaction of DATASET and save it to --out, with a run record."""
     from avrec.models.registry import create_model
+    from avrec.models.versions import is_home
     from avrec.run import start_run
 
     settings = resolve_settings(load_settings(args.config, args.set), [args.model])
+    if is_home(args.out):
+        raise DataError(f"--out {args.out}: holds model versions (avrec update); fit into a new folder, or fold "
+                        "new data in with `avrec update`")
     err = stderr_console()
     run = start_run("fit", settings.seed, args.run_dir)
     ok = False
@@ -48,15 +53,7 @@ def cmd_fit(args: argparse.Namespace) -> int:
         with err.status(f"fitting {args.model} on {dataset.name} ({dataset.n_interactions:,} interactions)"):
             model.fit(dataset)
         fit_s = time.perf_counter() - start
-        model.save(args.out)
-        if probe is not None:
-            from avrec.serve.probe import save_probe
-
-            save_probe(args.out, probe, items=dataset.item_ids, share=args.probe_share, seed=settings.seed,
-                       model=args.model)
-        else:  # a probe of an earlier fit into this folder belongs to that fit
-            for stale in ("probe.parquet", "probe.json", "probe_items.parquet"):
-                (Path(args.out) / stale).unlink(missing_ok=True)
+        _save_fit(model, Path(args.out), probe, dataset, args, settings.seed)
         run.record_metrics(
             {"fit_seconds": round(fit_s, 3), "users": dataset.n_users, "items": dataset.n_items,
              "interactions": dataset.n_interactions, "model_dir": str(args.out)}
@@ -69,6 +66,25 @@ def cmd_fit(args: argparse.Namespace) -> int:
         f"{dataset.n_interactions:,} interactions in {fit_s:.1f} s; saved to {args.out} (run record: {run.path})"
     )
     return 0
+
+
+PROBE_FILES = ("probe.parquet", "probe.json", "probe_items.parquet")
+
+
+def _save_fit(model, out: Path, probe, dataset, args: argparse.Namespace, seed: int) -> None:
+    """Write the model (and its probe set) beside ``out`` and swap it in whole: a crash, SIGKILL included,
+    leaves the previous folder as it was. Other files already in ``out`` stay; a probe of an earlier fit
+    belongs to that fit and goes."""
+    from avrec.models.artifacts import replace_folder
+
+    def write(tmp: Path) -> None:
+        model.save(tmp)
+        if probe is not None:
+            from avrec.serve.probe import save_probe
+
+            save_probe(tmp, probe, items=dataset.item_ids, share=args.probe_share, seed=seed, model=args.model)
+
+    replace_folder(out, write, carry=lambda name: name not in PROBE_FILES)
 
 
 def _candidate_indices(model, path: Path) -> np.ndarray:
@@ -161,16 +177,23 @@ def cmd_similar(args: argparse.Namespace) -> int:
 
 def cmd_add_items(args: argparse.Namespace) -> int:
     """Make new items recommendable without a retrain (content-aware models), saving the folder in place."""
+    from contextlib import nullcontext
+
     from avrec.data.io import clean_items, read_table
     from avrec.models.artifacts import save_atomically
+    from avrec.models.versions import VersionHome, is_home, resolve_model_folder
 
-    model = load_model(args.model_dir)
+    model_dir = require_model_folder(args.model_dir)
     path = Path(args.items)
     if not path.exists():
         raise DataError(f"{path}: file not found")
     new_items = clean_items(read_table(path), path)
-    added = model.add_items(new_items)
-    save_atomically(model, Path(args.model_dir))
+    # a versioned folder: the served version is replaced whole, under the lock `avrec update` takes
+    with VersionHome(model_dir).lock() if is_home(model_dir) else nullcontext():
+        target = resolve_model_folder(model_dir)
+        model = load_model(target)
+        added = model.add_items(new_items)
+        save_atomically(model, target)
     print(f"added {added:,} item(s) to {args.model_dir} ({model.name}); the catalogue now has {model.n_items:,} items")
     return 0
 

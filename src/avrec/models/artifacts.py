@@ -5,11 +5,16 @@ Nothing is pickled, so loading a folder never runs code from it.
 
 from __future__ import annotations
 
+import ctypes
+import errno
+import glob
 import json
 import os
 import platform
 import shutil
 import tempfile
+import uuid
+from collections.abc import Callable
 from dataclasses import asdict, is_dataclass
 from pathlib import Path
 from typing import Any
@@ -44,7 +49,7 @@ def csr_from_tensors(prefix: str, t: dict[str, np.ndarray]) -> sp.csr_matrix:
 def read_meta(folder: Path) -> dict[str, Any]:
     """``config.json`` of a model folder, with one-line errors for a missing or broken file."""
     meta_path = folder / "config.json"
-    if not meta_path.exists():
+    if not meta_path.exists() and not recover_folder(folder):
         raise DataError(f"{folder}: not a model folder (no config.json); create one with `avrec fit`")
     try:
         return json.loads(meta_path.read_text())
@@ -104,16 +109,143 @@ def read_state(folder: Path) -> dict[str, np.ndarray]:
     return load_file(str(folder / "model.safetensors"))
 
 
-def save_atomically(model: Any, folder: str | Path) -> None:
-    """Save next to ``folder`` and move the files in, ``config.json`` last, so readers never see half a save."""
+def save_atomically(model: Any, folder: str | Path, carry: Callable[[str], bool] = lambda name: True) -> Path:
+    """Save ``model`` as ``folder`` so a reader (or a crash, SIGKILL included) sees the old folder or the new
+    one, never a mix: see :func:`replace_folder`. Entries of the old folder the save does not write (a probe
+    set, a policy) are kept when ``carry(name)`` says so."""
+    return replace_folder(folder, lambda tmp: model.save(tmp), carry)
+
+
+def replace_folder(folder: str | Path, write: Callable[[Path], Any],
+                   carry: Callable[[str], bool] = lambda name: True) -> Path:
+    """Build a folder with ``write(tmp)`` in a hidden sibling, make it durable (fsync), then swap it in.
+
+    The swap exchanges the two directories in one step (Linux ``renameat2(RENAME_EXCHANGE)``); where the
+    file system cannot, the old folder is renamed aside and the new one renamed in (a crash between the two
+    is undone by :func:`recover_folder`, which loading calls). A folder that cannot be renamed at all (a mount
+    point) gets the files moved in one by one, ``config.json`` last. Top-level entries of the old folder
+    that the new one lacks are hard-linked across when ``carry(name)``. What a killed save leaves is a hidden
+    ``.NAME.saving-PID-*`` sibling, which no loader reads and the next save removes.
+    """
     folder = Path(folder)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.update-", dir=folder.parent))
+    if folder.is_symlink():  # swap the folder it points to, not the link
+        folder = folder.resolve()
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    recover_folder(folder)
+    _remove_dead_temps(folder)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.saving-{os.getpid()}-", dir=folder.parent))
     try:
-        model.save(tmp)
+        write(tmp)
+        if folder.is_dir():
+            for entry in folder.iterdir():
+                if not (tmp / entry.name).exists() and carry(entry.name):
+                    _link_into(entry, tmp / entry.name)
+        _fsync_tree(tmp)
+        if not folder.exists():
+            os.rename(tmp, folder)
+        elif not _exchange(tmp, folder):
+            _swap_by_renames(tmp, folder)
+        _fsync_dir(folder.parent)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)  # after an exchange: the old folder
+    return folder
+
+
+def recover_folder(folder: Path) -> bool:
+    """Put back a folder that a save killed between its two renames left aside; True when it did."""
+    if folder.exists():
+        return False
+    aside = sorted(folder.parent.glob(f".{glob.escape(folder.name)}.old-*"))
+    if not aside:
+        return False
+    os.rename(aside[-1], folder)
+    return True
+
+
+def _remove_dead_temps(folder: Path) -> None:
+    """Delete the ``.NAME.saving-PID-*`` folders of saves whose process is gone (killed mid-save)."""
+    for tmp in folder.parent.glob(f".{glob.escape(folder.name)}.saving-*"):
+        pid = tmp.name[len(folder.name) + len(".saving-") + 1:].split("-", 1)[0]
+        if pid.isdigit() and not _alive(int(pid)):
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _link_into(src: Path, dst: Path) -> None:
+    """Hard-link ``src`` (a file or a whole tree) to ``dst``; copy where links are not possible."""
+    if src.is_dir() and not src.is_symlink():
+        dst.mkdir()
+        for child in src.iterdir():
+            _link_into(child, dst / child.name)
+        return
+    try:
+        os.link(src, dst, follow_symlinks=False)
+    except OSError:
+        shutil.copy2(src, dst, follow_symlinks=False)
+
+
+def _fsync_tree(root: Path) -> None:
+    for dirpath, _dirs, files in os.walk(root):
+        for name in files:
+            path = os.path.join(dirpath, name)
+            if os.path.islink(path):
+                continue
+            fd = os.open(path, os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+        _fsync_dir(Path(dirpath))
+
+
+def _fsync_dir(folder: Path) -> None:
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+_RENAME_EXCHANGE = 2
+_AT_FDCWD = -100
+
+
+def _exchange(a: Path, b: Path) -> bool:
+    """Swap two directories atomically (Linux renameat2); False where the system or file system cannot."""
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        renameat2 = libc.renameat2
+    except (OSError, AttributeError):
+        return False
+    renameat2.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p, ctypes.c_uint]
+    if renameat2(_AT_FDCWD, os.fsencode(a), _AT_FDCWD, os.fsencode(b), _RENAME_EXCHANGE) == 0:
+        return True
+    err = ctypes.get_errno()
+    if err in (errno.EINVAL, errno.ENOSYS, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EXDEV, errno.EBUSY):
+        return False
+    raise OSError(err, f"cannot swap {a} and {b}: {os.strerror(err)}")
+
+
+def _swap_by_renames(tmp: Path, folder: Path) -> None:
+    """Rename ``folder`` aside and ``tmp`` in; a folder that cannot be renamed gets the files moved in."""
+    aside = folder.parent / f".{folder.name}.old-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+    try:
+        os.rename(folder, aside)
+    except OSError:  # a mount point, or a folder the file system will not move
         files = sorted((p for p in tmp.rglob("*") if p.is_file()), key=lambda p: p.name == "config.json")
         for f in files:
             target = folder / f.relative_to(tmp)
             target.parent.mkdir(parents=True, exist_ok=True)
             os.replace(f, target)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+        return
+    os.rename(tmp, folder)
+    shutil.rmtree(aside, ignore_errors=True)

@@ -57,6 +57,10 @@ def read_pointer(folder: str | Path) -> str:
 def resolve_model_folder(folder: str | Path) -> Path:
     """The folder holding the model files: the current version of a home, else ``folder`` itself."""
     folder = Path(folder)
+    if not folder.exists():  # a save killed between its two renames left the folder aside
+        from avrec.models.artifacts import recover_folder
+
+        recover_folder(folder)
     if not is_home(folder):
         return folder
     target = folder / VERSIONS_DIR / read_pointer(folder)
