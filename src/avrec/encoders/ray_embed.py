@@ -46,9 +46,10 @@ def ray_init_kwargs(address: str | None, num_cpus: int | None = None) -> dict[st
     kwargs: dict[str, Any] = {"include_dashboard": False, "log_to_driver": False, "configure_logging": False}
     if address:
         return {**kwargs, "address": address}
-    import psutil
-
-    free = psutil.virtual_memory().available
+    try:
+        free = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        free = 4096 * _MiB
     # a tenth of the free memory, between 256 MiB and 4 GiB: documents and vectors pass through it in blocks
     store = int(min(max(free // 10, 256 * _MiB), 4096 * _MiB))
     cpus = num_cpus or (len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1)

@@ -10,6 +10,12 @@ is scored by the same function.
 
 Training is denoising and listwise: each step feeds a random part of each user's history to the user
 tower and asks a softmax over the whole catalogue to put the held-back part on top.
+
+Under ``torchrun`` (``WORLD_SIZE`` > 1) the trainer is data-parallel: every process draws the same global
+batch of users and the same dropout masks, runs the item tower, scores its own share of the users, and the
+gradients are summed across processes before one identical optimiser step everywhere, so N processes
+follow the trajectory of one process with the same global batch (up to float rounding). Rank 0 validates
+and its early-stopping decision is broadcast.
 """
 
 from __future__ import annotations
@@ -251,13 +257,14 @@ class TowerTrainer:
         return users, inputs, recs, targets
 
     def train(self, validate: Callable[[Towers], float]) -> tuple[int, float, list[tuple[int, float]]]:
-        """Run until ``max_steps`` or patience runs out; keeps the best state.
+        """Run until ``max_steps`` or patience runs out; keeps the best state (data-parallel under torchrun).
 
         Returns (best step, best score, curve).
         """
         c = self.config
         if len(self.train_users) == 0:  # every step holds part of a history back: needs 2+ items
             return 0, -np.inf, []
+        rank, world = _join_group(self.model)
         torch.manual_seed(c.seed)
         opt = torch.optim.AdamW(self.model.parameters(), lr=c.lr, weight_decay=c.weight_decay)
         n_items = self.seen.shape[1]
@@ -267,8 +274,13 @@ class TowerTrainer:
             users, inputs, recs, targets = self._step_batch()
             id_mask = self.warm * (torch.rand(n_items) >= c.id_dropout).float()
             item_vecs, item_bias = self.item_tower(id_mask)
-            hist_idx, hist_rec = history_batch(inputs, recs, c.history_len)
             user_mask = (torch.rand(len(users)) >= c.user_id_dropout).float()
+            n_global = len(users)
+            if world > 1:  # this process's share of the global batch (every draw above is the same everywhere)
+                mine = np.arange(rank, n_global, world)
+                users, user_mask = users[mine], user_mask[torch.from_numpy(mine)]
+                inputs, recs, targets = ([part[i] for i in mine] for part in (inputs, recs, targets))
+            hist_idx, hist_rec = history_batch(inputs, recs, c.history_len)
             u = self.model.users(item_vecs, hist_idx, hist_rec, torch.from_numpy(users.astype(np.int64)), user_mask)
             logits = (u @ item_vecs.T + item_bias).masked_fill(self.never_seen, -1e9)
             rows = np.repeat(np.arange(len(users)), [len(h) for h in inputs])
@@ -278,13 +290,17 @@ class TowerTrainer:
             t_cols = np.concatenate(targets).astype(np.int64)
             sizes = [len(t) for t in targets]
             weights = torch.from_numpy((1.0 / np.repeat(sizes, sizes)).astype(np.float32))
-            loss = -(logp[torch.from_numpy(t_rows), torch.from_numpy(t_cols)] * weights).sum() / len(users)
+            loss = -(logp[torch.from_numpy(t_rows), torch.from_numpy(t_cols)] * weights).sum() / n_global
             opt.zero_grad()
             loss.backward()
+            if world > 1:
+                _sum_gradients(self.model)
             torch.nn.utils.clip_grad_norm_(self.model.parameters(), 5.0)
             opt.step()
             if step % c.eval_every == 0 or step == c.max_steps:
-                score = float(validate(self.model))
+                score = float(validate(self.model)) if rank == 0 else 0.0
+                if world > 1:
+                    score = _broadcast_score(score)
                 curve.append((step, score))
                 if stopper.update(score, step):
                     best_state = copy.deepcopy(self.model.state_dict())
@@ -293,3 +309,42 @@ class TowerTrainer:
         if best_state is not None:
             self.model.load_state_dict(best_state)
         return stopper.best_step, stopper.best_score, curve
+
+
+def _join_group(model: nn.Module) -> tuple[int, int]:
+    """(rank, world size); under torchrun joins the process group and copies rank 0's initial weights."""
+    from avrec.finetune.distributed import dist_info, init_distributed
+
+    if dist_info()[1] <= 1:
+        return 0, 1
+    import torch.distributed as dist
+
+    rank, world, _ = init_distributed()
+    with torch.no_grad():
+        for tensor in [*model.parameters(), *model.buffers()]:
+            dist.broadcast(tensor.data, src=0)
+    return rank, world
+
+
+def _sum_gradients(model: nn.Module) -> None:
+    """All-reduce (sum) every parameter's gradient in one flat buffer; a missing gradient counts as zeros."""
+    import torch.distributed as dist
+
+    params = list(model.parameters())
+    grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in params]
+    flat = torch.cat([g.reshape(-1) for g in grads])
+    dist.all_reduce(flat)
+    offset = 0
+    for p in params:
+        n = p.numel()
+        p.grad = flat[offset:offset + n].view_as(p).clone()
+        offset += n
+
+
+def _broadcast_score(score: float) -> float:
+    """Rank 0's validation score on every process, so all of them stop (and keep the best state) together."""
+    import torch.distributed as dist
+
+    t = torch.tensor([score], dtype=torch.float64)
+    dist.broadcast(t, src=0)
+    return float(t.item())
