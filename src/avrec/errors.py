@@ -24,3 +24,8 @@ class NotApplicable(ConfigError):
 
     Composite models such as ``hybrid`` leave such a component out of the blend instead of failing.
     """
+
+
+class ScaleError(ConfigError):
+    """A model refuses data too big for it, before allocating: the message says what it would need and which
+    model or setting to use instead (``avrec fit`` exits 2 with it)."""

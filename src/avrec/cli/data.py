@@ -1,4 +1,4 @@
-"""``avrec data info|validate|convert``: inspect, check and rewrite datasets."""
+"""``avrec data info|validate|convert|synth``: inspect, check, rewrite and generate datasets."""
 
 from __future__ import annotations
 
@@ -161,9 +161,25 @@ def cmd_data_convert(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_data_synth(args: argparse.Namespace) -> int:
+    """Write a synthetic dataset folder of any size (:mod:`avrec.data.synth`), streaming the interactions."""
+    import time
+
+    from avrec.data.synth import SynthConfig, synthesize
+
+    cfg = SynthConfig(n_items=args.items, n_users=args.users, n_interactions=args.interactions, seed=args.seed,
+                      n_tastes=args.tastes)
+    started = time.perf_counter()
+    with stderr_console().status(f"writing {args.out}"):
+        summary = synthesize(args.out, cfg, force=args.force)
+    print(f"wrote {args.out}: {cfg.n_items:,} items, {cfg.n_users:,} users, {summary['rows_written']:,} interactions, "
+          f"{summary['tastes']} tastes, seed {cfg.seed} ({time.perf_counter() - started:.1f} s)")
+    return 0
+
+
 # ---- registration ---------------------------------------------------------------------------------
 def register(sub: argparse._SubParsersAction) -> None:
-    """Add ``data info|validate|convert`` to the ``avrec`` parser."""
+    """Add ``data info|validate|convert|synth`` to the ``avrec`` parser."""
     data = sub.add_parser("data", help="inspect, validate and convert datasets")
     data_sub = data.add_subparsers(dest="data_command", metavar="ACTION")
     data.set_defaults(func=lambda a: (data.print_help(), 2)[1])
@@ -189,3 +205,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--force", action="store_true", help="overwrite a non-empty output folder")
     add_data_dir(p)
     p.set_defaults(func=cmd_data_convert)
+
+    p = data_sub.add_parser("synth", help="write a synthetic dataset folder of any size (Parquet, streamed)")
+    p.add_argument("--items", type=int, required=True, metavar="N")
+    p.add_argument("--users", type=int, required=True, metavar="U")
+    p.add_argument("--interactions", type=int, required=True, metavar="M")
+    p.add_argument("--out", required=True, metavar="FOLDER")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--tastes", type=int, default=0, help="latent tastes (0: about sqrt(items)/4, 8 to 400)")
+    p.add_argument("--force", action="store_true", help="overwrite a non-empty output folder")
+    p.set_defaults(func=cmd_data_synth)

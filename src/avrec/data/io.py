@@ -362,10 +362,18 @@ def load_folder(folder: str | Path, config: DataConfig | None = None, name: str 
     from avrec.data.vectors import HEARD_FILE, attach_folder, load_item_vectors, merge_heard_tags
 
     items = merge_heard_tags(clean_items(read_table(items_path), items_path), folder)  # heard_tags.csv, if any
-    inter = clean_interactions(read_table(inter_path), set(items["item_id"]), config, inter_path)
     tables = [items_path, inter_path] + ([folder / HEARD_FILE] if (folder / HEARD_FILE).is_file() else [])
     checksums = {p.name: sha256_file(p) for p in tables}
-    dataset = build_dataset(items, inter, name=name or folder.resolve().name, checksums=checksums)
+    name = name or folder.resolve().name
+    dataset = None
+    if inter_path.suffix == ".parquet":  # columnar: integer codes, no Python string per row
+        from avrec.data.columnar import read_interactions_parquet
+
+        dataset = read_interactions_parquet(inter_path, items["item_id"], config, name=name, items=items,
+                                            checksums=checksums)
+    if dataset is None:
+        inter = clean_interactions(read_table(inter_path), set(items["item_id"]), config, inter_path)
+        dataset = build_dataset(items, inter, name=name, checksums=checksums)
 
     load_item_vectors(attach_folder(dataset.items, folder))  # item_vectors/*.parquet: checked up front
     return dataset

@@ -25,10 +25,12 @@ import pandas as pd
 import scipy.sparse as sp
 
 from avrec.data.dataset import Dataset
-from avrec.errors import ConfigError, DataError
+from avrec.errors import ConfigError, DataError, ScaleError
 from avrec.eval.topk import rank_scores, topk_from_scores
 from avrec.models import artifacts
 from avrec.models.capabilities import Capabilities
+from avrec.models.cooccurrence import cooccurrence_unit_rows
+from avrec.models.scale import Size, score_batch_rows
 from avrec.models.versions import is_home, resolve_model_folder
 
 __all__ = ["Capabilities", "Recommender", "check_k", "rank_scores", "topk_from_scores"]
@@ -75,6 +77,7 @@ class Recommender(ABC):
         """Train on ``dataset``; ``valid`` (same catalogue) lets a model early-stop or tune."""
         if dataset.n_interactions == 0:
             raise DataError(f"{dataset.name or 'dataset'}: no interactions to fit on")
+        self.check_size(Size.of(dataset))
         self.items = dataset.items
         self.user_ids = dataset.user_ids
         self.seen = dataset.matrix(binary=True)
@@ -82,6 +85,14 @@ class Recommender(ABC):
         self._clear_caches()
         self._fit(dataset, valid, valid_candidates)
         return self
+
+    def check_size(self, size: Size) -> None:
+        """A ScaleError, before anything is allocated, when this model cannot fit data of ``size`` here."""
+        if problem := self._size_problem(size):
+            raise ScaleError(f"{self.name}: {problem}")
+
+    def _size_problem(self, size: Size) -> str | None:  # what a fit of ``size`` needs and what to use instead
+        return None
 
     @abstractmethod
     def _fit(self, dataset: Dataset, valid: Dataset | None, valid_candidates: np.ndarray | None) -> None:
@@ -245,6 +256,7 @@ class Recommender(ABC):
         user_idx = np.asarray(user_idx, dtype=np.int64)
         out_idx = np.full((len(user_idx), k), -1, dtype=np.int64)
         out_val = np.full((len(user_idx), k), -np.inf, dtype=np.float32)
+        batch_size = score_batch_rows(batch_size, self.n_items if candidates is None else len(candidates))
         for start in range(0, len(user_idx), batch_size):
             sl = slice(start, start + batch_size)
             scores = self.score_users(user_idx[sl], candidates)
@@ -406,10 +418,3 @@ class Recommender(ABC):
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.config!r})"
-
-
-def cooccurrence_unit_rows(seen: sp.spmatrix) -> sp.csr_matrix:
-    """Items × users rows of the training matrix scaled to unit length: their products are co-occurrence cosines."""
-    x = sp.csr_matrix(seen.T, dtype=np.float32)
-    norms = np.sqrt(np.asarray(x.multiply(x).sum(axis=1)).ravel())
-    return sp.csr_matrix(sp.diags(1 / np.where(norms > 0, norms, 1)) @ x)
