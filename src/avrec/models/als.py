@@ -13,6 +13,7 @@ import scipy.sparse as sp
 from avrec.data.dataset import Dataset
 from avrec.errors import DataError
 from avrec.models.base import Capabilities, Recommender
+from avrec.models.scale import Size, over_budget
 
 _controller: Any = None
 
@@ -49,6 +50,12 @@ class ALS(Recommender):
     user_factors: np.ndarray
     item_factors: np.ndarray
     _model: Any  # implicit's AlternatingLeastSquares: the fitted one, or rebuilt for fold-in after load
+
+    def _size_problem(self, size: Size) -> str | None:
+        # the user × item matrix and implicit's transposed copy (index + value each), factors and their updates
+        need = 2 * 12.0 * size.n_interactions + 3 * 4.0 * (size.n_users + size.n_items) * self.config.factors
+        return over_budget(f"{size.n_interactions:,} interactions with {self.config.factors} factors", need,
+                           "lower als factors")
 
     def _implicit_model(self) -> Any:
         from implicit.cpu.als import AlternatingLeastSquares

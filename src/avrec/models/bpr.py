@@ -17,6 +17,7 @@ import scipy.sparse as sp
 from avrec.data.dataset import Dataset
 from avrec.eval.validation import ValidationSet
 from avrec.models.base import Capabilities, Recommender
+from avrec.models.scale import Size, over_budget
 from avrec.training import EarlyStopping
 
 
@@ -43,6 +44,11 @@ class BPR(Recommender):
     name = "bpr"
     CAPABILITIES = Capabilities(item_vectors=True)
     Config = BPRConfig
+
+    def _size_problem(self, size: Size) -> str | None:
+        need = 2 * 12.0 * size.n_interactions + 3 * 4.0 * (size.n_users + size.n_items) * (self.config.factors + 1)
+        return over_budget(f"{size.n_interactions:,} interactions with {self.config.factors} factors", need,
+                           "lower bpr factors")
 
     def _fit(self, dataset: Dataset, valid: Dataset | None, valid_candidates: np.ndarray | None) -> None:
         from implicit.cpu.bpr import BayesianPersonalizedRanking

@@ -16,6 +16,7 @@ import scipy.sparse as sp
 from avrec.data.dataset import Dataset
 from avrec.errors import ConfigError
 from avrec.models.base import Capabilities, Recommender
+from avrec.models.scale import Size, gb, over_budget
 
 
 @dataclass
@@ -43,6 +44,16 @@ class EASE(Recommender):
     Config = EASEConfig
 
     weights: np.ndarray  # (n_items, n_items), set by _fit / _load_state
+
+    def _size_problem(self, size: Size) -> str | None:
+        n, cap = size.n_items, self.config.max_items
+        fitting = 3 * 4 * n * n  # the Gram matrix, its inverse and the weights, float32
+        if n > cap:
+            return (f"{n:,} items need a dense {n:,}×{n:,} item×item matrix ({gb(4 * n * n)}, about {gb(fitting)} "
+                    f"while fitting, {n**3 / 3e12:,.3g} Tflop to invert); the cap is max_items={cap:,} "
+                    f"({gb(12 * cap * cap)}); use als or hybrid")
+        return over_budget(f"{n:,} items (a dense item×item matrix, three copies while fitting)", fitting,
+                           "use als or hybrid")
 
     def _fit(self, dataset: Dataset, valid: Dataset | None, valid_candidates: np.ndarray | None) -> None:
         # Items without interactions have B = 0, so the inverse is only needed over the active ones.

@@ -10,6 +10,10 @@ import scipy.sparse as sp
 from avrec.data.dataset import Dataset
 from avrec.models.artifacts import csr_from_tensors, csr_to_tensors
 from avrec.models.base import Capabilities, Recommender
+from avrec.models.scale import Size, gb, over_budget
+
+#: bytes per counted pair while fitting: the sparse product (index + value), its COO copy and the cosines
+PAIR_BYTES = 24
 
 
 def top_neighbours(sim: sp.csr_matrix, k: int) -> sp.csr_matrix:
@@ -38,12 +42,22 @@ def top_neighbours(sim: sp.csr_matrix, k: int) -> sp.csr_matrix:
 class ItemKNNConfig:
     neighbours: int = 100
     shrink: float = 10.0
+    #: the most (user, item, item) co-occurrence triples (Σ over users of history length²) a fit may count
+    max_pairs: float = 3e8
 
 
 class ItemKNN(Recommender):
     name = "itemknn"
     CAPABILITIES = Capabilities(exact_fold_in=True)
     Config = ItemKNNConfig
+
+    def _size_problem(self, size: Size) -> str | None:
+        pairs, cap = size.pair_count(), self.config.max_pairs
+        if pairs > cap:
+            return (f"histories this long give up to {pairs:,.3g} item pairs to count (about "
+                    f"{gb(pairs * PAIR_BYTES)} while fitting); the cap is max_pairs={cap:,.3g} "
+                    f"({gb(cap * PAIR_BYTES)}); use als, seqknn or hybrid")
+        return over_budget(f"{pairs:,.3g} item pairs", pairs * PAIR_BYTES, "use als, seqknn or hybrid")
 
     def _fit(self, dataset: Dataset, valid: Dataset | None, valid_candidates: np.ndarray | None) -> None:
         x = sp.csc_matrix(self.seen, dtype=np.float32)

@@ -10,12 +10,14 @@ this machine's RAM.
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
 from avrec.errors import ConfigError
+from avrec.eval.validation import ValidationSet
 
 
 @dataclass(frozen=True)
@@ -69,6 +71,31 @@ def score_batch_rows(batch_size: int, n_items: int) -> int:
     return max(1, min(int(batch_size), SCORE_BATCH_BYTES // max(4 * int(n_items), 1)))
 
 
+def subsample(check: ValidationSet, max_users: int, seed: int = 0) -> ValidationSet:
+    """At most ``max_users`` of a validation set's users (0: all), drawn with ``seed``."""
+    if not max_users or len(check) <= max_users:
+        return check
+    rows = np.sort(np.random.default_rng(seed).choice(len(check), max_users, replace=False))
+    return ValidationSet(check.users[rows], check.truth[rows], None if check.exclude is None else check.exclude[rows],
+                         check.candidates)
+
+
+def batched_ndcg(check: ValidationSet, scores_for: Callable[[np.ndarray], np.ndarray], n_columns: int,
+                 k: int = 10) -> float:
+    """Mean NDCG@k of ``check``, scored in user batches whose (users × ``n_columns``) block stays under
+    :data:`SCORE_BATCH_BYTES`; ``scores_for(rows)`` scores the rows ``rows`` of ``check``."""
+    if len(check) == 0:
+        return 0.0
+    step = score_batch_rows(len(check), n_columns)
+    total = 0.0
+    for start in range(0, len(check), step):
+        rows = np.arange(start, min(start + step, len(check)))
+        part = ValidationSet(check.users[rows], check.truth[rows],
+                             None if check.exclude is None else check.exclude[rows], check.candidates)
+        total += part.ndcg(np.asarray(scores_for(rows)), k) * len(rows)
+    return total / len(check)
+
+
 def gb(n_bytes: float) -> str:
     """Bytes as a short human size: '4.0 GB', '12 GB', '4,000 GB'."""
     value = n_bytes / 1e9
@@ -85,4 +112,5 @@ def over_budget(what: str, n_bytes: float, instead: str) -> str | None:
     return f"{what} need about {gb(n_bytes)}, more than the {gb(budget)} memory budget (AVREC_MEMORY_GB); {instead}"
 
 
-__all__ = ["SCORE_BATCH_BYTES", "Size", "gb", "memory_budget", "over_budget", "score_batch_rows"]
+__all__ = ["SCORE_BATCH_BYTES", "Size", "batched_ndcg", "gb", "memory_budget", "over_budget", "score_batch_rows",
+           "subsample"]

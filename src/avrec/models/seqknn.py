@@ -21,6 +21,7 @@ from avrec.errors import NotApplicable
 from avrec.eval.validation import ValidationSet
 from avrec.models.artifacts import csr_from_tensors, csr_to_tensors
 from avrec.models.base import Capabilities, Recommender
+from avrec.models.scale import Size, batched_ndcg, over_budget
 
 
 @dataclass
@@ -75,6 +76,13 @@ class SeqKNN(Recommender):
     CAPABILITIES = Capabilities(exact_fold_in=True)
     Config = SeqKNNConfig
 
+    def _size_problem(self, size: Size) -> str | None:
+        # per event and window step: the pair's row, column and value, concatenated, then CSR and its transpose
+        window = max([self.config.window, *self.config.window_grid])
+        need = 40.0 * size.n_interactions * window + 8.0 * size.n_items * self.config.neighbours
+        return over_budget(f"{size.n_interactions:,} events within a window of {window}", need,
+                           "lower seqknn window and window_grid, or use als")
+
     def _similarity(self, dataset: Dataset, window: int) -> sp.csr_matrix:
         c = self.config
         return sequence_similarity(dataset, window, c.decay, c.alpha, c.neighbours)
@@ -88,8 +96,12 @@ class SeqKNN(Recommender):
             check = ValidationSet.from_matrices(valid.matrix(binary=True)[:, : seen.shape[1]], seen,
                                                 max_users=3000, seed=0)
             if len(check):
-                tried = {w: check.ndcg((seen[check.users] @ self._similarity(dataset, w)).toarray())
-                         for w in self.config.window_grid}
+                tried = {}
+                for w in self.config.window_grid:  # scored in user batches: users × catalogue stays bounded
+                    sim = self._similarity(dataset, w)
+                    tried[w] = batched_ndcg(check, lambda rows, s=sim: (seen[check.users[rows]] @ s).toarray(),
+                                            seen.shape[1])
+                    del sim
                 window = max(tried, key=lambda w: (tried[w], -w))
                 self.tuning = {"valid_ndcg@10": tried}
         self.config = replace(self.config, window=int(window))
