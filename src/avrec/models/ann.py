@@ -63,7 +63,9 @@ class ANNIndex:
             lists = c.ivf_lists or max(16, int(4 * np.sqrt(n)))
             quantizer = faiss.IndexFlatIP(d)
             ivf = faiss.IndexIVFFlat(quantizer, d, lists, faiss.METRIC_INNER_PRODUCT)
-            ivf.train(x)
+            # k-means on at most 64 points a list (faiss asks for 39+): its cost grows with points × lists
+            sample = np.random.default_rng(0).choice(n, 64 * lists, replace=False) if n > 64 * lists else None
+            ivf.train(x if sample is None else x[np.sort(sample)])
             ivf.nprobe = c.ivf_probe
             index = ivf
         index.add(x)

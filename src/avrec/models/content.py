@@ -22,6 +22,7 @@ import scipy.sparse as sp
 
 from avrec.data.dataset import TEXT_FIELDS, Dataset
 from avrec.data.documents import DocumentConfig, build_documents
+from avrec.errors import ScaleError
 from avrec.models.base import Capabilities, Recommender
 from avrec.models.towers import recency_of
 
@@ -39,6 +40,8 @@ class ContentConfig:
     modalities: list[str] = field(default_factory=lambda: ["auto"])  # "none": text only
     extractors: dict[str, str] = field(default_factory=dict)  # modality -> extractor name (default "auto")
     modality_weight: float = 1.0
+    #: the most documents a fit encodes itself; beyond, their vectors must be in the embedding cache (avrec embed)
+    max_uncached: int = 50_000
 
 
 class ContentModel(Recommender):
@@ -71,6 +74,14 @@ class ContentModel(Recommender):
             self._encoder = TextEncoder(self.config.encoder, max_length=self.config.max_length)
         docs = build_documents(items, DocumentConfig(fields=list(self.config.doc_fields)))
         cache = None if self.config.embedding_cache == "none" else EmbeddingCache(self.config.embedding_cache)
+        cap = self.config.max_uncached
+        if len(docs) > cap:  # refuse before hours of encoding: count what the cache lacks
+            missing = len(docs) if cache is None else int((~cache.get(self._encoder.model_id, docs)[1]).sum())
+            if missing > cap:
+                raise ScaleError(f"content: {missing:,} item documents are not in the embedding cache; encoding them "
+                                 f"here takes about {missing / 115 / 3600:.1f} h at the ~115 documents/s measured on "
+                                 "2 CPU cores (benchmarks/results/encoder_speed.md); run `avrec embed` first, or raise "
+                                 f"content.max_uncached (now {cap:,})")
         v = np.asarray(encode_texts(self._encoder, docs, cache, show_progress=len(docs) > 256), dtype=np.float32)
         return v / np.maximum(np.linalg.norm(v, axis=1, keepdims=True), 1e-9)
 

@@ -38,6 +38,8 @@ from avrec.models.blend import fuse, standardise, tune_weights
 from avrec.models.hybrid_components import ComponentSet, TuningParts, fit_components
 from avrec.models.hybrid_config import HybridConfig
 from avrec.models.hybrid_features import ItemFeaturizer
+from avrec.models.hybrid_scale import plan_for_size, tune_users
+from avrec.models.scale import Size, batched_ndcg, subsample
 from avrec.models.towers import ItemFeatures, Towers, TowerTrainConfig, TowerTrainer, item_outputs, user_outputs
 
 
@@ -59,7 +61,8 @@ class Hybrid(Recommender):
         return TowerTrainConfig(max_steps=max_steps or c.max_steps, batch_users=c.batch_users, lr=c.lr,
                            weight_decay=c.weight_decay, id_dropout=c.id_dropout, user_id_dropout=c.user_id_dropout,
                            input_keep=c.input_keep, history_len=c.history_len, eval_every=c.eval_every,
-                           patience=patience if patience is not None else c.patience, seed=c.seed)
+                           patience=patience if patience is not None else c.patience, seed=c.seed,
+                           negatives=max(0, c.tower_negatives))
 
     def _tower_scores(self, user_vecs: np.ndarray, items: np.ndarray | None) -> np.ndarray:
         """Tower scores over ``items`` (None: the whole catalogue, without copying the item vectors)."""
@@ -69,12 +72,15 @@ class Hybrid(Recommender):
 
     # ---- fitting -----------------------------------------------------------------------------
     def _fit(self, dataset: Dataset, valid: Dataset | None, valid_candidates: np.ndarray | None) -> None:
-        c = self.config
         started = time.perf_counter()
+        # settings left on auto are chosen by size (sampled softmax, sampled validation, IVF, ...): see hybrid_scale
+        self.config, plan = plan_for_size(self.config, Size.of(dataset), dataset.items, ItemFeaturizer(self.config))
+        c = self.config
         self.featurizer = ItemFeaturizer(self.config)
         self.features = self.featurizer.fit(dataset.items)
         self.report: dict = {"feature_dim": int(self.features.sparse.shape[1]),
-                             "lm_dim": 0 if self.features.lm is None else int(self.features.lm.shape[1])}
+                             "lm_dim": 0 if self.features.lm is None else int(self.features.lm.shape[1]),
+                             "scale_plan": plan}
         self.warm_weights: list[float] = []
         self.cold_weights: list[float] = []
         self.component_set: ComponentSet | None = None  # components of an earlier fit are not reused
@@ -107,7 +113,8 @@ class Hybrid(Recommender):
         trainer = TowerTrainer(towers, self.features, seen, timestamps, warm_items,
                                self._train_config(fixed_steps, patience=10**9 if fixed_steps else None))
 
-        checks = [ValidationSet.from_matrices(part.matrix(binary=True), seen, cands)
+        checks = [ValidationSet.from_matrices(part.matrix(binary=True), seen, cands,
+                                              max(0, self.config.valid_users), self.config.seed)
                   for part, cands in ((warm_valid, None), (cold_valid, cold_cands)) if part is not None]
 
         def validate(model: Towers) -> float:
@@ -117,7 +124,13 @@ class Hybrid(Recommender):
                 u = user_outputs(model, item_vecs, seen[check.users], None if timestamps is None
                                  else timestamps[check.users], check.users, self.config.history_len)
                 items = np.arange(train.n_items) if check.candidates is None else check.candidates
-                total += check.ndcg(u @ item_vecs[items].T + item_bias[items])
+                vecs, bias = item_vecs[items], item_bias[items]
+
+                def scores(rows: np.ndarray, u: np.ndarray = u, v: np.ndarray = vecs,
+                           b: np.ndarray = bias) -> np.ndarray:
+                    return u[rows] @ v.T + b
+
+                total += batched_ndcg(check, scores, len(items))
             return total
 
         if warm_valid is None and cold_valid is None:
@@ -168,8 +181,13 @@ class Hybrid(Recommender):
 
     def _tune(self, train: Dataset, part: Dataset, cands: np.ndarray | None,
               names: list[str]) -> tuple[list[float], float]:
-        check = ValidationSet.from_matrices(part.matrix(binary=True), self.fit_seen, cands)
+        check = ValidationSet.from_matrices(part.matrix(binary=True), self.fit_seen, cands,
+                                            max(0, self.config.valid_users), self.config.seed)
         items = np.arange(train.n_items) if cands is None else np.asarray(cands)
+        # bounded on big catalogues: (users × items × components) stays under hybrid_scale.TUNE_BYTES
+        # (components score the whole catalogue, then select the candidates)
+        check = subsample(check, tune_users(len(check), self.fit_seen.shape[1], len(names),
+                                            max(0, self.config.valid_users)), self.config.seed)
         return tune_weights(self._components_z(check.users, None, items, names), check)
 
     def ablated(self, drop: list[str], valid: Dataset, valid_candidates: np.ndarray | None = None) -> Hybrid:

@@ -14,8 +14,9 @@ from typing import Any
 import numpy as np
 
 from avrec.data.dataset import Dataset
-from avrec.errors import DataWarning, NotApplicable
+from avrec.errors import DataWarning, NotApplicable, ScaleError
 from avrec.models.base import Recommender
+from avrec.models.scale import Size
 
 
 @dataclass
@@ -35,13 +36,15 @@ class ComponentSet:
 
 
 def make_component(name: str, cfg: Any, n_active_items: int, tuned: dict[str, Any]) -> Recommender | None:
-    """A fresh component model, or None when it does not apply at this size (EASE above its item cap)."""
+    """A fresh component model (whether it fits the size is its own ``check_size``)."""
     from avrec.models.registry import create_model
 
     if name in tuned:
         return create_model(name, replace(tuned[name]))
-    if name == "ease":
-        return None if n_active_items > cfg.ease.max_items else create_model("ease", replace(cfg.ease))
+    if name == "ease":  # above its item cap it refuses in check_size, and the reason is kept
+        return create_model("ease", replace(cfg.ease))
+    if name == "seqknn" and hasattr(cfg, "seqknn"):  # configs saved before the section get the defaults
+        return create_model("seqknn", replace(cfg.seqknn))
     if name == "als":
         return create_model("als", replace(cfg.als, seed=cfg.seed))
     if name in ("itemknn", "kgpath"):
@@ -56,18 +59,26 @@ def make_component(name: str, cfg: Any, n_active_items: int, tuned: dict[str, An
 def fit_components(cfg: Any, train: Dataset, warm_items: np.ndarray, parts: TuningParts | None,
                    previous: ComponentSet | None) -> ComponentSet:
     """Fit every component of ``cfg.blend`` and ``cfg.cold_blend`` on ``train``; a component with nothing
-    to work with (NotApplicable) is left out with one warning."""
+    to work with (NotApplicable) or that refuses the size (ScaleError, checked before it allocates) is left
+    out with one warning."""
     out = ComponentSet(tuned=dict(previous.tuned) if previous else {})
+    size = Size.of(train)
     for name in dict.fromkeys([*cfg.blend, *cfg.cold_blend]):
         model = make_component(name, cfg, int(warm_items.sum()), out.tuned)
         if model is None:
             continue
+        try:
+            model.check_size(size)
+        except ScaleError as e:
+            out.skipped[name] = str(e)
+            continue
         cold = name in cfg.cold_blend and name not in cfg.blend
-        valid = None if parts is None or name in out.tuned else (parts.cold if cold else parts.warm)
+        tuning = getattr(cfg, "component_tuning", True)
+        valid = None if parts is None or name in out.tuned or not tuning else (parts.cold if cold else parts.warm)
         try:
             out.models[name] = model.fit(train, valid=valid,
                                          valid_candidates=parts.cold_candidates if (cold and parts) else None)
-        except NotApplicable as e:  # nothing for it to work with here: left out of the blend
+        except (NotApplicable, ScaleError) as e:  # nothing to work with, or too big here: left out of the blend
             out.skipped[name] = str(e)
             continue
         if valid is not None and name in ("tfidf", "contentpop", "seqknn"):

@@ -10,6 +10,7 @@ from avrec.models.als import ALSConfig
 from avrec.models.ease import EASEConfig
 from avrec.models.itemknn import ItemKNNConfig
 from avrec.models.kgpath import KGPathConfig
+from avrec.models.seqknn import SeqKNNConfig
 
 
 @dataclass
@@ -60,6 +61,12 @@ class HybridConfig:
     ann_kind: str = "auto"
     ann_exact_below: int = 50000
     ann_candidates: int = 500
+    # scale (avrec.models.hybrid_scale): -1 = chosen by catalogue size, above ``scale_items`` items
+    scale_items: int = 200_000
+    tower_negatives: int = -1
+    valid_users: int = -1
+    component_tuning: bool = True
+    seqknn: SeqKNNConfig = field(default_factory=SeqKNNConfig)
 
     #: the flat keys these sections replaced, still accepted (``--set ease_l2=250``, old config.json files)
     aliases: ClassVar[dict[str, str]] = {

@@ -76,11 +76,16 @@ class SeqKNN(Recommender):
     CAPABILITIES = Capabilities(exact_fold_in=True)
     Config = SeqKNNConfig
 
-    def _size_problem(self, size: Size) -> str | None:
-        # per event and window step: the pair's row, column and value, concatenated, then CSR and its transpose
+    def fit_bytes(self, size: Size) -> float:
+        """Planned peak of a fit: per event and window step the pair's row, column and value, concatenated,
+        then CSR and its transpose; the kept neighbours (at most the pairs seen)."""
         window = max([self.config.window, *self.config.window_grid])
-        need = 40.0 * size.n_interactions * window + 8.0 * size.n_items * self.config.neighbours
-        return over_budget(f"{size.n_interactions:,} events within a window of {window}", need,
+        kept = min(size.n_items * self.config.neighbours, 2 * size.n_interactions * window)
+        return 40.0 * size.n_interactions * window + 8.0 * kept
+
+    def _size_problem(self, size: Size) -> str | None:
+        window = max([self.config.window, *self.config.window_grid])
+        return over_budget(f"{size.n_interactions:,} events within a window of {window}", self.fit_bytes(size),
                            "lower seqknn window and window_grid, or use als")
 
     def _similarity(self, dataset: Dataset, window: int) -> sp.csr_matrix:
@@ -99,8 +104,11 @@ class SeqKNN(Recommender):
                 tried = {}
                 for w in self.config.window_grid:  # scored in user batches: users × catalogue stays bounded
                     sim = self._similarity(dataset, w)
-                    tried[w] = batched_ndcg(check, lambda rows, s=sim: (seen[check.users[rows]] @ s).toarray(),
-                                            seen.shape[1])
+
+                    def scores(rows: np.ndarray, s: sp.csr_matrix = sim) -> np.ndarray:
+                        return np.asarray((seen[check.users[rows]] @ s).toarray())
+
+                    tried[w] = batched_ndcg(check, scores, seen.shape[1])
                     del sim
                 window = max(tried, key=lambda w: (tried[w], -w))
                 self.tuning = {"valid_ndcg@10": tried}
@@ -108,8 +116,9 @@ class SeqKNN(Recommender):
         self.similarity = self._similarity(dataset, self.config.window)
 
     def _score_history(self, history: sp.csr_matrix, item_idx: np.ndarray | None) -> np.ndarray:
-        cols = self.similarity if item_idx is None else self.similarity[:, item_idx]
-        return np.asarray((sp.csr_matrix(history, dtype=np.float32) @ cols).todense())
+        # the (history-sized) product first, then its columns: never a column slice of the item × item matrix
+        s = sp.csr_matrix(sp.csr_matrix(history, dtype=np.float32) @ self.similarity)
+        return np.asarray((s if item_idx is None else s[:, item_idx]).todense())
 
     def _score(self, user_idx: np.ndarray, item_idx: np.ndarray | None) -> np.ndarray:
         return self._score_history(self._fitted(self.seen)[user_idx], item_idx)

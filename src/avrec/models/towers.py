@@ -107,6 +107,16 @@ class Towers(nn.Module):
         bias = bias + m.squeeze(-1) * self.item_id_bias.weight[:n, 0]
         return vec, bias
 
+    def items_at(self, content: torch.Tensor, idx: torch.Tensor,
+                 id_mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Like :meth:`items` for the items ``idx`` only (``content`` and ``id_mask`` rows in that order): the
+        sampled softmax of big catalogues."""
+        bias = self.bias_head(content).squeeze(-1)
+        if self.item_id is None or self.item_id_bias is None:
+            return content, bias
+        m = id_mask.unsqueeze(-1)
+        return content + m * self.item_id(idx), bias + id_mask * self.item_id_bias(idx)[:, 0]
+
     def users(
         self,
         item_vecs: torch.Tensor,
@@ -199,6 +209,9 @@ class TowerTrainConfig:
     eval_every: int
     patience: int
     seed: int
+    #: 0: softmax over the whole catalogue each step; N: over the batch's items and N sampled warm items
+    #: (uniform, so the softmax needs no correction), which keeps a step's cost independent of the catalogue
+    negatives: int = 0
 
 
 class TowerTrainer:
@@ -222,6 +235,9 @@ class TowerTrainer:
         self.config = config
         self.rng = np.random.default_rng(config.seed)
         self.train_users = np.flatnonzero(np.diff(self.seen.indptr) >= 2)
+        self.item_features = features
+        self.warm_idx = np.flatnonzero(warm_items)
+        self.sampled = 0 < config.negatives < int(warm_items.sum())
 
     def item_tower(self, id_mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         lm, idx, off, w = self.features
@@ -256,6 +272,27 @@ class TowerTrainer:
             targets.append(items[~keep])
         return users, inputs, recs, targets
 
+    def _sampled_logits(self, users: np.ndarray, inputs: list[np.ndarray], recs: list[np.ndarray],
+                        targets: list[np.ndarray], negatives: np.ndarray,
+                        user_mask: torch.Tensor) -> tuple[torch.Tensor, list[np.ndarray], list[np.ndarray]]:
+        """Logits over the batch's items plus the sampled ``negatives``, and the batch in pool positions."""
+        c = self.config
+        pool = np.unique(np.concatenate([*inputs, *targets, negatives]))
+        sub = self.item_features.rows(pool)
+        lm, idx, off, w = sub.tensors()
+        if sub.groups and sub.group_dropout > 0:  # modality dropout, as in item_tower
+            groups = torch.from_numpy(sub.entry_groups())
+            rows = torch.from_numpy(np.repeat(np.arange(len(pool)), np.diff(sp.csr_matrix(sub.sparse).indptr)))
+            keep = torch.rand(len(pool), len(sub.groups)) >= sub.group_dropout
+            w = w * (~((groups >= 0) & ~keep[rows, groups.clamp(min=0)])).float()
+        pool_t = torch.from_numpy(pool.astype(np.int64))
+        id_mask = self.warm[pool_t] * (torch.rand(len(pool)) >= c.id_dropout).float()
+        vecs, bias = self.model.items_at(self.model.content(lm, idx, off, w), pool_t, id_mask)
+        local_inputs = [np.searchsorted(pool, h) for h in inputs]
+        hist_idx, hist_rec = history_batch(local_inputs, recs, c.history_len)
+        u = self.model.users(vecs, hist_idx, hist_rec, torch.from_numpy(users.astype(np.int64)), user_mask)
+        return u @ vecs.T + bias, local_inputs, [np.searchsorted(pool, t) for t in targets]
+
     def train(self, validate: Callable[[Towers], float]) -> tuple[int, float, list[tuple[int, float]]]:
         """Run until ``max_steps`` or patience runs out; keeps the best state (data-parallel under torchrun).
 
@@ -272,17 +309,24 @@ class TowerTrainer:
         for step in range(1, c.max_steps + 1):
             self.model.train()
             users, inputs, recs, targets = self._step_batch()
-            id_mask = self.warm * (torch.rand(n_items) >= c.id_dropout).float()
-            item_vecs, item_bias = self.item_tower(id_mask)
+            # sampled softmax (big catalogues): negatives drawn before the split, the same on every process
+            negatives = self.warm_idx[self.rng.integers(len(self.warm_idx), size=c.negatives)] if self.sampled else None
+            if negatives is None:
+                id_mask = self.warm * (torch.rand(n_items) >= c.id_dropout).float()
+                item_vecs, item_bias = self.item_tower(id_mask)
             user_mask = (torch.rand(len(users)) >= c.user_id_dropout).float()
             n_global = len(users)
             if world > 1:  # this process's share of the global batch (every draw above is the same everywhere)
                 mine = np.arange(rank, n_global, world)
                 users, user_mask = users[mine], user_mask[torch.from_numpy(mine)]
                 inputs, recs, targets = ([part[i] for i in mine] for part in (inputs, recs, targets))
-            hist_idx, hist_rec = history_batch(inputs, recs, c.history_len)
-            u = self.model.users(item_vecs, hist_idx, hist_rec, torch.from_numpy(users.astype(np.int64)), user_mask)
-            logits = (u @ item_vecs.T + item_bias).masked_fill(self.never_seen, -1e9)
+            if negatives is not None:  # the same loss over a pool of items: pool positions from here on
+                logits, inputs, targets = self._sampled_logits(users, inputs, recs, targets, negatives, user_mask)
+            else:
+                hist_idx, hist_rec = history_batch(inputs, recs, c.history_len)
+                u = self.model.users(item_vecs, hist_idx, hist_rec, torch.from_numpy(users.astype(np.int64)),
+                                     user_mask)
+                logits = (u @ item_vecs.T + item_bias).masked_fill(self.never_seen, -1e9)
             rows = np.repeat(np.arange(len(users)), [len(h) for h in inputs])
             logits[torch.from_numpy(rows), torch.from_numpy(np.concatenate(inputs).astype(np.int64))] = -1e9
             logp = torch.log_softmax(logits, dim=1)
