@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import ipaddress
 import logging
+import os
 import sys
 from dataclasses import dataclass, fields
 from pathlib import Path
@@ -53,7 +54,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("model_dir", metavar="MODEL_DIR", help="a folder written by `avrec fit --out`")
     p.add_argument("--host", default=None, help="interface to bind (default 127.0.0.1)")
     p.add_argument("--port", type=int, default=None, help="port (default 8000; 0 picks a free one)")
-    p.add_argument("--store", default=None, help="SQLite event store (default: MODEL_DIR-events.sqlite3 beside it)")
+    p.add_argument("--store", default=None,
+                   help="event store: a SQLite file (default: MODEL_DIR-events.sqlite3 beside it) or a "
+                        "postgresql://USER@HOST:PORT/DB URL shared by several servers")
     add_settings_options(p, example="serve.api_key=KEY, watch_interval=5",
                          config_help="TOML/YAML file with a [serve] table (api_key, port, ...)")
     p.add_argument("--insecure-dev", action="store_true",
@@ -70,6 +73,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--compute-threads", type=int, default=1,
                    help="BLAS/torch threads per request (default 1: requests run in parallel, and threaded "
                         "BLAS inside concurrent requests thrashes the cores: 18 against 390 req/s for hybrid)")
+    p.add_argument("--workers", type=int, default=1,
+                   help="server processes sharing the port (default 1); each maps the model files (shared "
+                        "pages) and opens its own store connection; feedback sent to one is in the others' "
+                        "next answer for that user")
     p.set_defaults(func=cmd_serve)
 
 
@@ -96,11 +103,8 @@ def limit_compute_threads(n: int) -> None:
     torch.set_num_threads(n)
 
 
-def cmd_serve(args: argparse.Namespace) -> int:
-    try:
-        import uvicorn
-    except ImportError:
-        raise ConfigError("serving needs fastapi and uvicorn: pip install fastapi uvicorn") from None
+def _service_app(args: argparse.Namespace):
+    """(app, service, store, host, port) of one server process, from the command's arguments."""
     from avrec.cli.common import require_model_folder
     from avrec.serve.app import create_app
     from avrec.serve.service import RecommenderService
@@ -108,22 +112,72 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     model_dir = require_model_folder(args.model_dir)
     host, port, store_path, config = serve_settings(args)
+    logging.basicConfig(level=args.log_level.upper(), format="%(levelname)s %(name)s: %(message)s")
+    limit_compute_threads(args.compute_threads)
+    store = EventStore(store_path or default_store(model_dir))
+    service = RecommenderService(model_dir, store, config)
+    return create_app(service), service, store, host, port
+
+
+#: the environment variable that hands ``avrec serve``'s arguments to its worker processes (JSON)
+WORKER_ARGS = "AVREC_SERVE_WORKER_ARGS"
+
+
+def worker_app():
+    """The app of one ``--workers`` process (uvicorn's factory, called in each spawned worker)."""
+    import json
+
+    args = argparse.Namespace(**json.loads(os.environ[WORKER_ARGS]))
+    return _service_app(args)[0]
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    try:
+        import uvicorn
+    except ImportError:
+        raise ConfigError("serving needs fastapi and uvicorn: pip install fastapi uvicorn") from None
+
+    host, port, _store, config = serve_settings(args)  # checked before anything is loaded
     if config.insecure_dev and not _is_loopback(host):
         raise ConfigError(f"--insecure-dev only binds a loopback address (127.0.0.1), not {host}")
     if not _is_loopback(host):
         print(f"warning: binding {host}: the API is reachable from other machines", file=sys.stderr)
     if args.compute_threads < 1:
         raise ConfigError(f"--compute-threads must be at least 1, not {args.compute_threads}")
-    logging.basicConfig(level=args.log_level.upper(), format="%(levelname)s %(name)s: %(message)s")
-    limit_compute_threads(args.compute_threads)
-    store = EventStore(store_path or default_store(model_dir))
-    service = RecommenderService(model_dir, store, config)
-    app = create_app(service)
+    if args.workers < 1:
+        raise ConfigError(f"--workers must be at least 1, not {args.workers}")
+    if args.workers > 1:
+        return _serve_workers(args, host, port)
+    app, service, store, host, port = _service_app(args)
     server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level=args.log_level, access_log=False,
                                            timeout_graceful_shutdown=5))
     _announce(server, host, service, store)
     server.run()
     store.close()
+    return 0
+
+
+def _serve_workers(args: argparse.Namespace, host: str, port: int) -> int:
+    """``--workers N``: the port bound here once, N spawned uvicorn workers accepting on it (each builds
+    its service through :func:`worker_app`; uvicorn restarts one that dies)."""
+    import json
+
+    import uvicorn
+    from uvicorn.supervisors import Multiprocess
+
+    from avrec.cli.common import require_model_folder
+
+    require_model_folder(args.model_dir)
+    os.environ[WORKER_ARGS] = json.dumps({k: v for k, v in vars(args).items() if k != "func"})
+    config = uvicorn.Config("avrec.cli.serve:worker_app", factory=True, host=host, port=port,
+                            workers=args.workers, log_level=args.log_level, access_log=False,
+                            timeout_graceful_shutdown=5)
+    sock = config.bind_socket()
+    shown = "127.0.0.1" if host in ("0.0.0.0", "localhost") else host
+    print(f"avrec: serving {args.model_dir} with {args.workers} worker processes", flush=True)
+    print(f"avrec: open http://{shown}:{sock.getsockname()[1]}/  (API docs: http://{shown}:{sock.getsockname()[1]}"
+          f"/docs)", flush=True)
+    Multiprocess(config, sockets=[sock]).run()
     return 0
 
 

@@ -10,9 +10,11 @@ impressions and rewards logged since are replayed from the store (:func:`replay`
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import threading
 from collections.abc import Callable
+from concurrent.futures import Future
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -23,11 +25,13 @@ from avrec.errors import ConfigError
 from avrec.models.artifacts import read_meta
 from avrec.models.versions import resolve_model_folder
 from avrec.policies import PolicyConfig, SlatePolicy, load_policy, make_policy, policy_config
+from avrec.policies.base import Slate
 from avrec.policies.clicks import geometric_examination
 from avrec.policies.features import FEATURE_NAMES, FeatureBuilder
 from avrec.policies.rewards import RewardConfig
 from avrec.serve.config import ServeConfig
 from avrec.serve.impressions import Impression, ImpressionLog, check_feedback
+from avrec.serve.pools import Pool
 from avrec.serve.state import ModelState
 from avrec.serve.store import EventStore
 
@@ -134,18 +138,26 @@ class Explorer:
         return max(int(k), self.policy.config.candidates)
 
     def present(self, state: ModelState, endpoint: str, user_id: str | None, pool: list[dict[str, Any]], k: int,
-                history: list[str], context: dict[str, Any], explore: bool = True) -> dict[str, Any]:
-        """Choose ``k`` of the ``pool`` items (best first), log the impression; the items and its id."""
+                history: list[str], context: dict[str, Any], explore: bool = True,
+                pending: list[Future] | None = None, prepared: Pool | None = None) -> dict[str, Any]:
+        """Choose ``k`` of the ``pool`` items (best first), log the impression; the items and its id.
+
+        ``prepared``: the cached :class:`~avrec.serve.pools.Pool` that ``pool`` and ``history`` come from;
+        its features and logged candidates are built once and kept there. ``pending``: the list the
+        impression's durable-write future goes to (the caller waits for it before answering); without it
+        this waits for the write itself."""
         if not pool:
             return {"items": [], "impression_id": None}
-        rows = np.array([state.catalog_index[it["item_id"]] for it in pool], dtype=np.int64)
         scores = np.array([float(it["score"]) for it in pool])
-        hist = [state.catalog_index[i] for i in history if i in state.catalog_index]
-        # rounded as logged, so that a replay of the log gives the live policy's parameters exactly
-        feats = self.features(state).build(rows, scores, hist).round(6)
+        if prepared is not None and prepared.features is not None and prepared.candidates_json is not None:
+            feats, candidates = prepared.features, prepared.candidates_json
+        else:
+            feats, candidates = self._candidates(state, pool, scores, history)
+            if prepared is not None:
+                prepared.features, prepared.candidates_json = feats, candidates
         with self.lock:
             policy = self.policy if explore else make_policy("greedy")
-            slate = policy.choose(scores, feats, k, self.rng)
+            slate = self._choose(policy, scores, feats, k, prepared)
             items = []
             for j, (c, p, e) in enumerate(zip(slate.items, slate.propensities, slate.explored)):
                 items.append({**pool[int(c)], "position": j, "propensity": float(p), "explored": bool(e)})
@@ -154,16 +166,42 @@ class Explorer:
                       for it, c in zip(items, slate.items)]
             impression_id = None
             if self.config.log_impressions:
-                impression_id = self.impressions.add(
+                impression_id, durable = self.impressions.submit(
                     user_id=user_id, endpoint=endpoint, policy=policy.name, policy_version=policy.version,
                     model=state.model.name, model_version=model_version(state), items=logged,
-                    candidates={"item_ids": [it["item_id"] for it in pool], "scores": scores.round(6).tolist(),
-                                "features": feats.tolist(), "feature_names": list(FEATURE_NAMES)},
-                    context={"k": k, **context})
+                    candidates=candidates, context={"k": k, **context})
+                if pending is None:
+                    durable.result()
+                else:
+                    pending.append(durable)
                 if explore and policy.learns and endpoint == "recommend":
                     kappa = geometric_examination(len(slate.items), self.config.examination_decay)
                     policy.observe(feats[slate.items], kappa)
         return {"items": items, "impression_id": impression_id, "policy": policy.name}
+
+    def _choose(self, policy: SlatePolicy, scores: np.ndarray, feats: np.ndarray, k: int,
+                prepared: Pool | None) -> Slate:
+        """The policy's slate; a greedy slate without ties (every propensity 1, so no random draw decides
+        it) is kept with the cached pool and reused."""
+        if prepared is None or type(policy) is not SlatePolicy:
+            return policy.choose(scores, feats, k, self.rng)
+        slate = prepared.slates.get(k)
+        if slate is None:
+            slate = policy.choose(scores, feats, k, self.rng)
+            if bool(np.all(slate.propensities == 1.0)):
+                prepared.slates[k] = slate
+        return slate
+
+    def _candidates(self, state: ModelState, pool: list[dict[str, Any]], scores: np.ndarray,
+                    history: list[str]) -> tuple[np.ndarray, str]:
+        """The policy features of ``pool`` and the impression log's ``candidates`` record (JSON text)."""
+        rows = np.array([state.catalog_index[it["item_id"]] for it in pool], dtype=np.int64)
+        hist = [state.catalog_index[i] for i in history if i in state.catalog_index]
+        # rounded as logged, so that a replay of the log gives the live policy's parameters exactly
+        feats = self.features(state).build(rows, scores, hist).round(6)
+        record = {"item_ids": [it["item_id"] for it in pool], "scores": scores.round(6).tolist(),
+                  "features": feats.tolist(), "feature_names": list(FEATURE_NAMES)}
+        return feats, json.dumps(record)
 
     def record_feedback(self, events: list[dict[str, Any]], add: Callable[[list[dict[str, Any]]], list[int]]
                         ) -> list[int]:

@@ -5,13 +5,17 @@ message names the field), the status of a :class:`~avrec.serve.errors.ServiceErr
 
 from __future__ import annotations
 
+import asyncio
 import logging
+from concurrent.futures import Future
 from typing import Any
 
+import orjson
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.responses import Response
 
 from avrec.errors import AvrecError
 from avrec.serve.errors import ServiceError
@@ -25,6 +29,18 @@ def error_response(status: int, message: str, detail: Any = None) -> JSONRespons
     if detail is not None:
         body["detail"] = detail
     return JSONResponse(status_code=status, content=body)
+
+
+async def durable_json(payload: dict[str, Any], pending: list[Future]) -> Response:
+    """The answer of a list endpoint once the writes it made are durable (its impression, committed with
+    the other requests' in one transaction while the event loop serves them), serialised by orjson.
+
+    The payload is already the response model's shape (the service builds it), so FastAPI's validation
+    and serialisation of it would only cost time: about a fifth of a cached /recommend.
+    """
+    for future in pending:
+        await asyncio.wrap_future(future)
+    return Response(orjson.dumps(payload), media_type="application/json")
 
 
 def validation_message(errors: list[dict]) -> str:

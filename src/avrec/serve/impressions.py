@@ -15,6 +15,7 @@ import json
 import time
 import uuid
 from collections.abc import Collection, Iterator
+from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import Any
 
@@ -23,6 +24,7 @@ import numpy as np
 from avrec.policies.rewards import RewardConfig
 from avrec.serve.errors import NotFound, ServiceError
 from avrec.serve.store import EventStore
+from avrec.serve.stores.group_commit import GroupCommitter
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS impressions (
@@ -76,18 +78,37 @@ class ImpressionLog:
     def __init__(self, store: EventStore) -> None:
         self.store = store
         store.executescript(SCHEMA)
+        # concurrent requests' impressions share one transaction (one fsync); each is acknowledged only
+        # once its transaction has committed
+        self._committer = GroupCommitter(self._write_batch, name="avrec-impressions")
 
     def add(self, *, user_id: str | None, endpoint: str, policy: str, policy_version: int, model: str,
-            model_version: str, items: list[dict[str, Any]], candidates: dict[str, Any],
+            model_version: str, items: list[dict[str, Any]], candidates: dict[str, Any] | str,
             context: dict[str, Any]) -> str:
         """Store one impression durably; returns its id once committed."""
+        impression_id, durable = self.submit(user_id=user_id, endpoint=endpoint, policy=policy,
+                                             policy_version=policy_version, model=model, model_version=model_version,
+                                             items=items, candidates=candidates, context=context)
+        durable.result()
+        return impression_id
+
+    def submit(self, *, user_id: str | None, endpoint: str, policy: str, policy_version: int, model: str,
+               model_version: str, items: list[dict[str, Any]], candidates: dict[str, Any] | str,
+               context: dict[str, Any]) -> tuple[str, Future]:
+        """Queue one impression for the next group commit: its id and a future that resolves once it is
+        durable (or raises the store's error). Impressions commit in the order they were submitted.
+        ``candidates``: the record, or its JSON text (kept by the pool cache, :mod:`avrec.serve.pools`)."""
         impression_id = uuid.uuid4().hex
         row = (impression_id, time.time(), user_id, endpoint, policy, int(policy_version), model, model_version,
-               json.dumps(items), json.dumps(candidates), json.dumps(context, ensure_ascii=False))
+               json.dumps(items), candidates if isinstance(candidates, str) else json.dumps(candidates),
+               json.dumps(context, ensure_ascii=False))
+        return impression_id, self._committer.submit(row)
+
+    def _write_batch(self, rows: list[tuple]) -> list[None]:
         with self.store.transaction() as cur:
-            cur.execute("INSERT INTO impressions(impression_id, ts, user_id, endpoint, policy, policy_version, "
-                        "model, model_version, items, candidates, context) VALUES (?,?,?,?,?,?,?,?,?,?,?)", row)
-        return impression_id
+            cur.executemany("INSERT INTO impressions(impression_id, ts, user_id, endpoint, policy, policy_version, "
+                            "model, model_version, items, candidates, context) VALUES (?,?,?,?,?,?,?,?,?,?,?)", rows)
+        return [None] * len(rows)
 
     @staticmethod
     def _row(r: tuple) -> Impression:

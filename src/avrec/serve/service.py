@@ -11,8 +11,10 @@ exposure re-ranking from :mod:`avrec.serve.rerank`, content rules from :mod:`avr
 from __future__ import annotations
 
 import logging
+import os
 import threading
 from collections.abc import Sequence
+from concurrent.futures import Future
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +28,7 @@ from avrec.serve.config import ServeConfig
 from avrec.serve.errors import Conflict, NotFound, ServiceError
 from avrec.serve.exploration import Explorer
 from avrec.serve.modality import ModalityNeighbours
+from avrec.serve.pools import LAST_EVENT, Pool, build_pool, fold_in
 from avrec.serve.rerank import ServeReranker
 from avrec.serve.rules import RuleView, check_rules, content_rules, rule_view
 from avrec.serve.search import SearchIndexer, minmax
@@ -126,39 +129,34 @@ class RecommenderService:
         return rule_view(self.rules, state, profile, user_id)
 
     def recommend(self, user_id: str, k: int = 10, explain: bool = False, details: bool = False,
-                  profile: str | None = None) -> dict[str, Any]:
+                  profile: str | None = None, pending: list[Future] | None = None) -> dict[str, Any]:
         """Top-k for a user id: the model's list, folded in with stored feedback, or the popular list,
-        among the items the content rules allow."""
+        among the items the content rules allow. The candidates come from the state's pool cache
+        (:mod:`avrec.serve.pools`) while the user's last stored event is the same. ``pending``: collect
+        the impression's durable-write future there instead of waiting for it (the caller awaits it)."""
         state = self.state
+        uid = str(user_id)
         with state.lock.read():
             view = self._view(state, profile, user_id)
-            cand = view.model_candidates()
-            p = self._profile(state, user_id)
-            model, n = state.model, self.explorer.width(k) + len(p.negative)
-            rr = self.reranker
-            if p.has_feedback:
-                idx, scores = self._fold_in(state, p.history, rr.width(n), cand)
-                idx, scores = rr.apply(model, idx, scores, n, lambda: model.history_matrix([p.history]))
-            elif p.known:
-                u = model.user_index[str(user_id)]
-                seen = model.seen
-                assert seen is not None  # a served model is fitted
-                idx, scores = model.topk_indices(np.array([u]), rr.width(n), exclude=seen[[u]], candidates=cand)
-                idx, scores = rr.apply(model, idx, scores, n, lambda: seen[[u]])
-            else:
-                idx, scores = model.popular_topk(1, n, candidates=cand)
-            items = state.scored_items(state.ids_of(idx)[0], scores[0], self.explorer.width(k),
-                                       exclude=p.negative | set(p.history))
-            fallback = not p.known and not p.has_feedback
-            items, logged = self._explore(state, "recommend", str(user_id), items, k, p.history,
-                                          {"fallback": fallback})
-            return logged | self._answer(state, str(user_id), fallback, items, p.history, explain, details, view)
+            last = int(self.store.query(LAST_EVENT, (uid,))[0][0])
+            width = self.explorer.width(k)
+            # a user the model lacks, without events, gets the one popular list of their rules
+            key = (uid if last or uid in state.model.user_index else None, last, view.names, width)
+            pool = state.pools.get(key)
+            if pool is None:
+                pool = build_pool(state, uid, self._profile(state, uid), self.reranker, view, width)
+                state.pools.put(key, pool)
+            items, logged = self._explore(state, "recommend", uid, pool.items, k, pool.history,
+                                          {"fallback": pool.fallback}, pending=pending, prepared=pool)
+            return logged | self._answer(state, uid, pool.fallback, items, pool.history, explain, details, view)
 
     def recommend_for_history(
         self, history: Sequence[str], k: int = 10, exclude: Sequence[str] = (), explain: bool = False,
         details: bool = False, user_id: str | None = None, profile: str | None = None,
+        pending: list[Future] | None = None,
     ) -> dict[str, Any]:
-        """Top-k for an anonymous visitor given the item ids they interacted with."""
+        """Top-k for an anonymous visitor given the item ids they interacted with (``pending``: as in
+        :meth:`recommend`)."""
         state = self.state
         with state.lock.read():
             view = self._view(state, profile, user_id)
@@ -169,21 +167,16 @@ class RecommenderService:
             negative = {str(i) for i in exclude}
             if usable:
                 n, model = self.explorer.width(k) + len(negative), state.model
-                idx, scores = self._fold_in(state, usable, self.reranker.width(n), cand)
+                idx, scores = fold_in(state, usable, self.reranker.width(n), cand)
                 idx, scores = self.reranker.apply(model, idx, scores, n, lambda: model.history_matrix([usable]))
             else:
                 idx, scores = state.model.popular_topk(
                     1, self.explorer.width(k) + len(negative) + len(history), candidates=cand)
             items = state.scored_items(state.ids_of(idx)[0], scores[0], self.explorer.width(k),
                                        exclude=negative | {str(i) for i in history})
-            items, logged = self._explore(state, "recommend", user_id, items, k, usable, {"fallback": not usable})
+            items, logged = self._explore(state, "recommend", user_id, items, k, usable, {"fallback": not usable},
+                                          pending=pending)
             return logged | self._answer(state, user_id, not usable, items, usable, explain, details, view)
-
-    @staticmethod
-    def _fold_in(state: ModelState, history: list[str], k: int,
-                 candidates: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
-        """Top-k indices for one user given as item ids (the history's items excluded)."""
-        return state.model.topk_histories(state.model.history_matrix([history]), k, candidates=candidates)
 
     def _answer(self, state, user_id, fallback, items, history, explain, details, view: RuleView) -> dict[str, Any]:
         # the last check of every list, whatever produced it: no item the rules block leaves the service
@@ -202,10 +195,12 @@ class RecommenderService:
         return self.explorer.width(k) if endpoint in self.config.explore_endpoints else k
 
     def _explore(self, state: ModelState, endpoint: str, user_id: str | None, pool: list[dict[str, Any]], k: int,
-                 history: list[str], context: dict[str, Any], explore: bool = True
+                 history: list[str], context: dict[str, Any], explore: bool = True,
+                 pending: list[Future] | None = None, prepared: Pool | None = None
                  ) -> tuple[list[dict[str, Any]], dict[str, Any]]:
         """The policy's ``k`` of ``pool`` (slot order) and the logged impression's id and policy."""
-        shown = self.explorer.present(state, endpoint, user_id, pool, k, history, context, explore=explore)
+        shown = self.explorer.present(state, endpoint, user_id, pool, k, history, context, explore=explore,
+                                      pending=pending, prepared=prepared)
         return shown.pop("items"), shown
 
     # ---- explanations ----
@@ -220,7 +215,8 @@ class RecommenderService:
             return explain_item(state, user_id, item_id, history, view)
 
     # ---- similar items and search ----
-    def similar(self, item_id: str, k: int = 10, profile: str | None = None, by: str = "model") -> dict[str, Any]:
+    def similar(self, item_id: str, k: int = 10, profile: str | None = None, by: str = "model",
+                pending: list[Future] | None = None) -> dict[str, Any]:
         """The items most similar to ``item_id`` that the content rules allow (a 404 for a blocked item);
         ``by``: the model's own similarity, ``text``, or a modality (:mod:`avrec.serve.modality`)."""
         state = self.state
@@ -244,7 +240,7 @@ class RecommenderService:
                          for i, s in zip(idx, scores) if view.allows_row(int(i))][:k]
             items = [it for it in items if view.allows_row(state.catalog_index[it["item_id"]])]
         items, logged = self._explore(state, "similar", None, items, k, [], {"item_id": str(item_id)},
-                                      "similar" in self.config.explore_endpoints)
+                                      "similar" in self.config.explore_endpoints, pending=pending)
         return logged | {"item_id": str(item_id), "items": items}
 
     def search(self, q: str, k: int = 10, user_id: str | None = None, personal_weight: float | None = None,
@@ -400,7 +396,9 @@ class RecommenderService:
             "impressions": self.explorer.impressions.count(),
             "policy": self.explorer.describe(),
             "loaded_at": state.loaded_at,
-            "reloads": self.reloads,
+            "reloads": self.reloads, "pid": os.getpid(), "pool_cache": state.pools.describe(),
+            # why the last reload failed (a corrupt or half-written folder); None once a reload succeeds
+            "reload_error": self.last_reload_error, "reload_errors": self.reload_errors,
             "search": "ready" if state.search is not None else ("building" if not state.search_ready.is_set()
                                                                    else "unavailable"),
             "explanations": "avrec.explain" if state.explainer is not None else "unavailable",

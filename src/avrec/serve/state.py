@@ -22,6 +22,7 @@ from avrec.models.base import Recommender
 from avrec.models.versions import VERSIONS_DIR, current_version, is_home, read_pointer, resolve_model_folder
 from avrec.serve.errors import NotFound
 from avrec.serve.locks import RWLock
+from avrec.serve.pools import PoolCache
 from avrec.serve.search import TextSearch
 
 log = logging.getLogger("avrec.serve")
@@ -103,6 +104,8 @@ class ModelState:
         self.search_ready = threading.Event()
         self.explainer: Any = None
         self.explainer_error: str | None = None
+        #: per-user /recommend candidates (avrec.serve.pools), valid for this model and catalogue only
+        self.pools = PoolCache()
         self.refresh_catalog()
 
     # ---- the catalogue ----
@@ -182,6 +185,7 @@ class ModelState:
             else:
                 self.extra_items = pd.concat([self.extra_items, frame], ignore_index=True).fillna("")
             self.refresh_catalog()
+            self.pools.clear()
             if self.search is not None and search_vectors is not None:
                 self.search.add(search_vectors(self.search))
 
@@ -240,7 +244,9 @@ class FolderWatcher:
                 fp = folder_fingerprint(self.folder)
             except (OSError, ValueError):  # a pointer being replaced or naming a missing version
                 continue
-            if fp == self.current() or fp == failed or not is_model_folder(self.folder):
+            # a folder that stopped being a model folder (config.json deleted) is reloaded too: that fails,
+            # and the failure (kept for /health and logged) says why the old model is still serving
+            if fp == self.current() or fp == failed:
                 pending = None
                 continue
             if fp != pending:  # changed since the last look: wait for the writer to finish

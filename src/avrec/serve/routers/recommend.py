@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from concurrent.futures import Future
+
 from fastapi import APIRouter
 
 from avrec.serve.dependencies import Inline, Service
+from avrec.serve.handlers import durable_json
 from avrec.serve.schemas import ExplainResponse, HistoryRequest, ItemQ, K, ProfileQ, RecommendResponse, UserQ
 
 router = APIRouter(tags=["recommend"])
@@ -14,16 +17,20 @@ router = APIRouter(tags=["recommend"])
 async def recommend(service: Service, inline: Inline, user_id: UserQ, k: K = 10, explain: bool = False,
                     details: bool = False, profile: ProfileQ = None):
     """Top-k for a user; unknown users get popular items with ``fallback: true``."""
-    return await inline(f"recommend/{explain}/{details}", service.recommend, user_id, k=k, explain=explain,
-                        details=details, profile=profile)
+    pending: list[Future] = []
+    out = await inline(f"recommend/{explain}/{details}", service.recommend, user_id, k=k, explain=explain,
+                       details=details, profile=profile, pending=pending)
+    return await durable_json(out, pending)
 
 
 @router.post("/recommend", response_model=RecommendResponse, response_model_exclude_unset=True)
 async def recommend_history(service: Service, inline: Inline, body: HistoryRequest):
     """Top-k for an anonymous or new user from a history given in the body."""
-    return await inline(f"history/{body.explain}/{body.details}", service.recommend_for_history, body.history,
-                        k=body.k, exclude=body.exclude, explain=body.explain, details=body.details,
-                        user_id=body.user_id, profile=body.profile)
+    pending: list[Future] = []
+    out = await inline(f"history/{body.explain}/{body.details}", service.recommend_for_history, body.history,
+                       k=body.k, exclude=body.exclude, explain=body.explain, details=body.details,
+                       user_id=body.user_id, profile=body.profile, pending=pending)
+    return await durable_json(out, pending)
 
 
 @router.get("/explain", response_model=ExplainResponse)

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from concurrent.futures import Future
 from typing import Annotated
 
 from fastapi import APIRouter, Query
 from starlette.exceptions import HTTPException
 
 from avrec.serve.dependencies import Inline, Service
+from avrec.serve.handlers import durable_json
 from avrec.serve.schemas import ID_MAX_LENGTH, ID_PATTERN, ItemP, K, ProfileQ, SearchResponse, SimilarResponse
 
 router = APIRouter(tags=["recommend"])
@@ -20,7 +22,9 @@ async def similar(
                              description="model (default), text, or a modality: audio, video, image, ...")] = "model",
 ):
     """Items most similar to one item: by the model, by text, or by one modality (``?by=audio``)."""
-    return await inline("similar", service.similar, item_id, k=k, profile=profile, by=by)
+    pending: list[Future] = []
+    out = await inline("similar", service.similar, item_id, k=k, profile=profile, by=by, pending=pending)
+    return await durable_json(out, pending)
 
 
 @router.get("/search", response_model=SearchResponse, response_model_exclude_unset=True)

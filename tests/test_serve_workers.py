@@ -1,0 +1,215 @@
+"""``avrec serve --workers 2``: two processes on one port, one store; and the pool cache of /recommend.
+
+The server runs as a real subprocess (spawned uvicorn workers); each answer names the worker that made
+it (``/health`` pid), so the test can check that both workers answer and that a like stored through one
+changes the next list the other serves.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pytest
+from serve_fixtures import ROMANCE, SCIFI, fit_tiny
+
+from avrec.models.mapped import map_tensors
+
+URL = re.compile(r"open (http://127\.0\.0\.1:\d+)/")
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory) -> Path:
+    return fit_tiny(tmp_path_factory.mktemp("workers") / "model", model="ease")
+
+
+def _start(model_dir: Path, store: Path, workers: int) -> tuple[subprocess.Popen, str]:
+    env = dict(os.environ, AVREC_API_KEY="k", PYTHONUNBUFFERED="1")
+    cmd = [sys.executable, "-m", "avrec.cli", "serve", str(model_dir), "--port", "0", "--store", str(store),
+           "--no-search", "--watch-interval", "0", "--workers", str(workers)]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env)
+    deadline = time.time() + 120
+    seen = []
+    while time.time() < deadline:
+        line = proc.stdout.readline().decode(errors="replace")
+        seen.append(line)
+        m = URL.search(line)
+        if m:
+            return proc, m.group(1)
+        if not line and proc.poll() is not None:
+            break
+    proc.kill()
+    raise AssertionError("server did not start:\n" + "".join(seen))
+
+
+def _stop(proc: subprocess.Popen) -> None:
+    proc.terminate()
+    try:
+        proc.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+
+
+def _answers_by_pid(url: str, n: int) -> dict[int, int]:
+    """How many of ``n`` fresh connections each worker answered (a new connection per request)."""
+    pids: dict[int, int] = {}
+    for _ in range(n):
+        with httpx.Client(base_url=url, timeout=30) as c:
+            pid = int(c.get("/health").json()["pid"])
+            pids[pid] = pids.get(pid, 0) + 1
+    return pids
+
+
+def test_two_workers_share_the_store(model_dir, tmp_path):
+    proc, url = _start(model_dir, tmp_path / "events.sqlite3", workers=2)
+    try:
+        deadline = time.time() + 120
+        pids: dict[int, int] = {}
+        while len(pids) < 2 and time.time() < deadline:  # both workers up and accepting
+            try:
+                pids |= _answers_by_pid(url, 8)
+            except httpx.HTTPError:
+                time.sleep(0.5)
+        assert len(pids) == 2, f"only these workers answered: {pids}"
+        assert proc.pid not in pids  # the parent only supervises
+        # a sci-fi user: every worker's list is sci-fi; a like of a romance item through one worker is in
+        # the list of the next request, whichever worker answers it
+        before = {}
+        for _ in range(12):
+            with httpx.Client(base_url=url, timeout=30) as c:
+                r = c.get("/recommend", params={"user_id": "u0", "k": 5}).json()
+                before[int(c.get("/health").json()["pid"])] = [it["item_id"] for it in r["items"]]
+        assert all(all(i in SCIFI for i in items) for items in before.values())
+        with httpx.Client(base_url=url, timeout=30) as c:
+            for item in ROMANCE[:8]:
+                ok = c.post("/feedback", json={"user_id": "u0", "item_id": item, "event": "like"},
+                            headers={"X-API-Key": "k"})
+                assert ok.status_code == 200, ok.text
+        served: dict[int, list[str]] = {}
+        for _ in range(12):
+            with httpx.Client(base_url=url, timeout=30) as c:
+                r = c.get("/recommend", params={"user_id": "u0", "k": 5}).json()
+                served[int(c.get("/health").json()["pid"])] = [it["item_id"] for it in r["items"]]
+        assert len(served) == 2, served
+        for pid, items in served.items():
+            assert items != before.get(pid), f"worker {pid} still served the list from before the likes"
+            assert not set(items) & set(ROMANCE[:8]), "liked items are history, not recommendations"
+            assert any(i in ROMANCE for i in items), f"worker {pid} ignored the likes: {items}"
+    finally:
+        _stop(proc)
+    assert proc.returncode is not None
+
+
+def test_workers_must_be_positive(model_dir, tmp_path):
+    r = subprocess.run([sys.executable, "-m", "avrec.cli", "serve", str(model_dir), "--workers", "0",
+                        "--store", str(tmp_path / "e.sqlite3")], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 2
+    assert "--workers must be at least 1" in r.stderr
+    assert "Traceback" not in r.stderr
+
+
+def test_mapped_tensors_equal_the_file(model_dir):
+    """The arrays a server maps equal safetensors' own reading; changing one changes only this copy."""
+    from safetensors.numpy import load_file
+
+    path = model_dir / "model.safetensors"
+    mapped, read = map_tensors(path), load_file(str(path))
+    assert mapped is not None and mapped.keys() == read.keys()
+    for name in read:
+        assert mapped[name].dtype == read[name].dtype and np.array_equal(mapped[name], read[name])
+    name = next(iter(read))
+    size = path.stat().st_size
+    mapped[name].reshape(-1)[0] += 1  # copy-on-write: the file is untouched
+    assert np.array_equal(map_tensors(path)[name], read[name]) and path.stat().st_size == size
+
+
+# ---- the pool cache of /recommend (avrec.serve.pools) ------------------------------------------------
+def _service(model_dir: Path, store_path: Path, **config):
+    from avrec.serve import EventStore, RecommenderService, ServeConfig
+
+    config.setdefault("search", False)
+    config.setdefault("watch_interval", 0)
+    return RecommenderService(model_dir, EventStore(store_path), ServeConfig(**config))
+
+
+def _listed(out: dict) -> list[tuple[str, float]]:
+    return [(it["item_id"], it["score"]) for it in out["items"]]
+
+
+def test_cached_lists_equal_uncached_ones(model_dir, tmp_path):
+    cached = _service(model_dir, tmp_path / "a.sqlite3")
+    plain = _service(model_dir, tmp_path / "b.sqlite3")
+    plain.state.pools.capacity = 0  # nothing kept: every list computed afresh
+    users = ["u0", "u3", "u16", "u29", "visitor-1", "visitor-2"]
+    for _ in range(2):
+        for u in users:
+            assert _listed(cached.recommend(u, k=7)) == _listed(plain.recommend(u, k=7)), u
+    stats = cached.state.pools.describe()
+    # the two visitors share the one popular list; the second round is all hits
+    assert stats["misses"] == 5 and stats["hits"] == 7 and stats["entries"] == 5
+    assert len(plain.state.pools) == 0
+    for u in users:  # details come from the catalogue, not the cache: the same answer
+        assert _listed(cached.recommend(u, k=5, details=True)) == _listed(plain.recommend(u, k=5, details=True))
+
+
+def test_feedback_from_another_process_changes_the_next_list(model_dir, tmp_path):
+    """Two services on one store stand for two workers: a like stored by one is in the other's next list."""
+    one = _service(model_dir, tmp_path / "shared.sqlite3")
+    other = _service(model_dir, tmp_path / "shared.sqlite3")
+    first = [i for i, _ in _listed(one.recommend("u0", k=5))]
+    assert all(i in SCIFI for i in first)
+    assert [i for i, _ in _listed(one.recommend("u0", k=5))] == first  # from the cache
+    other.feedback([{"user_id": "u0", "item_id": r, "event": "like"} for r in ROMANCE[:8]])
+    after = [i for i, _ in _listed(one.recommend("u0", k=5))]
+    assert after != first and any(i in ROMANCE for i in after) and not set(after) & set(ROMANCE[:8])
+    other.feedback([{"user_id": "u0", "item_id": after[0], "event": "skip"}])
+    assert after[0] not in [i for i, _ in _listed(one.recommend("u0", k=5))]
+
+
+def test_added_items_empty_the_cache(model_dir, tmp_path):
+    service = _service(model_dir, tmp_path / "e.sqlite3")
+    service.recommend("u0", k=5)
+    assert len(service.state.pools) == 1
+    service.add_items([{"item_id": "new-1", "title": "A new robot film", "genres": "Sci-Fi"}])
+    assert len(service.state.pools) == 0
+
+
+def test_recommend_body_is_the_response_model(model_dir, tmp_path):
+    """/recommend answers without FastAPI's serialisation: the body must still be exactly the schema's."""
+    from fastapi.testclient import TestClient
+
+    from avrec.serve import create_app
+    from avrec.serve.schemas import RecommendResponse, SimilarResponse
+
+    service = _service(model_dir, tmp_path / "e.sqlite3", api_key="k")
+    with TestClient(create_app(service, watch=False)) as c:
+        for params in ({"user_id": "u0"}, {"user_id": "nobody", "k": 3}, {"user_id": "u1", "details": True}):
+            r = c.get("/recommend", params=params)
+            assert r.status_code == 200 and r.headers["content-type"] == "application/json"
+            body = r.json()
+            assert RecommendResponse.model_validate(body).model_dump(exclude_unset=True) == body
+            assert service.explorer.impressions.get(body["impression_id"]) is not None  # durable when answered
+        r = c.post("/recommend", json={"history": ["s1", "s2"], "k": 4})
+        assert RecommendResponse.model_validate(r.json()).model_dump(exclude_unset=True) == r.json()
+        r = c.get("/similar/s1", params={"k": 4})
+        assert SimilarResponse.model_validate(r.json()).model_dump(exclude_unset=True) == r.json()
+        assert c.get("/recommend", params={"user_id": "u0", "k": 0}).status_code == 422
+
+
+def test_concurrent_impressions_are_all_durable(model_dir, tmp_path):
+    """Impressions from many threads at once go through the group commit; each id is stored once."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    service = _service(model_dir, tmp_path / "e.sqlite3")
+    with ThreadPoolExecutor(8) as pool:
+        outs = list(pool.map(lambda n: service.recommend(f"u{n % 30}", k=3), range(64)))
+    ids = [o["impression_id"] for o in outs]
+    assert len(set(ids)) == 64
+    assert all(service.explorer.impressions.get(i) is not None for i in ids)
+    assert service.explorer.impressions.count() == 64
