@@ -71,6 +71,20 @@ class Server:
         procs = [p, *p.children(recursive=True)]
         return sum(q.memory_info().rss for q in procs if q.is_running()) / 2**20
 
+    def pss_mb(self) -> float:
+        """Proportional set size of the server and its children (MiB): pages shared between worker
+        processes (the memory-mapped model files) are counted once, split between them."""
+        import psutil
+
+        p = psutil.Process(self.proc.pid)
+        total = 0
+        for q in [p, *p.children(recursive=True)]:
+            try:
+                total += q.memory_full_info().pss
+            except (psutil.Error, AttributeError):
+                total += q.memory_info().rss
+        return total / 2**20
+
     def cpu_seconds(self) -> float:
         """User + system CPU time used so far by the server and its children."""
         import psutil
@@ -137,17 +151,20 @@ class BareServer(Server):
                 time.sleep(0.1)
 
 
-def wait_for_search(server: Server, timeout: float = 900) -> str:
+def wait_for_search(server: Server, timeout: float = 900, in_a_row: int = 8) -> str:
     """Block until the server's search index is built (its encoder would otherwise share the cores with
-    the measurement); returns the final state (ready, or unavailable when search is off)."""
+    the measurement); returns the final state (ready, or unavailable when search is off). Each look is a
+    new connection, and ``in_a_row`` looks must agree, so every worker of ``--workers N`` has finished."""
     import httpx
 
     deadline = time.time() + timeout
+    agreed, state = 0, "building"
     while time.time() < deadline:
         state = httpx.get(server.url + "/health", timeout=30).json()["search"]
-        if state != "building":
+        agreed = agreed + 1 if state != "building" else 0
+        if agreed >= in_a_row:
             return state
-        time.sleep(2)
+        time.sleep(2 if state == "building" else 0.05)
     return "building"
 
 
@@ -175,3 +192,31 @@ def percentiles(latencies_s: list[float]) -> dict[str, float]:
     a = np.asarray(latencies_s) * 1000
     return {"p50_ms": round(float(np.percentile(a, 50)), 2), "p90_ms": round(float(np.percentile(a, 90)), 2),
             "p99_ms": round(float(np.percentile(a, 99)), 2), "max_ms": round(float(a.max()), 2)}
+
+
+PYSPY_IDLE = ("select (", "epoll", "wait (threading", "_worker (concurrent", "get (queue", "_loop (avrec/serve/stores")
+
+
+def py_spy_summary(raw: Path, top: int = 30) -> dict[str, Any]:
+    """Top functions by inclusive and by own share of the busy samples of a ``py-spy record --format raw``
+    file (idle threads waiting on a select, a lock or a queue are left out)."""
+    import collections
+
+    inclusive: collections.Counter[str] = collections.Counter()
+    own: collections.Counter[str] = collections.Counter()
+    busy = 0
+    for line in raw.read_text().splitlines():
+        stack, _, count = line.rstrip().rpartition(" ")
+        if not stack or not count.isdigit():
+            continue
+        frames = stack.split(";")[1:]  # the first frame names the thread
+        if not frames or any(k in frames[-1] for k in PYSPY_IDLE):
+            continue
+        n = int(count)
+        busy += n
+        names = [re.sub(r":\d+\)$", ")", re.sub(r"\s*\(/\S*?/(site-packages|src)/", " (", f)) for f in frames]
+        for f in set(names):
+            inclusive[f] += n
+        own[names[-1]] += n
+    share = lambda c: [(f, round(100 * n / max(busy, 1), 1)) for f, n in c.most_common(top)]  # noqa: E731
+    return {"busy_samples": busy, "inclusive_pct": share(inclusive), "self_pct": share(own)}

@@ -2,14 +2,15 @@
 
 In one run, one after another with the same client: a bare uvicorn + Starlette endpoint that returns a
 same-sized JSON body (the most this machine's cores give through this framework), then `avrec serve`
-with the model `make demo` serves (hybrid, search on) and with EASE beside it. Each model is fitted on
-all of ml-latest-small (embedded). The client is `wrk` (Debian package `wrk`; light on CPU, so the
-server gets the cores) or, without it, an asyncio httpx client. Users are drawn at random: 90 % known
-users, 10 % unknown ones (the popularity fallback).
+with the model `make demo` serves (hybrid, search on; with --workers 1 and 2 processes) and with EASE
+beside it. Each model is fitted on all of ml-latest-small (embedded). The client is `wrk` (Debian
+package `wrk`; light on CPU, so the server gets the cores) or, without it, an asyncio httpx client.
+Users are drawn at random: 90 % known users, 10 % unknown ones (the popularity fallback).
 
     nice -n 10 python benchmarks/serve_load.py [--duration 20] [--concurrency 16] [--models hybrid,ease]
+        [--workers 1,2] [--profile 12]
 
-Writes benchmarks/results/serve_load.{json,md}.
+Writes benchmarks/results/serve_load.{json,md} (and serve_profile.{json,md} with --profile).
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ from serve_common import (  # noqa: E402
     ensure_model,
     machine,
     percentiles,
+    py_spy_summary,
     wait_for_search,
     write_results,
 )
@@ -129,29 +131,63 @@ def measure(server: Server, users: list[str], client: str, concurrency: int, dur
     # cores the server kept busy on average (event loop, worker threads, BLAS)
     result["server_cores_busy"] = round(cpu_ms * result["throughput_rps"] / 1000, 2)
     result["server_rss_mb"] = round(server.rss_mb(), 1)
+    result["server_pss_mb"] = round(server.pss_mb(), 1)
     result.pop("raw", None)
     return result
+
+
+def profile(server: Server, users: list[str], client: str, concurrency: int, seconds: int) -> dict:
+    """py-spy on the loaded server (all its processes) for ``seconds``, after the measured run (the
+    sampling costs the server CPU, so it is never part of a measured figure)."""
+    spy = shutil.which("py-spy") or str(Path(sys.executable).with_name("py-spy"))
+    raw = Path(tempfile.mkdtemp(prefix="avrec-prof-")) / "profile.raw"
+    cmd = [spy, "record", "--pid", str(server.proc.pid), "--duration", str(seconds), "--rate", "200",
+           "--format", "raw", "--output", str(raw), "--nonblocking", "--subprocesses"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    time.sleep(1)
+    result = measure(server, users, client, concurrency, seconds - 2, 0) if client == "wrk" else {}
+    proc.wait(timeout=seconds + 60)
+    return {"load_during_profile": result, **py_spy_summary(raw)}
+
+
+def profile_markdown(model: str, prof: dict, command: str) -> str:
+    lines = [f"# Where a /recommend goes: py-spy on `avrec serve` ({model}) under wrk, concurrency 16", "",
+             f"{prof['busy_samples']} busy samples at 200 Hz over every thread of the server (threads waiting on "
+             "a select, a lock or a queue left out). Recorded after the measured run of serve_load.py, so the "
+             "sampler's own cost is in no measured figure.", "",
+             "| function (inclusive) | share of busy samples |", "|---|---:|"]
+    lines += [f"| `{f}` | {pct}% |" for f, pct in prof["inclusive_pct"]]
+    lines += ["", "| function (own time) | share of busy samples |", "|---|---:|"]
+    lines += [f"| `{f}` | {pct}% |" for f, pct in prof["self_pct"]]
+    lines += ["", f"Command: `{command}`."]
+    return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--models", default="hybrid,ease", help="avrec models to serve, in order (hybrid = the demo's)")
+    ap.add_argument("--workers", default="1,2", help="worker counts to serve the first model with (--workers N)")
     ap.add_argument("--concurrency", type=int, default=16)
     ap.add_argument("--duration", type=int, default=20, help="seconds of measured load per server")
     ap.add_argument("--warmup", type=int, default=3)
     ap.add_argument("--client", choices=["auto", "wrk", "httpx"], default="auto")
+    ap.add_argument("--profile", type=int, default=0, help="seconds of py-spy on the first model after its run "
+                                                           "(writes serve_profile.md; 0: none)")
     ap.add_argument("--name", default="serve_load")
     args = ap.parse_args(argv)
     import httpx
 
     client = args.client if args.client != "auto" else ("wrk" if shutil.which("wrk") else "httpx")
     info = machine()
+    command = "nice -n 10 python benchmarks/serve_load.py " + " ".join(argv or sys.argv[1:])
     rows: list[dict] = []
     body = None
-    for name in [m.strip() for m in args.models.split(",") if m.strip()]:
+    models = [m.strip() for m in args.models.split(",") if m.strip()]
+    runs = [(models[0], int(w)) for w in args.workers.split(",")] + [(m, 1) for m in models[1:]]
+    for name, workers in runs:
         model_dir = ensure_model(name)
         users = user_pool(model_dir)
-        server = Server(model_dir)  # as `avrec serve` starts by default: search on
+        server = Server(model_dir, "--workers", str(workers))  # as `avrec serve` starts by default: search on
         try:
             search = wait_for_search(server)
             health = httpx.get(server.url + "/health", timeout=600).json()
@@ -159,35 +195,60 @@ def main(argv: list[str] | None = None) -> int:
             result = measure(server, users, client, args.concurrency, args.duration, args.warmup)
             metrics = httpx.get(server.url + "/metrics").text
             result["server_5xx"] = sum(int(n) for n in re.findall(r'status="5\d\d"} (\d+)', metrics))
+            result["pool_cache"] = httpx.get(server.url + "/health").json().get("pool_cache")
+            if args.profile and workers == 1 and name == models[0]:
+                prof = profile(server, users, client, args.concurrency, args.profile)
+                write_results("serve_profile", {"model": name, **prof, "machine": info, "command": command},
+                              profile_markdown(name, prof, command))
         finally:
             server.stop()
-        rows.append({"server": f"avrec serve {health['model']} (search {search})", "model": health["model"], **result})
+        label = f"avrec serve {health['model']} (search {search})" + (f", --workers {workers}" if workers > 1 else "")
+        rows.append({"server": label, "model": health["model"], "workers": workers, **result})
     bare = BareServer(body)
     try:
         result = measure(bare, ["x"], client, args.concurrency, args.duration, args.warmup)
     finally:
         bare.stop()
-    rows.insert(0, {"server": f"bare uvicorn + Starlette, same {len(body)}-byte JSON body", "model": None, **result})
+    rows.insert(0, {"server": f"bare uvicorn + Starlette, same {len(body)}-byte JSON body", "model": None,
+                    "workers": 1, **result})
     floor = rows[0]["throughput_rps"]
     for r in rows:
         r["share_of_bare_throughput"] = round(r["throughput_rps"] / floor, 3)
+    one = next((r for r in rows if r["model"] == "hybrid" and r["workers"] == 1), None)
+    targets = {}
+    if one is not None:
+        targets = {"hybrid_share_of_bare_ge_0.5": one["share_of_bare_throughput"] >= 0.5,
+                   "hybrid_cpu_ms_per_request_le_1": one["server_cpu_ms_per_request"] <= 1.0}
     payload = {
         "benchmark": "GET /recommend load", "dataset": "ml-latest-small", "concurrency": args.concurrency,
         "known_user_share": 0.9, "k": 10, "client": client, "duration_s": args.duration, "rows": rows,
-        "machine": info,
-        "command": "nice -n 10 python benchmarks/serve_load.py " + " ".join(argv or sys.argv[1:]),
+        "targets_met": targets, "machine": info, "command": command,
     }
     lines = [
-        "# GET /recommend under load (ml-latest-small, concurrency %d, %s)" % (args.concurrency, client), "",
-        "| server | throughput (req/s) | share of bare | p50 ms | p99 ms | server CPU ms/request | errors | RSS MiB |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|",
+        f"# GET /recommend under load (ml-latest-small, concurrency {args.concurrency}, {client})", "",
+        "| server | throughput (req/s) | share of bare | p50 ms | p99 ms | server CPU ms/request | errors | "
+        "RSS MiB (sum) | PSS MiB |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in rows:
-        lines.append(f"| {r['server']} | {r['throughput_rps']} | {r['share_of_bare_throughput']:.1%} | {r.get('p50_ms')} | "
-                     f"{r.get('p99_ms')} | {r['server_cpu_ms_per_request']} | {r['errors']} | {r['server_rss_mb']} |")
+        lines.append(f"| {r['server']} | {r['throughput_rps']} | {r['share_of_bare_throughput']:.1%} | "
+                     f"{r.get('p50_ms')} | {r.get('p99_ms')} | {r['server_cpu_ms_per_request']} | {r['errors']} | "
+                     f"{r['server_rss_mb']} | {r['server_pss_mb']} |")
+    scaling = [r for r in rows if r["model"] == models[0]]
+    if len(scaling) > 1:
+        base = scaling[0]["throughput_rps"]
+        lines += ["", "Workers (" + models[0] + "): " + ", ".join(
+            f"N={r['workers']} {r['throughput_rps']} req/s ({r['throughput_rps'] / base:.2f}x)" for r in scaling)
+            + ". RSS sums every process (shared pages counted in each); PSS splits shared pages between them."]
+    if targets:
+        lines += ["", "Targets (hybrid, one worker): throughput >= 50% of bare: "
+                  f"{'met' if targets['hybrid_share_of_bare_ge_0.5'] else 'MISSED'} "
+                  f"({one['share_of_bare_throughput']:.1%}); server CPU <= 1 ms/request: "
+                  f"{'met' if targets['hybrid_cpu_ms_per_request_le_1'] else 'MISSED'} "
+                  f"({one['server_cpu_ms_per_request']} ms)."]
     lines += ["", f"Measured one after another in one run, {args.duration} s each after {args.warmup} s of warm-up, "
               f"with the same client. Machine: {info['cpus']} CPUs shared by the server and the client, load average "
-              f"at start {info['loadavg_at_start']}.", f"Command: `{payload['command']}`."]
+              f"at start {info['loadavg_at_start']}.", f"Command: `{command}`."]
     md = "\n".join(lines)
     write_results(args.name, payload, md)
     print(md)

@@ -147,6 +147,12 @@ def cmd_serve(args: argparse.Namespace) -> int:
     if args.workers < 1:
         raise ConfigError(f"--workers must be at least 1, not {args.workers}")
     if args.workers > 1:
+        from avrec.policies.registry import POLICIES
+
+        if config.policy == "model" or (config.policy in POLICIES and POLICIES[config.policy].learns):
+            # a learning policy's parameters equal a batch fit on the whole log only in one process
+            raise ConfigError(f"--workers {args.workers}: the {config.policy!r} policy learns online in one "
+                              "process; serve it with --workers 1 (or choose greedy, epsilon or softmax)")
         return _serve_workers(args, host, port)
     app, service, store, host, port = _service_app(args)
     server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level=args.log_level, access_log=False,

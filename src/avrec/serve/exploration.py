@@ -29,6 +29,7 @@ from avrec.policies.base import Slate
 from avrec.policies.clicks import geometric_examination
 from avrec.policies.features import FEATURE_NAMES, FeatureBuilder
 from avrec.policies.rewards import RewardConfig
+from avrec.policies.simple import Greedy
 from avrec.serve.config import ServeConfig
 from avrec.serve.impressions import Impression, ImpressionLog, check_feedback
 from avrec.serve.pools import Pool
@@ -183,7 +184,7 @@ class Explorer:
                 prepared: Pool | None) -> Slate:
         """The policy's slate; a greedy slate without ties (every propensity 1, so no random draw decides
         it) is kept with the cached pool and reused."""
-        if prepared is None or type(policy) is not SlatePolicy:
+        if prepared is None or type(policy) not in (SlatePolicy, Greedy):
             return policy.choose(scores, feats, k, self.rng)
         slate = prepared.slates.get(k)
         if slate is None:
