@@ -131,7 +131,9 @@ def read_interactions_parquet(path: Path, item_ids: pd.Series, config: Any, *, n
     if "timestamp" in names:
         t, null = _numbers(table.column("timestamp"))
         drop(~null & ~np.isfinite(t), "with a non-numeric timestamp")
-        ts = np.where(null | ~np.isfinite(t), -1, np.nan_to_num(t)).astype(np.int64)
+        t = np.where(null | ~np.isfinite(t), -1, np.nan_to_num(t))
+        drop(np.abs(t) >= 2.0**63, "with a timestamp out of range (beyond 64-bit seconds)")
+        ts = np.where(np.abs(t) < 2.0**63, t, -1).astype(np.int64)
     catalogue = pd.Index(item_ids).get_indexer(item_values)  # distinct ids only
     item_idx = np.where(item_code >= 0, catalogue[np.maximum(item_code, 0)] if len(catalogue) else -1, -1)
     drop((item_code >= 0) & (item_idx < 0), "that name an item missing from items")
@@ -152,6 +154,10 @@ def read_interactions_parquet(path: Path, item_ids: pd.Series, config: Any, *, n
     else:
         weight = value
     drop(weight <= 0, "with a weight <= 0")
+    with np.errstate(over="ignore", under="ignore"):
+        stored = weight.astype(np.float32)  # weights are stored as float32: 1e300 would be inf, 1e-50 zero
+    drop(~np.isfinite(stored) | (stored <= 0), "with a weight float32 cannot hold (above 3.4e38 or below 1e-45)")
+    weight = np.where(np.isfinite(stored) & (stored > 0), weight, 1.0)
     rows = np.flatnonzero(keep)
     if len(rows) == 0:
         raise DataError(f"{path}: no interactions left after validation and filtering")

@@ -304,7 +304,9 @@ def clean_interactions(
         parsed, bad = _numeric(df["timestamp"], "timestamp", path)
         has_text = (df["timestamp"].astype(str).str.strip() != "").to_numpy()
         drop(bad & has_text, "with a non-numeric timestamp")
-        ts = np.nan_to_num(parsed.to_numpy(dtype=float), nan=-1).astype(np.int64)
+        t = np.nan_to_num(parsed.to_numpy(dtype=float), nan=-1, posinf=-1, neginf=-1)
+        drop(np.abs(t) >= 2.0**63, "with a timestamp out of range (beyond 64-bit seconds)")
+        ts = np.where(np.abs(t) < 2.0**63, t, -1).astype(np.int64)
 
     known = df["item_id"].isin(item_ids).to_numpy()
     drop(~known, "that name an item missing from items")
@@ -325,6 +327,10 @@ def clean_interactions(
     else:
         weight = value
     drop(weight <= 0, "with a weight <= 0")
+    with np.errstate(over="ignore", under="ignore"):
+        stored = weight.astype(np.float32)  # weights are stored as float32: 1e300 would be inf, 1e-50 zero
+    drop(~np.isfinite(stored) | (stored <= 0), "with a weight float32 cannot hold (above 3.4e38 or below 1e-45)")
+    weight = np.where(np.isfinite(stored) & (stored > 0), weight, 1.0)
 
     out = pd.DataFrame(
         {"user_id": df["user_id"], "item_id": df["item_id"], "weight": weight.astype(np.float32), "timestamp": ts}

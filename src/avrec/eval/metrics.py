@@ -45,6 +45,8 @@ def hit_at_k(hits: np.ndarray) -> np.ndarray:
 
 
 def mrr_at_k(hits: np.ndarray) -> np.ndarray:
+    if hits.shape[1] == 0:  # empty lists (nothing ranked): argmax has nothing to look at
+        return np.zeros(hits.shape[0])
     first = np.argmax(hits, axis=1)
     return np.where(hits.any(axis=1), 1.0 / (first + 1), 0.0)
 
