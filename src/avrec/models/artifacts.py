@@ -26,6 +26,7 @@ from safetensors.numpy import load_file, save_file
 
 from avrec.config import known_settings
 from avrec.errors import ConfigError, DataError
+from avrec.models.mapped import map_tensors
 
 FORMAT_VERSION = 1
 
@@ -52,9 +53,14 @@ def read_meta(folder: Path) -> dict[str, Any]:
     if not meta_path.exists() and not recover_folder(folder):
         raise DataError(f"{folder}: not a model folder (no config.json); create one with `avrec fit`")
     try:
-        return json.loads(meta_path.read_text())
+        meta = json.loads(meta_path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError as e:
+        raise DataError(f"{meta_path}: not UTF-8 text (byte {e.start})") from None
     except json.JSONDecodeError as e:
         raise DataError(f"{meta_path}: not valid JSON ({e.msg} at line {e.lineno})") from None
+    if not isinstance(meta, dict) or not isinstance(meta.get("model"), str):
+        raise DataError(f"{meta_path}: not a model folder's config.json (no \"model\" name)")
+    return meta
 
 
 def write_folder(model: Any, folder: Path, state: dict[str, np.ndarray]) -> None:
@@ -94,19 +100,46 @@ def new_model_for(folder: Path, expected: Any) -> Any:
     if expected.name and not issubclass(model_cls, expected):
         raise ConfigError(f"{folder} holds a {meta['model']!r} model, not {expected.name!r}")
     # keys this version no longer has are dropped; old names (aliases, e.g. hybrid's ease_l2) still map
-    return model_cls(known_settings(model_cls.Config, meta["config"]))
+    return model_cls(known_settings(model_cls.Config, meta.get("config") or {}))
 
 
 def read_catalog(folder: Path) -> tuple[pd.DataFrame, np.ndarray, sp.csr_matrix, np.ndarray]:
     """(items, user ids, training matrix, popularity) of a model folder."""
-    items = pd.read_parquet(folder / "catalog" / "items.parquet").fillna("")
-    users = pd.read_parquet(folder / "catalog" / "users.parquet")["user_id"].to_numpy(dtype=object)
-    base = load_file(str(folder / "catalog" / "train.safetensors"))
-    return items, users, csr_from_tensors("seen", base), base["popularity"]
+    items = read_parquet(folder / "catalog" / "items.parquet").fillna("")
+    users_frame = read_parquet(folder / "catalog" / "users.parquet")
+    if "user_id" not in users_frame:
+        raise DataError(f"{folder / 'catalog' / 'users.parquet'}: no user_id column (a damaged model folder)")
+    base = read_tensors(folder / "catalog" / "train.safetensors")
+    try:
+        return items, users_frame["user_id"].to_numpy(dtype=object), csr_from_tensors("seen", base), base["popularity"]
+    except (KeyError, ValueError, TypeError) as e:
+        raise DataError(f"{folder / 'catalog' / 'train.safetensors'}: not the training matrix of a model "
+                        f"folder ({type(e).__name__}: {e})") from None
 
 
 def read_state(folder: Path) -> dict[str, np.ndarray]:
-    return load_file(str(folder / "model.safetensors"))
+    return read_tensors(folder / "model.safetensors")
+
+
+def read_tensors(path: Path) -> dict[str, np.ndarray]:
+    """A safetensors file's arrays; a missing, truncated or garbled file is one DataError naming it."""
+    if not path.is_file():
+        raise DataError(f"{path}: missing (a damaged or half-written model folder)")
+    try:
+        mapped = map_tensors(path)  # shared by every process serving this folder (avrec serve --workers)
+        return mapped if mapped is not None else load_file(str(path))
+    except Exception as e:  # noqa: BLE001 - safetensors raises its own error types for damaged files
+        raise DataError(f"{path}: not a readable safetensors file ({type(e).__name__}: {e})") from None
+
+
+def read_parquet(path: Path) -> pd.DataFrame:
+    """A Parquet table of a model folder; a missing or damaged file is one DataError naming it."""
+    if not path.is_file():
+        raise DataError(f"{path}: missing (a damaged or half-written model folder)")
+    try:
+        return pd.read_parquet(path)
+    except Exception as e:  # noqa: BLE001 - pyarrow raises several error types for damaged files
+        raise DataError(f"{path}: not a readable Parquet file ({type(e).__name__}: {e})") from None
 
 
 def save_atomically(model: Any, folder: str | Path, carry: Callable[[str], bool] = lambda name: True) -> Path:
