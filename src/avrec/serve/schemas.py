@@ -31,6 +31,26 @@ ProfileQ = Annotated[str | None, Query(min_length=1, max_length=ID_MAX_LENGTH, p
 
 
 # ---- request and response models -----------------------------------------------------------------
+class ErrorBody(BaseModel):
+    """What a refused request gets: one message naming the parameter, field, id or limit."""
+
+    error: str
+    detail: Any = None
+
+
+#: the error answers any route can give (documented on every router, so clients and schema checks know them)
+ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
+    400: {"model": ErrorBody, "description": "a bad parameter or body; the message names it"},
+    401: {"model": ErrorBody, "description": "no or an unknown API key (write routes)"},
+    403: {"model": ErrorBody, "description": "the API key lacks the scope this route needs"},
+    404: {"model": ErrorBody, "description": "an unknown user, item, version or route"},
+    409: {"model": ErrorBody, "description": "a conflict with the catalogue or the versions"},
+    413: {"model": ErrorBody, "description": "the request body is too large"},
+    429: {"model": ErrorBody, "description": "over the rate limit; Retry-After says when to try again"},
+    503: {"model": ErrorBody, "description": "not ready yet (the search index is building) or unavailable"},
+}
+
+
 class RecommendedItem(BaseModel):
     item_id: str
     score: float

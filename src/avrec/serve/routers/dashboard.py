@@ -10,8 +10,9 @@ from fastapi.responses import FileResponse
 
 from avrec.serve.dependencies import Service
 from avrec.serve.routers.web import STATIC_DIR
+from avrec.serve.schemas import ERROR_RESPONSES
 
-router = APIRouter()
+router = APIRouter(responses=ERROR_RESPONSES)
 
 
 @router.get("/dashboard", include_in_schema=False)

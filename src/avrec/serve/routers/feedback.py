@@ -7,9 +7,9 @@ from typing import Annotated
 from fastapi import APIRouter, Body
 
 from avrec.serve.dependencies import WRITE, Service
-from avrec.serve.schemas import FeedbackBatch, FeedbackBody, FeedbackResponse
+from avrec.serve.schemas import ERROR_RESPONSES, FeedbackBatch, FeedbackBody, FeedbackResponse
 
-router = APIRouter(tags=["write"])
+router = APIRouter(tags=["write"], responses=ERROR_RESPONSES)
 
 
 @router.post("/feedback", response_model=FeedbackResponse, dependencies=WRITE)

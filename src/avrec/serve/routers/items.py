@@ -7,9 +7,9 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Body
 
 from avrec.serve.dependencies import WRITE, Service
-from avrec.serve.schemas import ItemP, ItemsBatch, ItemsBody, ItemsResponse, ProfileQ
+from avrec.serve.schemas import ERROR_RESPONSES, ItemP, ItemsBatch, ItemsBody, ItemsResponse, ProfileQ
 
-router = APIRouter()
+router = APIRouter(responses=ERROR_RESPONSES)
 
 
 @router.get("/items/{item_id}", tags=["catalogue"])

@@ -9,9 +9,9 @@ from fastapi import APIRouter, Body, Request
 from fastapi.responses import PlainTextResponse
 
 from avrec.serve.dependencies import WRITE, Service
-from avrec.serve.schemas import PromoteRequest, RollbackRequest
+from avrec.serve.schemas import ERROR_RESPONSES, PromoteRequest, RollbackRequest
 
-router = APIRouter()
+router = APIRouter(responses=ERROR_RESPONSES)
 
 
 @router.post("/admin/reload", dependencies=WRITE, tags=["admin"])

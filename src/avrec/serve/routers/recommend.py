@@ -8,9 +8,18 @@ from fastapi import APIRouter
 
 from avrec.serve.dependencies import Inline, Service
 from avrec.serve.handlers import durable_json
-from avrec.serve.schemas import ExplainResponse, HistoryRequest, ItemQ, K, ProfileQ, RecommendResponse, UserQ
+from avrec.serve.schemas import (
+    ERROR_RESPONSES,
+    ExplainResponse,
+    HistoryRequest,
+    ItemQ,
+    K,
+    ProfileQ,
+    RecommendResponse,
+    UserQ,
+)
 
-router = APIRouter(tags=["recommend"])
+router = APIRouter(tags=["recommend"], responses=ERROR_RESPONSES)
 
 
 @router.get("/recommend", response_model=RecommendResponse, response_model_exclude_unset=True)

@@ -10,9 +10,18 @@ from starlette.exceptions import HTTPException
 
 from avrec.serve.dependencies import Inline, Service
 from avrec.serve.handlers import durable_json
-from avrec.serve.schemas import ID_MAX_LENGTH, ID_PATTERN, ItemP, K, ProfileQ, SearchResponse, SimilarResponse
+from avrec.serve.schemas import (
+    ERROR_RESPONSES,
+    ID_MAX_LENGTH,
+    ID_PATTERN,
+    ItemP,
+    K,
+    ProfileQ,
+    SearchResponse,
+    SimilarResponse,
+)
 
-router = APIRouter(tags=["recommend"])
+router = APIRouter(tags=["recommend"], responses=ERROR_RESPONSES)
 
 
 @router.get("/similar/{item_id}", response_model=SimilarResponse, response_model_exclude_unset=True)

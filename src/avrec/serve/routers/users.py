@@ -7,9 +7,9 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Query
 
 from avrec.serve.dependencies import Service
-from avrec.serve.schemas import ProfileQ, UserP
+from avrec.serve.schemas import ERROR_RESPONSES, ProfileQ, UserP
 
-router = APIRouter(tags=["users"])
+router = APIRouter(tags=["users"], responses=ERROR_RESPONSES)
 
 
 @router.get("/users/{user_id}/history")
