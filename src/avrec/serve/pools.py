@@ -7,7 +7,8 @@ the request's content rules, so a :class:`PoolCache` keeps it per ``(user, last 
 width)``: a like or a skip gives the user a new last event id, and with it a new entry, on the very next
 request (in every worker process, since each reads the id from the shared store). The cache lives on a
 :class:`~avrec.serve.state.ModelState`, so a reload starts empty, and is cleared when items are added.
-Bounded (least recently used out), so memory stays flat under any number of users.
+Bounded (least recently used out), so memory stays flat under any number of users. The pools are
+built by :func:`avrec.serve.candidates.build_pool`.
 """
 
 from __future__ import annotations
@@ -16,18 +17,10 @@ import threading
 from collections import OrderedDict
 from collections.abc import Hashable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
-if TYPE_CHECKING:  # annotations only: the state module holds a PoolCache, so it cannot be imported here
-    from avrec.serve.rerank import ServeReranker
-    from avrec.serve.rules import RuleView
-    from avrec.serve.state import ModelState
-    from avrec.serve.updates import UserProfile
-
-#: the newest stored event of one user (0 without any): the pool cache's version of that user
-LAST_EVENT = "SELECT COALESCE(MAX(id), 0) FROM events WHERE user_id = ?"
 #: entries kept per model state (a pool of 50 candidates with features is about 15 kB)
 DEFAULT_CAPACITY = 4096
 
@@ -86,30 +79,3 @@ class PoolCache:
     def describe(self) -> dict[str, int]:
         """Entries, capacity, hits and misses (for ``/health``)."""
         return {"entries": len(self._entries), "capacity": self.capacity, "hits": self.hits, "misses": self.misses}
-
-
-def fold_in(state: ModelState, history: list[str], k: int,
-            candidates: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """Top-k indices for one user given as item ids (the history's items excluded)."""
-    return state.model.topk_histories(state.model.history_matrix([history]), k, candidates=candidates)
-
-
-def build_pool(state: ModelState, user_id: str, p: UserProfile, reranker: ServeReranker, view: RuleView,
-               width: int) -> Pool:
-    """The ``width`` best allowed candidates for ``user_id`` (profile ``p``): the model's list for a known
-    user, folded in with positive feedback, or the popular list; negative feedback and the history left out."""
-    cand = view.model_candidates()
-    model, n = state.model, width + len(p.negative)
-    if p.has_feedback:
-        idx, scores = fold_in(state, p.history, reranker.width(n), cand)
-        idx, scores = reranker.apply(model, idx, scores, n, lambda: model.history_matrix([p.history]))
-    elif p.known:
-        u = model.user_index[user_id]
-        seen = model.seen
-        assert seen is not None  # a served model is fitted
-        idx, scores = model.topk_indices(np.array([u]), reranker.width(n), exclude=seen[[u]], candidates=cand)
-        idx, scores = reranker.apply(model, idx, scores, n, lambda: seen[[u]])
-    else:
-        idx, scores = model.popular_topk(1, n, candidates=cand)
-    items = state.scored_items(state.ids_of(idx)[0], scores[0], width, exclude=p.negative | set(p.history))
-    return Pool(items, p.history, not p.known and not p.has_feedback)

@@ -24,11 +24,12 @@ import pandas as pd
 from avrec.errors import ConfigError
 from avrec.eval.topk import topk_from_scores
 from avrec.models.base import Recommender
+from avrec.serve.candidates import LAST_EVENT, build_pool, fold_in
 from avrec.serve.config import ServeConfig
 from avrec.serve.errors import Conflict, NotFound, ServiceError
 from avrec.serve.exploration import Explorer
 from avrec.serve.modality import ModalityNeighbours
-from avrec.serve.pools import LAST_EVENT, Pool, build_pool, fold_in
+from avrec.serve.pools import Pool
 from avrec.serve.rerank import ServeReranker
 from avrec.serve.rules import RuleView, check_rules, content_rules, rule_view
 from avrec.serve.search import SearchIndexer, minmax
