@@ -119,11 +119,13 @@ async def _httpx_load(url: str, users: list[str], concurrency: int, duration: fl
 def measure(server: Server, users: list[str], client: str, concurrency: int, duration: int, warmup: int) -> dict:
     """Warm up, then load ``server`` for ``duration`` seconds; adds server CPU per request and RSS."""
     if client == "wrk":
-        run_wrk(server.url, users, concurrency, warmup)
+        if warmup > 0:
+            run_wrk(server.url, users, concurrency, warmup)
         cpu0 = server.cpu_seconds()
         result = run_wrk(server.url, users, concurrency, duration)
     else:
-        asyncio.run(_httpx_load(server.url, users, concurrency, warmup))
+        if warmup > 0:
+            asyncio.run(_httpx_load(server.url, users, concurrency, warmup))
         cpu0 = server.cpu_seconds()
         result = asyncio.run(_httpx_load(server.url, users, concurrency, duration))
     cpu_ms = (server.cpu_seconds() - cpu0) * 1000 / max(result["requests"], 1)
