@@ -110,3 +110,73 @@ def test_acknowledged_events_survive_sigkill(tmp_path: Path):
     finally:
         proc2.terminate()
         proc2.wait(timeout=30)
+
+
+# ---- a store that cannot write: 503, nothing acknowledged, recovery without a restart (issue 15) ----
+def _mount_tmpfs(where: Path, size: str) -> bool:
+    """A small tmpfs at ``where`` (needs root and mount rights: true in CI's container, else the test skips)."""
+    where.mkdir(parents=True, exist_ok=True)
+    if os.geteuid() != 0:
+        return False
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(where)], capture_output=True)
+    return done.returncode == 0
+
+
+def _post_batch(client, n: int, tag: str):
+    events = [{"user_id": f"{tag}-user", "item_id": (SCIFI + ROMANCE)[k % 40], "event": "play"} for k in range(n)]
+    return client.post("/feedback", json={"events": events}, headers={"X-API-Key": KEY})
+
+
+def test_a_full_disk_gives_503_and_the_server_recovers(tmp_path: Path):
+    """A real full disk (a 3 MB tmpfs filled with a file) under a running `avrec serve`: /feedback answers
+    503 with a JSON error and stores nothing; once the filler is deleted the same server stores the next
+    batch. (A read-only store is tested in test_store.py: a mounted tmpfs cannot be remounted read-only
+    while the server holds its files open.)"""
+    disk = tmp_path / "disk"
+    if not _mount_tmpfs(disk, "3m"):
+        pytest.skip("needs root and permission to mount a tmpfs (the size-cap test in test_serve_limits.py "
+                    "covers the same error path without one)")
+    model_dir = fit_tiny(tmp_path / "model", "itemknn")
+    proc = None
+    try:
+        proc, url = start_server(model_dir, disk / "events.sqlite3", tmp_path / "serve.log",
+                                 ["--set", "log_impressions=false"])
+        with httpx.Client(base_url=url, timeout=60) as client:
+            assert _post_batch(client, 10, "warm").status_code == 200
+            stored = client.get("/health").json()["events"]
+            filler = disk / "filler"
+            with open(filler, "wb") as f:  # fill the disk to the last byte
+                try:
+                    while True:
+                        f.write(b"\0" * 65536)
+                        f.flush()
+                except OSError:
+                    pass
+            r = _post_batch(client, 2000, "full")
+            assert r.status_code == 503, r.text
+            assert "nothing was stored" in r.json()["error"] and "ids" not in r.json()
+            assert client.get("/health").json()["events"] == stored
+            filler.unlink()
+            r = _post_batch(client, 2000, "after")
+            assert r.status_code == 200 and len(r.json()["ids"]) == 2000
+            assert client.get("/health").json()["events"] == stored + 2000
+    finally:
+        if proc is not None:
+            proc.kill()
+            proc.wait(timeout=30)
+        subprocess.run(["umount", "-l", str(disk)], capture_output=True)
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_a_corrupt_store_is_one_error_line_and_exit_2(tmp_path: Path, workers: int):
+    """Also with --workers: the parent checks the store before any worker starts (no restart loop)."""
+    model_dir = fit_tiny(tmp_path / "model", "itemknn")
+    bad = tmp_path / "events.sqlite3"
+    bad.write_bytes(b"not a database at all\n" * 500)
+    done = subprocess.run([sys.executable, "-m", "avrec.cli", "serve", str(model_dir), "--port", "0", "--store",
+                           str(bad), "--no-search", "--watch-interval", "0", "--workers", str(workers)],
+                          capture_output=True, text=True, timeout=120, env=dict(os.environ, AVREC_API_KEY=KEY))
+    assert done.returncode == 2
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"error: {bad}: cannot open the event store"), done.stderr
+    assert "Traceback" not in done.stderr

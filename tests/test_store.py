@@ -235,6 +235,22 @@ def test_sqlite_disk_full_is_unavailable_and_recovers(tmp_path: Path):
         assert len(store.add_events(big)) == 200 and store.count_events() == 201
 
 
+def test_a_read_only_store_is_unavailable_and_recovers(target: str):
+    """Read-only through the database's own switch (SQLite's query_only, PostgreSQL's
+    default_transaction_read_only), which raise the errors a read-only file or a standby server raise."""
+    with EventStore(target) as store:
+        store.add_events([{"user_id": "a", "item_id": "i", "event": "play"}])
+        store.set_read_only(True)
+        for write in (lambda: store.add_events([{"user_id": "a", "item_id": "j", "event": "play"}]),
+                      lambda: store.add_items([{"item_id": "n"}]), lambda: store.set_meta("k", "v")):
+            with pytest.raises(StoreUnavailable, match="cannot write"):
+                write()
+        assert store.count_events() == 1 and store.items() == [] and store.get_meta("k") is None
+        store.set_read_only(False)
+        assert len(store.add_events([{"user_id": "a", "item_id": "k", "event": "play"}])) == 1
+        assert [e.item_id for e in store.events()] == ["i", "k"]
+
+
 def test_postgres_down_is_unavailable_and_recovers(pg_cluster, pg_url: str):  # noqa: F811
     if pg_cluster.folder is None:
         pytest.skip("needs a PostgreSQL server this session started (not AVREC_TEST_POSTGRES) to stop it")

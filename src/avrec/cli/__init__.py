@@ -25,6 +25,7 @@ COMMAND_MODULES = [
     "avrec.cli.ope",
     "avrec.cli.embed",
     "avrec.cli.versions",
+    "avrec.cli.keys",
 ]
 
 

@@ -21,7 +21,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         "DIR/candidates.parquet (each impression's candidates with scores and features) and DIR/schema.json "
         "(column names, feature names, position-bias examination probabilities estimated from the log).",
     )
-    e.add_argument("store", metavar="STORE", help="the SQLite event store of `avrec serve`")
+    e.add_argument("store", metavar="STORE",
+                   help="the event store of `avrec serve` (a SQLite file or a postgresql:// URL)")
     e.add_argument("--out", required=True, metavar="DIR")
     e.add_argument("--set", action="append", metavar="KEY=VALUE", default=[],
                    help="reward settings, e.g. rewards.skip=0 rewards.rating_threshold=4 (repeatable)")
@@ -40,8 +41,10 @@ def reward_config(sets: list[str]):
 
 
 def open_store(path: str | Path):
-    from avrec.serve.store import EventStore
+    from avrec.serve.store import EventStore, is_postgres_url
 
+    if is_postgres_url(str(path)):
+        return EventStore(str(path))
     path = Path(path)
     if not path.is_file():
         raise DataError(f"{path}: no event store there")

@@ -88,10 +88,15 @@ def _rescorer(model_dir: str):
 def _load(args: argparse.Namespace):
     from avrec.config import parse_set_options
     from avrec.policies.logfiles import read_tables, to_impressions
+    from avrec.serve.store import is_postgres_url
 
     src = Path(args.source)
     sets = parse_set_options(args.set)
-    if src.is_dir():
+    if is_postgres_url(args.source):
+        from avrec.cli.logs import store_tables
+
+        slots, cands, _meta = store_tables(args.source, [s for s in args.set if s.startswith("rewards.")])
+    elif src.is_dir():
         slots, cands, _meta = read_tables(src)
     elif src.is_file():
         from avrec.cli.logs import store_tables
@@ -147,11 +152,12 @@ def cmd_ope(args: argparse.Namespace) -> int:
     _print(results)
     if args.out:
         Path(args.out).write_text(json.dumps(results, indent=2), encoding="utf-8")
-    if Path(args.source).is_file():  # the server's dashboard shows the latest estimates kept in the store
+    from avrec.serve.store import EventStore, is_postgres_url
+
+    if Path(args.source).is_file() or is_postgres_url(args.source):  # the dashboard shows the latest estimates
         import time
 
         from avrec.serve.policy_stats import OPE_META_KEY
-        from avrec.serve.store import EventStore
 
         with EventStore(args.source) as store:
             store.set_meta(OPE_META_KEY, json.dumps({**results, "ts": time.time()}))

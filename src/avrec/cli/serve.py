@@ -173,7 +173,13 @@ def _serve_workers(args: argparse.Namespace, host: str, port: int) -> int:
 
     from avrec.cli.common import require_model_folder
 
-    require_model_folder(args.model_dir)
+    model_dir = require_model_folder(args.model_dir)
+    # open the store once here: a corrupt or too new store is one error and exit 2 before any worker
+    # starts (a worker failing at start would be restarted by uvicorn, a crash loop), and the workers
+    # then find the schema migrated
+    from avrec.serve.store import EventStore
+
+    EventStore(serve_settings(args)[2] or default_store(model_dir)).close()
     os.environ[WORKER_ARGS] = json.dumps({k: v for k, v in vars(args).items() if k != "func"})
     config = uvicorn.Config("avrec.cli.serve:worker_app", factory=True, host=host, port=port,
                             workers=args.workers, log_level=args.log_level, access_log=False,

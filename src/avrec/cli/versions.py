@@ -27,7 +27,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         "with nothing new writes nothing; a run overlapping another is refused.",
     )
     u.add_argument("model_dir", metavar="MODEL_DIR")
-    u.add_argument("--store", default=None, help="the event store (default: MODEL_DIR-events.sqlite3 beside it)")
+    u.add_argument("--store", default=None, help="the event store: a SQLite file or a postgresql:// URL "
+                   "(default: MODEL_DIR-events.sqlite3 beside it)")
     u.add_argument("--tolerance", type=float, default=None,
                    help="largest relative drop of probe NDCG@10 an update may cause and still be promoted "
                         "(default 0.05)")
@@ -71,12 +72,13 @@ def cmd_update(args: argparse.Namespace) -> int:
     from avrec.cli.serve import LAYOUT, default_store
     from avrec.serve.config import ServeConfig
     from avrec.serve.continual import UpdateConfig, run_update
-    from avrec.serve.store import EventStore
+    from avrec.serve.store import EventStore, is_postgres_url
 
     model_dir = Path(args.model_dir)
-    store_path = Path(args.store) if args.store else default_store(model_dir)
-    if not store_path.exists():
-        raise DataError(f"{store_path}: no event store there (give --store PATH)")
+    store_path: str | Path = args.store if args.store and is_postgres_url(args.store) else (
+        Path(args.store) if args.store else default_store(model_dir))
+    if isinstance(store_path, Path) and not store_path.exists():
+        raise DataError(f"{store_path}: no event store there (give --store PATH or a postgresql:// URL)")
     flags = {"rating_threshold": args.rating_threshold, "policy": args.policy}
     serve = section(load_settings(args.config, args.set, LAYOUT), "serve", ServeConfig(), flags)
     given = {k: getattr(args, k) for k in ("tolerance", "refit", "refit_growth", "als_iterations", "keep")}

@@ -4,8 +4,10 @@ handlers, the middleware, the metrics, the offline API docs and the web page.
 
 Every error is a JSON object ``{"error": message, "detail": ...}`` with a 4xx status for bad input:
 422 for a malformed request (the message names the field), 404 for an unknown item or user history,
-401/403 for writes without a valid ``X-API-Key`` (checked before the body is read), 409 for a duplicate
-item, 413 for a body over ``max_body_bytes``.
+401/403 for a request without a valid ``X-API-Key`` with the route's scope (checked before the body is
+read), 409 for a duplicate item, 413 for a body over ``max_body_bytes``, 429 over the rate limit (with
+``Retry-After``), 503 when the event store cannot write (nothing was stored), 504 for a read past
+``request_timeout``. CORS is on for ``cors_origins`` only.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 from fastapi import FastAPI
+from fastapi.middleware.cors import CORSMiddleware
 from fastapi.staticfiles import StaticFiles
 
 from avrec.serve.dependencies import write_routes
@@ -61,6 +64,10 @@ def create_app(service: RecommenderService, *, watch: bool = True) -> FastAPI:
     # the routers' own routes: FastAPI 0.165+ keeps an included router whole instead of copying its routes
     routes = [r for router in ROUTERS for r in router.routes]
     app.add_middleware(RequestGuard, service=service, routes=routes, key_routes=write_routes(routes))
+    if service.config.cors_origins:  # outside the guard: a browser's preflight carries no key
+        app.add_middleware(CORSMiddleware, allow_origins=list(service.config.cors_origins),
+                           allow_methods=["GET", "POST"], allow_headers=["X-API-Key", "Content-Type"],
+                           expose_headers=["Retry-After"], max_age=600)
     app.add_middleware(MetricsMiddleware, metrics=metrics)  # outermost: refusals are counted too
     if assets is not None:
         install_docs(app, assets)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hmac
 import os
 from dataclasses import dataclass, field
 
@@ -10,6 +9,7 @@ from avrec.errors import ConfigError
 from avrec.policies.base import PolicyConfig
 from avrec.policies.rewards import RewardConfig
 from avrec.serve.rerank import RerankConfig
+from avrec.serve.security import DEFAULT_CSP, SCOPES, KeyRing, parse_keys
 from avrec.serve.store import DEFAULT_RATING_THRESHOLD
 
 #: the lists a policy may choose (``explore_endpoints``)
@@ -24,8 +24,16 @@ DEFAULT_MAX_BODY_BYTES = 32 * 2**20
 class ServeConfig:
     """Service settings (``avrec serve`` flags and the ``[serve]`` table of a config file).
 
-    ``api_key``: the key write endpoints require in ``X-API-Key`` (``AVREC_API_KEY`` wins when set).
+    ``api_key``: a plain-text key with every scope (``AVREC_API_KEY`` wins when set); kept for existing
+    configs, ``api_keys`` is the hashed form (:mod:`avrec.serve.security`).
+    ``api_keys``: ``[[serve.api_keys]]`` entries ``{name, hash = "sha256:…", scopes = [read|write|admin], rate}``
+    (``avrec keys new`` makes one). ``read_requires_key``: GET endpoints need a key with the read scope too.
     ``insecure_dev``: accept writes without a key when none is configured (local demos only).
+    ``rate_limit``: requests a second per API key (per client address without one; 0: no limit), with
+    bursts up to ``rate_burst`` (0: twice the rate); 429 with ``Retry-After`` above it.
+    ``request_timeout``: seconds a request may run before a 504 (0: no limit).
+    ``cors_origins``: origins allowed to call the API from a browser (CORS; empty: same origin only).
+    ``security_headers``: send nosniff, X-Frame-Options DENY, Referrer-Policy and ``content_security_policy``.
     ``watch_interval``: seconds between checks of the model folder for a new model (0 disables).
     ``search``: build the natural-language search index (at start-up, in the background).
     ``encoder``: text encoder for search when the model has no ``encode_query``.
@@ -50,7 +58,15 @@ class ServeConfig:
     """
 
     api_key: str | None = None
+    api_keys: list[dict] = field(default_factory=list)
+    read_requires_key: bool = False
     insecure_dev: bool = False
+    rate_limit: float = 0.0
+    rate_burst: float = 0.0
+    request_timeout: float = 30.0
+    cors_origins: list[str] = field(default_factory=list)
+    security_headers: bool = True
+    content_security_policy: str = DEFAULT_CSP
     rating_threshold: float = DEFAULT_RATING_THRESHOLD
     watch_interval: float = 2.0
     search: bool = True
@@ -76,18 +92,30 @@ class ServeConfig:
         bad = [e for e in self.explore_endpoints if e not in ENDPOINTS]
         if bad:
             raise ConfigError(f"serve.explore_endpoints: {bad[0]!r} is not one of {', '.join(ENDPOINTS)}")
+        for name in ("rate_limit", "rate_burst", "request_timeout"):
+            if float(getattr(self, name)) < 0:
+                raise ConfigError(f"serve.{name}: must be 0 (off) or more, not {getattr(self, name)}")
+        parse_keys(self.api_keys)  # one clear error at start-up for a malformed entry
 
     def effective_api_key(self) -> str | None:
-        return os.environ.get("AVREC_API_KEY") or self.api_key or None
+        """The plain key (``AVREC_API_KEY`` or ``api_key``); without one, the first hashed key's hash, so a
+        caller asking "is a key configured?" gets a truthy answer. None when no key is configured."""
+        plain = os.environ.get("AVREC_API_KEY") or self.api_key or None
+        if plain is None and self.api_keys:
+            return str(self.api_keys[0].get("hash"))
+        return plain
 
-    def key_problem(self, given: str | None) -> tuple[int, str] | None:
-        """Why a write with ``X-API-Key: given`` is refused, as (status, message); None when it may go on."""
-        configured = self.effective_api_key()
-        if configured is None:
-            if self.insecure_dev:
-                return None
-            return 403, ("writes are disabled: no API key is configured (set AVREC_API_KEY or serve.api_key, "
-                         "or start a local demo with --insecure-dev)")
-        if not given or not hmac.compare_digest(given.encode(), configured.encode()):
-            return 401, "missing or wrong X-API-Key header"
-        return None
+    def keyring(self) -> KeyRing:
+        """The configured keys, built again only when the settings change (a request only hashes and looks up)."""
+        plain = os.environ.get("AVREC_API_KEY") or self.api_key or None
+        stamp = (plain, self.insecure_dev, id(self.api_keys), len(self.api_keys))
+        cached = self.__dict__.get("_keyring")
+        if cached is None or cached[0] != stamp:
+            cached = self.__dict__["_keyring"] = (stamp, KeyRing(parse_keys(self.api_keys), plain, self.insecure_dev))
+        return cached[1]
+
+    def key_problem(self, given: str | None, scope: str = "write") -> tuple[int, str] | None:
+        """Why a request needing ``scope`` (one of :data:`~avrec.serve.security.SCOPES`) with
+        ``X-API-Key: given`` is refused, as (status, message); None when it may go on."""
+        assert scope in SCOPES, scope
+        return self.keyring().problem(given, scope)

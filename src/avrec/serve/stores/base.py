@@ -150,6 +150,11 @@ class EventStore:
         """Set one ``meta`` value durably."""
         raise NotImplementedError
 
+    def set_read_only(self, read_only: bool = True) -> None:
+        """Refuse writes of this process (each a :class:`StoreUnavailable`, 503) until called with False,
+        e.g. while a backup copies the store. The refusal is the database's own read-only error."""
+        raise NotImplementedError
+
     def schema_version(self) -> int:
         """The schema version the store is at (:mod:`avrec.serve.stores.migrations`)."""
         raise NotImplementedError

@@ -82,6 +82,7 @@ class PostgresStore(EventStore):
         self._connect_timeout = connect_timeout
         self._lock = threading.Lock()
         self._conn: Any = None
+        self._read_only = False
         self._readers: queue.SimpleQueue[Any] = queue.SimpleQueue()
         try:
             self._conn = self._connect()
@@ -113,6 +114,8 @@ class PostgresStore(EventStore):
             try:
                 if self._conn is None or self._conn.closed or self._conn.broken:
                     self._conn = self._connect()
+                    if self._read_only:
+                        self._conn.execute("SET default_transaction_read_only = on")
                 conn = self._conn
                 with conn.transaction():
                     cur = conn.cursor()
@@ -163,6 +166,12 @@ class PostgresStore(EventStore):
                              "SET value = EXCLUDED.value", (META_KEY, str(target)))
                 version = target
         return version
+
+    def set_read_only(self, read_only: bool = True) -> None:
+        self._read_only = read_only
+        with self._lock:
+            if self._conn is not None and not self._conn.closed:
+                self._conn.execute(f"SET default_transaction_read_only = {'on' if read_only else 'off'}")
 
     def schema_version(self) -> int:
         return parse_version(self.get_meta(META_KEY), self.where)

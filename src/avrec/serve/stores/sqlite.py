@@ -86,6 +86,10 @@ class SqliteStore(EventStore):
         with self._lock:
             self._conn.execute(f"PRAGMA max_page_count={int(pages)}")
 
+    def set_read_only(self, read_only: bool = True) -> None:
+        with self._lock:
+            self._conn.execute(f"PRAGMA query_only={'ON' if read_only else 'OFF'}")
+
     def size_bytes(self) -> int:
         """The database's size (pages × page size), without the WAL."""
         return int(self.query("PRAGMA page_count")[0][0]) * self._page_size
