@@ -95,7 +95,7 @@ def test_pick_user_like_and_search(live_server, tmp_path: Path):
             version = page.get_attribute("#rec-list", "data-version")
 
             page.click("#rec-list li.card >> nth=0 >> button.like")
-            page.wait_for_function(f'document.querySelector("#rec-list").dataset.version !== "{version}"')
+            page.wait_for_function(f'() => document.querySelector("#rec-list").dataset.version !== "{version}"')
             after = page.eval_on_selector_all("#rec-list li.card", "els => els.map(e => e.dataset.itemId)")
             assert after != before and before[0] not in after
             page.wait_for_selector(f'#history-list li.feedback[data-item-id="{before[0]}"]')
@@ -117,8 +117,8 @@ def test_pick_user_like_and_search(live_server, tmp_path: Path):
 
             # a new user starts on the popular fallback
             page.click("#new-user")
-            page.wait_for_function('document.querySelector("#rec-list").dataset.user.startsWith("web-")')
-            page.wait_for_function('document.querySelector("#rec-note").textContent.startsWith("New here")')
+            page.wait_for_function('() => document.querySelector("#rec-list").dataset.user.startsWith("web-")')
+            page.wait_for_function('() => document.querySelector("#rec-note").textContent.startsWith("New here")')
             assert errors == [], errors
         finally:
             context.close()
@@ -221,7 +221,7 @@ def test_profile_from_the_url_and_the_selector(live_server, tmp_path: Path):
             assert page.is_visible("#profile-select") and page.input_value("#profile-select") == "romance"
             titles = page.eval_on_selector_all("#rec-list li.card .title", "els => els.map(e => e.textContent)")
             assert titles and all(t.startswith("Paris Love Letters") for t in titles), titles
-            page.wait_for_function('document.querySelector("#history-note").textContent.length > 0')
+            page.wait_for_function('() => document.querySelector("#history-note").textContent.length > 0')
             history = page.eval_on_selector_all("#history-list li", "els => els.map(e => e.textContent)")
             assert not [h for h in history if "Robot" in h], history
             calls = [u for u in asked if "/recommend" in u or "/history" in u]

@@ -73,7 +73,7 @@ def test_explored_slot_feedback_and_dashboard(versioned_server, tmp_path: Path):
             impression = page.get_attribute("#rec-list", "data-impression")
             version = page.get_attribute("#rec-list", "data-version")
             explored.locator("button.like").click()
-            page.wait_for_function(f'document.querySelector("#rec-list").dataset.version !== "{version}"')
+            page.wait_for_function(f'() => document.querySelector("#rec-list").dataset.version !== "{version}"')
             liked = [e for e in service.store.events("u2") if e.item_id == item]
             assert len(liked) == 1 and liked[0].impression_id == impression and liked[0].position == 2
             shot = tmp_path / "web-explore.png"
