@@ -217,6 +217,13 @@ def _garbage_json(folder: Path) -> str:
     return "config.json"
 
 
+def _mixed(folder: Path) -> str:
+    """Another model's state file in the folder (what a non-atomic save killed half-way leaves)."""
+    other = create_model("ease").fit(tiny_dataset()).save(folder.parent / "other")
+    shutil.copyfile(other / "model.safetensors", folder / "model.safetensors")
+    return "model.safetensors"
+
+
 def _wait(predicate, timeout: float = 20.0) -> None:
     deadline = time.monotonic() + timeout
     while not predicate():
@@ -224,7 +231,7 @@ def _wait(predicate, timeout: float = 20.0) -> None:
         time.sleep(0.02)
 
 
-@pytest.mark.parametrize("damage", [_truncate, _no_config, _garbage_parquet, _garbage_json])
+@pytest.mark.parametrize("damage", [_truncate, _no_config, _garbage_parquet, _garbage_json, _mixed])
 def test_a_damaged_folder_on_reload_keeps_the_old_model_and_says_why(tmp_path, damage, caplog):
     folder = fit_tiny(tmp_path / "model", "itemknn")
     service = RecommenderService(folder, EventStore(tmp_path / "e.sqlite3"),
