@@ -13,12 +13,12 @@ from avrec.serve.stores import (
     POSITIVE_EVENTS,
     Event,
     EventStore,
+    PostgresStore,
+    SqliteStore,
     StoreUnavailable,
     is_postgres_url,
     open_store,
 )
-from avrec.serve.stores.postgres import PostgresStore
-from avrec.serve.stores.sqlite import SqliteStore
 
 __all__ = ["DEFAULT_RATING_THRESHOLD", "EVENT_TYPES", "Event", "EventStore", "NEGATIVE_EVENTS", "POSITIVE_EVENTS",
            "PostgresStore", "SqliteStore", "StoreUnavailable", "is_postgres_url", "open_store"]

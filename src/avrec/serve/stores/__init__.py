@@ -20,6 +20,8 @@ from avrec.serve.stores.base import (
     StoreUnavailable,
     is_postgres_url,
 )
+from avrec.serve.stores.postgres import PostgresStore
+from avrec.serve.stores.sqlite import SqliteStore
 
 
 def open_store(target: str | Path, **options: Any) -> EventStore:
@@ -28,4 +30,4 @@ def open_store(target: str | Path, **options: Any) -> EventStore:
 
 
 __all__ = ["DEFAULT_RATING_THRESHOLD", "EVENT_TYPES", "Event", "EventStore", "NEGATIVE_EVENTS", "POSITIVE_EVENTS",
-           "StoreUnavailable", "is_postgres_url", "open_store"]
+           "PostgresStore", "SqliteStore", "StoreUnavailable", "is_postgres_url", "open_store"]

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from avrec.errors import DataError
+from avrec.errors import ConfigError, DataError
 from avrec.serve.errors import Unavailable
 from avrec.serve.stores.group_commit import GroupCommitter
 
@@ -37,6 +37,10 @@ POSTGRES_SCHEMES = ("postgresql://", "postgres://")
 EVENT_COLUMNS = "id, user_id, item_id, event, value, ts, impression_id, position"
 #: one event row as written: user, item, event, value, ts, received, impression, position
 Row = tuple[str, str, str, float | None, float, float, str | None, int | None]
+
+
+#: backend name → class (``SqliteStore`` and ``PostgresStore`` register themselves)
+BACKENDS: dict[str, type[EventStore]] = {}
 
 
 class StoreUnavailable(Unavailable):
@@ -101,16 +105,19 @@ class EventStore:
     #: SQL that orders ``items`` and ``users`` by insertion
     _order_column = "rowid"
 
+    def __init_subclass__(cls, backend: str = "", **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if backend:
+            BACKENDS[backend] = cls
+
     def __new__(cls, *args: Any, **kwargs: Any) -> EventStore:
-        if cls is EventStore:
+        if cls is EventStore:  # the backend the target names (both register when avrec.serve.stores loads)
             target = args[0] if args else kwargs.get("target", kwargs.get("path", ""))
-            if is_postgres_url(target):
-                from avrec.serve.stores.postgres import PostgresStore
-
-                return super().__new__(PostgresStore)
-            from avrec.serve.stores.sqlite import SqliteStore
-
-            return super().__new__(SqliteStore)
+            kind = "postgresql" if is_postgres_url(target) else "sqlite"
+            backend = BACKENDS.get(kind)
+            if backend is None:
+                raise ConfigError(f"the {kind} event store is not loaded (import avrec.serve.stores first)")
+            return super().__new__(backend)
         return super().__new__(cls)
 
     def _start_group_commit(self, enabled: bool) -> None:

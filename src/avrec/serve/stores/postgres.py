@@ -66,7 +66,7 @@ class _Cursor:
         return int(self._cur.rowcount)
 
 
-class PostgresStore(EventStore):
+class PostgresStore(EventStore, backend="postgresql"):
     """Event store in a PostgreSQL database named by a ``postgresql://`` URL (libpq syntax)."""
 
     _order_column = "seq"

@@ -40,7 +40,7 @@ def _unavailable(path: Path | str, e: sqlite3.Error) -> StoreUnavailable | None:
     return StoreUnavailable(f"the event store cannot write ({path}: {e}); nothing was stored, try again later")
 
 
-class SqliteStore(EventStore):
+class SqliteStore(EventStore, backend="sqlite"):
     """SQLite (WAL, synchronous=FULL) store of feedback events, added items and new users.
 
     ``max_bytes`` caps the database file (SQLite's ``max_page_count``): a write past it is refused like
