@@ -163,6 +163,8 @@ def replace_folder(folder: str | Path, write: Callable[[Path], Any],
     folder = Path(folder)
     if folder.is_symlink():  # swap the folder it points to, not the link
         folder = folder.resolve()
+    if folder.exists() and not folder.is_dir():
+        raise DataError(f"{folder}: exists and is not a folder; give a folder to save the model in")
     folder.parent.mkdir(parents=True, exist_ok=True)
     recover_folder(folder)
     _remove_dead_temps(folder)
