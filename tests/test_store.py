@@ -271,3 +271,17 @@ def test_a_corrupt_sqlite_file_is_one_clear_error(tmp_path: Path):
     path.write_bytes(b"this is not a database\n" * 200)
     with pytest.raises(DataError, match=f"{path}: cannot open the event store .*not a readable SQLite database"):
         EventStore(path)
+
+
+def test_logs_export_reads_a_postgres_store(pg_url: str, tmp_path: Path, capsys):  # noqa: F811
+    """`avrec logs export postgresql://…` exports the impression log the same way as from a SQLite file."""
+    import json
+
+    from avrec.cli import main
+
+    with EventStore(pg_url) as store:
+        _impressions_and_feedback(store)
+    assert main(["logs", "export", pg_url, "--out", str(tmp_path / "logs")]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["impressions"] == 3 and summary["slots"] == 9 and summary["slots_with_feedback"] == 2
+    assert summary["policies"] == {"p1": 2, "p2": 1}
