@@ -129,6 +129,17 @@ def test_mapped_tensors_equal_the_file(model_dir):
     assert np.array_equal(map_tensors(path)[name], read[name]) and path.stat().st_size == size
 
 
+def test_truncated_tensor_file_is_one_error(model_dir, tmp_path):
+    from avrec.errors import DataError
+    from avrec.models.artifacts import read_tensors
+
+    bad = tmp_path / "model.safetensors"
+    data = (model_dir / "model.safetensors").read_bytes()
+    bad.write_bytes(data[: len(data) // 2])
+    with pytest.raises(DataError, match="model.safetensors: not a readable safetensors file"):
+        read_tensors(bad)
+
+
 # ---- the pool cache of /recommend (avrec.serve.pools) ------------------------------------------------
 def _service(model_dir: Path, store_path: Path, **config):
     from avrec.serve import EventStore, RecommenderService, ServeConfig
