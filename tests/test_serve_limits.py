@@ -187,3 +187,23 @@ def test_store_full_is_503_without_acknowledgement_and_recovers(model_dir: Path,
         store.set_max_bytes(None)
         r = c.post("/feedback", json=big, headers={"X-API-Key": WRITE})
         assert r.status_code == 200 and store.count_events() == before + 400
+
+
+def test_read_only_store_is_503_for_writes_and_recovers(model_dir: Path, tmp_path: Path):
+    """The store switched read-only (SQLite's query_only: the SQLITE_READONLY a read-only file gives):
+    /feedback and POST /items answer 503 and store nothing; reads without impressions still answer."""
+    store = EventStore(tmp_path / "events.sqlite3")
+    service = RecommenderService(model_dir, store, ServeConfig(search=False, watch_interval=0, api_keys=KEYS,
+                                                               log_impressions=False))
+    with TestClient(create_app(service, watch=False)) as c:
+        store.set_read_only(True)
+        r = c.post("/feedback", json=EVENT, headers={"X-API-Key": WRITE})
+        assert r.status_code == 503 and "cannot write" in r.json()["error"]
+        r = c.post("/items", json={"item_id": "new1", "title": "New"}, headers={"X-API-Key": WRITE})
+        assert r.status_code == 503 and store.items() == []
+        assert c.get("/items/new1").status_code == 404  # not in the served catalogue either
+        assert c.get("/recommend", params={"user_id": "u1"}).status_code == 200
+        assert store.count_events() == 0
+        store.set_read_only(False)
+        assert c.post("/feedback", json=EVENT, headers={"X-API-Key": WRITE}).status_code == 200
+        assert store.count_events() == 1
