@@ -234,7 +234,8 @@ def main() -> int:
                        wall_s=round(time.perf_counter() - started, 1))
             if "error" in row:
                 stopped[name] = f"failed at {items}x{interactions}: {row['error']}"
-            shutil.rmtree(out, ignore_errors=True)
+            if name != "hybrid":  # the hybrid's folders stay for `avrec recommend` (see the report)
+                shutil.rmtree(out, ignore_errors=True)
             rows = [r for r in rows if not (r["model"] == name and r.get("cell_items") == items
                                              and r.get("cell_interactions") == interactions)] + [row]
             save_results(rows, path)

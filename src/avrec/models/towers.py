@@ -29,6 +29,7 @@ import scipy.sparse as sp
 import torch
 from torch import nn
 
+from avrec.models.row_adam import RowAdamW
 from avrec.training import EarlyStopping
 
 
@@ -278,6 +279,7 @@ class TowerTrainer:
         """Logits over the batch's items plus the sampled ``negatives``, and the batch in pool positions."""
         c = self.config
         pool = np.unique(np.concatenate([*inputs, *targets, negatives]))
+        self._last_pool = pool
         sub = self.item_features.rows(pool)
         lm, idx, off, w = sub.tensors()
         if sub.groups and sub.group_dropout > 0:  # modality dropout, as in item_tower
@@ -303,7 +305,11 @@ class TowerTrainer:
             return 0, -np.inf, []
         rank, world = _join_group(self.model)
         torch.manual_seed(c.seed)
-        opt = torch.optim.AdamW(self.model.parameters(), lr=c.lr, weight_decay=c.weight_decay)
+        # sampled softmax, one process: the ID tables update only the rows a step touched (RowAdamW)
+        rows_opt = RowAdamW(self.model, c.lr, c.weight_decay) if self.sampled and world == 1 else None
+        skip = {id(p) for p in rows_opt.params()} if rows_opt is not None else set()
+        opt = torch.optim.AdamW([p for p in self.model.parameters() if id(p) not in skip], lr=c.lr,
+                                weight_decay=c.weight_decay)
         n_items = self.seen.shape[1]
         stopper, best_state, curve = EarlyStopping(patience=c.patience), None, []
         for step in range(1, c.max_steps + 1):
@@ -341,6 +347,8 @@ class TowerTrainer:
                 _sum_gradients(self.model)
             torch.nn.utils.clip_grad_norm_(self.model.parameters(), 5.0)
             opt.step()
+            if rows_opt is not None:
+                rows_opt.step(self._last_pool, users)
             if step % c.eval_every == 0 or step == c.max_steps:
                 score = float(validate(self.model)) if rank == 0 else 0.0
                 if world > 1:
