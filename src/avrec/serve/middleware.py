@@ -13,7 +13,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.routing import Match
 
 from avrec.serve.handlers import error_response
-from avrec.serve.limits import RateLimiter, retry_after
+from avrec.serve.limits import Deadlines, RateLimiter, retry_after
 from avrec.serve.security import DOCS_CSP, DOCS_PATHS, security_headers
 from avrec.serve.service import RecommenderService
 
@@ -56,6 +56,7 @@ class RequestGuard:
         self.limiter = RateLimiter(config.rate_limit, config.rate_burst or None) if config.rate_limit > 0 else None
         self.keyed_rates = any(k.get("rate") is not None for k in config.api_keys)
         self.timeout = float(config.request_timeout or 0)
+        self.deadlines = Deadlines(self.timeout) if self.timeout > 0 else None
         if config.security_headers:
             self.headers = security_headers(config.content_security_policy)
             self.docs_headers = security_headers(DOCS_CSP)
@@ -112,19 +113,22 @@ class RequestGuard:
             await send(message)
 
         route, needed = self._scope_of(scope) if self.scoped else (None, None)
-        if self.timeout <= 0 or needed in ("write", "admin"):
+        if self.deadlines is None or needed in ("write", "admin"):
             await self._guarded(scope, receive, send_with_headers, route, needed)
             return
+        task = self.deadlines.enter()
         try:
-            async with asyncio.timeout(self.timeout) as deadline:
-                await self._guarded(scope, receive, send_with_headers, route, needed)
-        except TimeoutError:
-            if not deadline.expired():
-                raise
+            await self._guarded(scope, receive, send_with_headers, route, needed)
+        except asyncio.CancelledError:
+            if not self.deadlines.leave(task):
+                raise  # cancelled for another reason (the client left, shutdown)
+            task.uncancel()  # type: ignore[union-attr]  # leave() is True only for a task
             if not started:
                 await self._refuse(scope, receive, send_with_headers, 504,
                                    f"the request took longer than {self.timeout:g} s (serve setting request_timeout)",
                                    unread_body=True)
+        finally:
+            self.deadlines.leave(task)
 
     async def _guarded(self, scope, receive, send, route, needed: str | None) -> None:
         config = self.service.config
