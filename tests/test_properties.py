@@ -10,6 +10,7 @@
 from __future__ import annotations
 
 import math
+import os
 import tempfile
 import warnings
 from pathlib import Path
@@ -27,7 +28,8 @@ from avrec.data.splits import cold_item_split, global_temporal_split, random_spl
 from avrec.errors import DataError, DataWarning
 from avrec.eval.metrics import per_user_metrics, ranking_metrics
 
-SETTINGS = settings(max_examples=60, deadline=None, database=None, suppress_health_check=[HealthCheck.too_slow])
+EXAMPLES = int(os.environ.get("AVREC_PROPERTY_EXAMPLES", "60"))  # more for a longer hunt
+SETTINGS = settings(max_examples=EXAMPLES, deadline=None, database=None, suppress_health_check=[HealthCheck.too_slow])
 
 # ---- tables of ids and values ------------------------------------------------------------------------------
 WEIRD_IDS = st.one_of(
@@ -45,11 +47,13 @@ OPTIONAL_INTERACTION_COLUMNS = ("rating", "timestamp", "plays", "weight", "event
 
 @st.composite
 def dataset_tables(draw) -> tuple[pd.DataFrame, pd.DataFrame]:
-    items = draw(st.lists(WEIRD_IDS, min_size=0, max_size=8))
+    # ids as text, or as integers (a Parquet file then has int64 id columns, as many exports do)
+    ids = st.integers(-(2**63), 2**63 - 1) if draw(st.integers(0, 3)) == 0 else WEIRD_IDS
+    items = draw(st.lists(ids, min_size=0, max_size=8))
     n = draw(st.integers(min_value=0, max_value=20))
-    pool = items + draw(st.lists(WEIRD_IDS, max_size=3))  # some ids the catalogue lacks
+    pool = items + draw(st.lists(ids, max_size=3))  # some ids the catalogue lacks
     inter: dict[str, list] = {
-        "user_id": draw(st.lists(WEIRD_IDS, min_size=n, max_size=n)),
+        "user_id": draw(st.lists(ids, min_size=n, max_size=n)),
         "item_id": [draw(st.sampled_from(pool)) if pool else "" for _ in range(n)],
     }
     for col in draw(st.lists(st.sampled_from(OPTIONAL_INTERACTION_COLUMNS), unique=True, max_size=3)):
@@ -69,7 +73,8 @@ def _write(frame: pd.DataFrame, path: Path) -> None:
         frame = frame.copy()
         for c in frame.columns:  # mixed Python objects: as a real producer would, one type per column
             values = frame[c].tolist()
-            if values and all(isinstance(v, float) for v in values):
+            if values and (all(isinstance(v, float) for v in values)
+                           or all(isinstance(v, int) and not isinstance(v, bool) and abs(v) < 2**63 for v in values)):
                 continue
             frame[c] = [str(v) for v in values]
         frame.to_parquet(path, index=False)
