@@ -40,42 +40,49 @@ def fuzz(app: Any, examples: int, seed: int = 15) -> dict[str, Any]:
     message with the request that caused it (the failing examples do not stop the others).
     """
     import schemathesis
-    from hypothesis import HealthCheck, given, seed as hseed, settings
     from schemathesis import GenerationMode
-    from schemathesis.checks import not_a_server_error
-    from schemathesis.specs.openapi.checks import response_schema_conformance, status_code_conformance
 
-    checks = [not_a_server_error, response_schema_conformance, status_code_conformance]
     schema = schemathesis.openapi.from_asgi("/openapi.json", app)
     report = []
     for result in schema.get_all_operations():
         operation = result.ok()
         for mode in (GenerationMode.POSITIVE, GenerationMode.NEGATIVE):
-            failures: list[str] = []
-            count = 0
-
-            @hseed(seed)
-            @settings(max_examples=examples, deadline=None, database=None, derandomize=False,
-                      suppress_health_check=list(HealthCheck))
-            @given(case=operation.as_strategy(generation_mode=mode))
-            def run(case) -> None:
-                nonlocal count
-                count += 1
-                try:
-                    case.call_and_validate(headers={"X-API-Key": KEY}, checks=checks)
-                except (Exception, BaseExceptionGroup) as e:  # noqa: BLE001 - every failing check is collected
-                    text = f"{type(e).__name__}: {e}".strip()
-                    failures.append(f"{case.method} {case.formatted_path} query={case.query} "
-                                    f"body={getattr(case, 'body', None)!r}: {text[:1500]}")
-
-            try:
-                run()
-            except (Exception, BaseExceptionGroup) as e:  # noqa: BLE001 - e.g. no negative case can be generated
-                if "Unsatisfiable" not in type(e).__name__ and "unsatisfiable" not in str(e).lower():
-                    failures.append(f"generation: {type(e).__name__}: {e}"[:1500])
+            count, failures = _fuzz_operation(operation, mode, examples, seed)
             report.append({"label": operation.label, "mode": mode.value, "examples": count,
                            "failures": sorted(set(failures))})
     return {"operations": report}
+
+
+def _fuzz_operation(operation: Any, mode: Any, examples: int, seed: int) -> tuple[int, list[str]]:
+    """(requests sent, failures) for one operation in one generation mode."""
+    from hypothesis import HealthCheck, given, settings
+    from hypothesis import seed as hseed
+    from schemathesis.checks import not_a_server_error
+    from schemathesis.specs.openapi.checks import response_schema_conformance, status_code_conformance
+
+    checks = [not_a_server_error, response_schema_conformance, status_code_conformance]
+    failures: list[str] = []
+    count = 0
+
+    @hseed(seed)
+    @settings(max_examples=examples, deadline=None, database=None, suppress_health_check=list(HealthCheck))
+    @given(case=operation.as_strategy(generation_mode=mode))
+    def run(case) -> None:
+        nonlocal count
+        count += 1
+        try:
+            case.call_and_validate(headers={"X-API-Key": KEY}, checks=checks)
+        except (Exception, BaseExceptionGroup) as e:  # noqa: BLE001 - every failing check is collected
+            text = f"{type(e).__name__}: {e}".strip()
+            failures.append(f"{case.method} {case.formatted_path} query={case.query} "
+                            f"body={getattr(case, 'body', None)!r}: {text[:1500]}")
+
+    try:
+        run()
+    except (Exception, BaseExceptionGroup) as e:  # noqa: BLE001 - e.g. no negative case can be generated
+        if "unsatisfiable" not in f"{type(e).__name__} {e}".lower():
+            failures.append(f"generation: {type(e).__name__}: {e}"[:1500])
+    return count, failures
 
 
 @pytest.fixture(scope="module")
