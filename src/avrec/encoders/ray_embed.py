@@ -27,22 +27,27 @@ from avrec.encoders.cache import EmbeddingCache
 from avrec.encoders.text_embed import EmbedReport, length_sorted, missing_texts
 from avrec.errors import ConfigError
 
-__all__ = ["EncodeActor", "ray_embed_texts", "ray_init_kwargs", "ray_available"]
+__all__ = ["EncodeActor", "init_ray", "ray_embed_texts", "ray_init_kwargs", "ray_available"]
 
 _MiB = 1 << 20
 
 
 def ray_available() -> bool:
     """True when ``ray[data]`` is importable (the ``scale`` extra)."""
+    import importlib.util
+
     try:
-        import ray.data  # noqa: F401
-    except ImportError:
+        return importlib.util.find_spec("ray") is not None and importlib.util.find_spec("ray.data") is not None
+    except (ImportError, ValueError):
         return False
-    return True
 
 
 def ray_init_kwargs(address: str | None, num_cpus: int | None = None) -> dict[str, Any]:
-    """``ray.init`` arguments: join ``address``, or start a local Ray on 127.0.0.1 sized for this machine."""
+    """``ray.init`` arguments: join ``address``, or start a local Ray on 127.0.0.1 sized for this machine.
+
+    ``num_cpus`` (logical CPUs) defaults to the CPUs this process may use; pass more than the actors claim,
+    or Ray Data's read and write tasks wait forever behind the actors.
+    """
     kwargs: dict[str, Any] = {"include_dashboard": False, "log_to_driver": False, "configure_logging": False}
     if address:
         return {**kwargs, "address": address}
@@ -54,6 +59,29 @@ def ray_init_kwargs(address: str | None, num_cpus: int | None = None) -> dict[st
     store = int(min(max(free // 10, 256 * _MiB), 4096 * _MiB))
     cpus = num_cpus or (len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1)
     return {**kwargs, "num_cpus": int(cpus), "object_store_memory": store, "_node_ip_address": "127.0.0.1"}
+
+
+def init_ray(address: str | None, num_cpus: int | None = None) -> bool:
+    """Start (or join) Ray unless it is running; True when this call started it (the caller shuts it down).
+
+    A local Ray binds 127.0.0.1 only: on Linux Ray swaps a loopback ``_node_ip_address`` for the machine's
+    routable address unless ``RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0`` is set before Ray is imported, which
+    this sets (Ray's workers inherit it). Raises :class:`ConfigError` if Ray came up on another address.
+    """
+    if not address:
+        os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+    import ray
+
+    if ray.is_initialized():
+        return False
+    ray.init(**ray_init_kwargs(address, num_cpus))
+    if not address:
+        ip = ray.util.get_node_ip_address()
+        if ip != "127.0.0.1":
+            ray.shutdown()
+            raise ConfigError(f"a local Ray came up on {ip}, not 127.0.0.1 (Ray was imported before avrec could "
+                              "set RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0; set it in the environment)")
+    return True
 
 
 class EncodeActor:
@@ -132,8 +160,6 @@ def ray_embed_texts(
         raise ConfigError("--engine ray needs Ray Data: pip install 'avrec[scale]' (or 'ray[data]>=2.9')")
     if actors < 1 or batch_size < 1 or chunk_size < 1:
         raise ConfigError("actors, batch size and chunk size must each be at least 1")
-    import ray
-
     started = time.perf_counter()
     tag = hashlib.sha256(model_id.encode()).hexdigest()[:16]
     work = Path(work_dir) if work_dir is not None else cache.root / "ray-embed" / tag
@@ -146,9 +172,10 @@ def ray_embed_texts(
         progress(reused, n_unique)
     if todo:
         _write_documents(docs_dir, length_sorted(todo), chunk_size)
-        started_ray = not ray.is_initialized()
-        if started_ray:
-            ray.init(**ray_init_kwargs(address, None))
+        machine = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+        started_ray = init_ray(address, max(machine, int(np.ceil(actors * cpus_per_actor)) + 1))
+        import ray
+
         try:
             import ray.data
 

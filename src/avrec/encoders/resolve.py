@@ -18,10 +18,11 @@ from avrec.errors import ConfigError
 DEFAULT_MODEL_NAME = "all-MiniLM-L6-v2"
 DEFAULT_ALIASES = ("default", "")
 
-#: How a text encoder runs on CPU: ``torch`` (fp32 sentence-transformers) or ``int8`` (torch dynamic int8
-#: quantisation of every Linear layer, :mod:`avrec.encoders.quantize`). A model name may carry one as a
-#: suffix, ``"default@int8"``, so a model's ``encoder`` setting chooses it without a setting of its own.
-ENCODER_BACKENDS = ("torch", "int8")
+#: How a text encoder computes: ``torch`` (fp32 sentence-transformers), ``bf16`` (bfloat16 autocast) or
+#: ``int8`` (torch dynamic int8 quantisation of every Linear layer, CPU, :mod:`avrec.encoders.quantize`).
+#: A model name may carry one as a suffix, ``"default@bf16"``, so a model's ``encoder`` setting chooses it
+#: without a setting of its own.
+ENCODER_BACKENDS = ("torch", "bf16", "int8")
 
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.\-]*(/[A-Za-z0-9][\w.\-]*)?$")
 
