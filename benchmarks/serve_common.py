@@ -160,7 +160,10 @@ def wait_for_search(server: Server, timeout: float = 900, in_a_row: int = 8) -> 
     deadline = time.time() + timeout
     agreed, state = 0, "building"
     while time.time() < deadline:
-        state = httpx.get(server.url + "/health", timeout=30).json()["search"]
+        try:
+            state = httpx.get(server.url + "/health", timeout=60).json()["search"]
+        except httpx.TransportError:  # workers still loading the model
+            state = "building"
         agreed = agreed + 1 if state != "building" else 0
         if agreed >= in_a_row:
             return state

@@ -69,6 +69,8 @@ def _answers_by_pid(url: str, n: int) -> dict[int, int]:
 def test_two_workers_share_the_store(model_dir, tmp_path):
     proc, url = _start(model_dir, tmp_path / "events.sqlite3", workers=2)
     try:
+        # the port listens from the moment the URL is printed: the first request waits for a worker
+        assert httpx.get(url + "/health", timeout=120).status_code == 200
         deadline = time.time() + 120
         pids: dict[int, int] = {}
         while len(pids) < 2 and time.time() < deadline:  # both workers up and accepting

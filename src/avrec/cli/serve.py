@@ -185,6 +185,7 @@ def _serve_workers(args: argparse.Namespace, host: str, port: int) -> int:
                             workers=args.workers, log_level=args.log_level, access_log=False,
                             timeout_graceful_shutdown=5)
     sock = config.bind_socket()
+    sock.listen(config.backlog)  # connections wait in the backlog while the workers load the model
     shown = "127.0.0.1" if host in ("0.0.0.0", "localhost") else host
     print(f"avrec: serving {args.model_dir} with {args.workers} worker processes", flush=True)
     print(f"avrec: open http://{shown}:{sock.getsockname()[1]}/  (API docs: http://{shown}:{sock.getsockname()[1]}"
