@@ -149,7 +149,7 @@ def profile(server: Server, users: list[str], client: str, concurrency: int, sec
     time.sleep(1)
     result = measure(server, users, client, concurrency, seconds - 2, 0) if client == "wrk" else {}
     proc.wait(timeout=seconds + 60)
-    return {"load_during_profile": result, **py_spy_summary(raw)}
+    return {"load_during_profile": result, **py_spy_summary(raw, top=400)}
 
 
 def profile_markdown(model: str, prof: dict, command: str) -> str:
@@ -157,10 +157,10 @@ def profile_markdown(model: str, prof: dict, command: str) -> str:
              f"{prof['busy_samples']} busy samples at 200 Hz over every thread of the server (threads waiting on "
              "a select, a lock or a queue left out). Recorded after the measured run of serve_load.py, so the "
              "sampler's own cost is in no measured figure.", "",
-             "| function (inclusive) | share of busy samples |", "|---|---:|"]
-    lines += [f"| `{f}` | {pct}% |" for f, pct in prof["inclusive_pct"]]
-    lines += ["", "| function (own time) | share of busy samples |", "|---|---:|"]
-    lines += [f"| `{f}` | {pct}% |" for f, pct in prof["self_pct"]]
+             "| avrec function (inclusive: its own time and its callees') | share of busy samples |", "|---|---:|"]
+    lines += [f"| `{f}` | {pct}% |" for f, pct in prof["inclusive_pct"] if "avrec/" in f and "cli/" not in f][:30]
+    lines += ["", "| any function (own time) | share of busy samples |", "|---|---:|"]
+    lines += [f"| `{f}` | {pct}% |" for f, pct in prof["self_pct"][:30]]
     lines += ["", f"Command: `{command}`."]
     return "\n".join(lines)
 
