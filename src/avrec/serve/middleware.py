@@ -14,7 +14,7 @@ from starlette.routing import Match
 
 from avrec.serve.handlers import error_response
 from avrec.serve.limits import Deadlines, RateLimiter, retry_after
-from avrec.serve.security import DOCS_CSP, DOCS_PATHS, security_headers
+from avrec.serve.security import DOCS_CSP, DOCS_PATHS, ApiKey, security_headers
 from avrec.serve.service import RecommenderService
 
 
@@ -140,15 +140,16 @@ class RequestGuard:
             length = None  # the server answers a malformed length itself
         has_body = chunked or bool(length)
         given = self._header(scope, b"x-api-key") if (needed or self.limiter or self.keyed_rates) else None
+        key = config.keyring().identify(given) if given else None  # one hash per request
         if self.limiter is not None or self.keyed_rates:
-            wait = self._rate_wait(scope, given)
+            wait = self._rate_wait(scope, key)
             if wait > 0:
                 await self._refuse(scope, receive, send, 429, f"too many requests: over the rate limit; retry in "
                                    f"{wait:.2f} s (serve setting rate_limit)", unread_body=has_body,
                                    headers={"retry-after": retry_after(wait)})
                 return
         if needed is not None:
-            problem = config.key_problem(given, needed)
+            problem = config.keyring().check(key, needed)
             if problem is not None:
                 scope["route"] = route
                 await self._refuse(scope, receive, send, *problem, unread_body=has_body)
@@ -192,11 +193,10 @@ class RequestGuard:
 
         await self.app(scope, replay, send)
 
-    def _rate_wait(self, scope, given: str | None) -> float:
+    def _rate_wait(self, scope, key: ApiKey | None) -> float:
         """Seconds until this client may send again (0: now): its key's bucket, else its address's."""
         if scope["path"] in self.OPEN_PATHS:
             return 0.0
-        key = self.service.config.keyring().identify(given) if given else None
         if key is not None:
             if key.rate is not None:
                 return self._keyed().take("key:" + key.name, key.rate)

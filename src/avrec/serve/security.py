@@ -114,12 +114,15 @@ class KeyRing:
 
     def problem(self, given: str | None, scope: str) -> tuple[int, str] | None:
         """Why a request needing ``scope`` with ``X-API-Key: given`` is refused, as (status, message)."""
+        return self.check(self.identify(given) if self.configured else None, scope)
+
+    def check(self, key: ApiKey | None, scope: str) -> tuple[int, str] | None:
+        """:meth:`problem` for a key already identified (the middleware hashes a key once per request)."""
         if not self.configured:
             if self.insecure_dev:
                 return None
             return 403, ("writes are disabled: no API key is configured (set AVREC_API_KEY or serve.api_keys, "
                          "or start a local demo with --insecure-dev)")
-        key = self.identify(given)
         if key is None:
             return 401, "missing or wrong X-API-Key header"
         if not key.allows(scope):
