@@ -107,8 +107,9 @@ def test_a_store_from_before_versioning_is_migrated_in_place(tmp_path: Path):
 
 
 def test_group_commit_shares_one_transaction_and_acknowledges_after_it(target: str):
-    """While the write lock is held, 8 concurrent add_events queue up; they then commit together, and each
-    caller returns only once its events are visible to a separate connection."""
+    """While the write lock is held, 8 concurrent add_events wait: the first in its own thread (it found the
+    store idle), the second taken by the writer thread, 6 queued; they then need 3 commits, and each caller
+    returns only once its events are visible to a separate connection."""
     with EventStore(target) as store, EventStore(target) as other:
         results: dict[int, list[int]] = {}
         seen_at_return: dict[int, int] = {}
@@ -123,13 +124,13 @@ def test_group_commit_shares_one_transaction_and_acknowledges_after_it(target: s
             for t in threads:
                 t.start()
             deadline = time.time() + 10
-            while store.commit_stats()["queued"] < 7 and time.time() < deadline:
-                time.sleep(0.01)  # the writer thread took one request and waits for the lock; 7 are queued
+            while store.commit_stats()["queued"] < 6 and time.time() < deadline:
+                time.sleep(0.01)
             assert not results, "nothing may be acknowledged before its commit"
         for t in threads:
             t.join(30)
         stats = store.commit_stats()
-        assert stats["requests"] == 8 and stats["commits"] == 2  # the first request, then the other 7 at once
+        assert stats["requests"] == 8 and stats["commits"] == 3  # the direct one, the writer's first, 6 at once
         assert seen_at_return == {n: 3 for n in range(8)}  # acknowledged ⇒ committed
         all_ids = [i for ids in results.values() for i in ids]
         assert len(set(all_ids)) == 24 and other.count_events() == 24

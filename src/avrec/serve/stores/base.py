@@ -14,6 +14,7 @@ in SQLite's dialect with ``?`` placeholders; the PostgreSQL backend translates i
 from __future__ import annotations
 
 import json
+import threading
 import time
 from collections.abc import Iterable, Iterator
 from contextlib import AbstractContextManager
@@ -123,6 +124,9 @@ class EventStore:
     def _start_group_commit(self, enabled: bool) -> None:
         self.group_commit = enabled
         self._committer = GroupCommitter(self._write_batch) if enabled else None
+        self._direct_lock = threading.Lock()
+        self._direct_busy = False
+        self._direct_commits = 0
 
     # ---- what a backend implements ---------------------------------------------------------------
     def _write_batch(self, requests: list[list[Row]]) -> list[list[int]]:
@@ -182,16 +186,34 @@ class EventStore:
         rows = event_rows(events)
         if not rows:
             return []
-        if self._committer is None:
+        c = self._committer
+        if c is None:
             return self._write_batch([rows])[0]
-        return self._committer.submit(rows).result()
+        # alone (nothing queued, no batch or direct write in flight): commit in this thread, which saves the
+        # hand-off to the writer thread (measured 0.6x without this for one writer); writers that arrive
+        # meanwhile queue up and share the next commit
+        with self._direct_lock:
+            direct = not self._direct_busy and c.idle()
+            if direct:
+                self._direct_busy = True
+        if not direct:
+            return c.submit(rows).result()
+        try:
+            ids = self._write_batch([rows])[0]
+            self._direct_commits += 1
+            return ids
+        finally:
+            with self._direct_lock:
+                self._direct_busy = False
 
     def commit_stats(self) -> dict[str, int]:
-        """Transactions the group committer ran, the requests they carried, and requests waiting now."""
+        """Transactions add_events ran (in the caller's thread when alone, else in the group committer's), the
+        requests they carried, and requests waiting now."""
         c = self._committer
         if c is None:
             return {"commits": 0, "requests": 0, "queued": 0}
-        return {"commits": c.commits, "requests": c.requests, "queued": c.queued()}
+        return {"commits": c.commits + self._direct_commits, "requests": c.requests + self._direct_commits,
+                "queued": c.queued()}
 
     # ---- reads ---------------------------------------------------------------------------------
     @staticmethod

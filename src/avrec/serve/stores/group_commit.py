@@ -38,6 +38,7 @@ class GroupCommitter:
         self._pid = 0
         self._start_lock = threading.Lock()
         self._closed = False
+        self._busy = 0  # requests taken by the writer thread and not answered yet
         #: transactions committed and requests they carried (for the benchmark and the tests)
         self.commits = 0
         self.requests = 0
@@ -66,6 +67,7 @@ class GroupCommitter:
             first = self._queue.get()
             if first is None:
                 return
+            self._busy = 1
             batch = [first]
             while len(batch) < MAX_BATCH:
                 try:
@@ -76,7 +78,10 @@ class GroupCommitter:
                     self._queue.put(None)  # finish this batch, then stop
                     break
                 batch.append(item)
-            self._run(batch)
+            try:
+                self._run(batch)
+            finally:
+                self._busy = 0
 
     def _run(self, batch: list[tuple[Any, Future]]) -> None:
         try:
@@ -92,6 +97,10 @@ class GroupCommitter:
         self.requests += len(batch)
         for (_, future), result in zip(batch, results):
             future.set_result(result)
+
+    def idle(self) -> bool:
+        """Nothing queued and no batch being written (a caller may then write in its own thread)."""
+        return not self._busy and self._queue.empty()
 
     def queued(self) -> int:
         """Requests waiting for the writer thread (not yet in a transaction)."""
