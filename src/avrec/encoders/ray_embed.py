@@ -37,9 +37,11 @@ def ray_available() -> bool:
     import importlib.util
 
     try:
-        return importlib.util.find_spec("ray") is not None and importlib.util.find_spec("ray.data") is not None
+        spec = importlib.util.find_spec("ray")  # not find_spec("ray.data"): that imports ray, too early for init_ray
     except (ImportError, ValueError):
         return False
+    locations = list(spec.submodule_search_locations or []) if spec is not None else []
+    return any((Path(p) / "data" / "__init__.py").is_file() for p in locations)
 
 
 def ray_init_kwargs(address: str | None, num_cpus: int | None = None) -> dict[str, Any]:
