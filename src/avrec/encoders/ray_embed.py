@@ -183,10 +183,13 @@ def ray_embed_texts(
 
             ctx = ray.data.DataContext.get_current()
             ctx.enable_progress_bars = progress is not None
-            ds = ray.data.read_parquet(str(docs_dir))
+            # one block per input file: Ray Data would otherwise merge small files into one block, which
+            # only one actor of the pool could work on
+            n_files = len(list(docs_dir.glob("*.parquet")))
+            ds = ray.data.read_parquet(str(docs_dir), override_num_blocks=n_files)
             ds = ds.map_batches(EncodeActor, fn_constructor_kwargs={"settings": settings}, batch_size=batch_size,
-                                batch_format="pyarrow", concurrency=actors, num_cpus=cpus_per_actor,
-                                num_gpus=gpus_per_actor or None)
+                                batch_format="pyarrow", compute=ray.data.ActorPoolStrategy(size=actors),
+                                num_cpus=cpus_per_actor, num_gpus=gpus_per_actor or None)
             ds.write_parquet(str(out_dir))
         finally:
             if started_ray:
