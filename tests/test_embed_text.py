@@ -9,11 +9,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from finetune_helpers import make_tiny_bert
 
 from avrec.cli import main
 from avrec.encoders import EmbeddingCache, TextEncoder
 from avrec.encoders.text_embed import embed_texts
-from finetune_helpers import make_tiny_bert
 
 
 @pytest.fixture(scope="module")
@@ -68,9 +68,9 @@ def test_embed_then_fit_reads_only_the_cache(model, catalogue, tiny_encoder, tmp
     assert code == 0, err
     assert (tmp_path / "model" / "config.json").is_file()
     # and without the embed, the same fit does need the encoder (so the check above can fail)
+    empty = tmp_path / "empty"
     code, _, err = _cli(capsys, "fit", catalogue, "--model", model, "--out", tmp_path / "model2",
-                        "--set", f"model.encoder={tiny_encoder}", "--set", f"model.embedding_cache={tmp_path / 'empty'}",
-                        *sets[4:])
+                        "--set", f"model.encoder={tiny_encoder}", "--set", f"model.embedding_cache={empty}", *sets[4:])
     assert code != 0
 
 

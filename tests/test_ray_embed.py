@@ -8,13 +8,13 @@ import json
 import numpy as np
 import pandas as pd
 import pytest
+from finetune_helpers import make_tiny_bert
 
 from avrec.cli import main
 from avrec.data.documents import DocumentConfig, build_documents
 from avrec.encoders import EmbeddingCache, TextEncoder
 from avrec.encoders.ray_embed import ray_available
 from avrec.encoders.text_embed import embed_texts
-from finetune_helpers import make_tiny_bert
 
 pytestmark = pytest.mark.skipif(not ray_available(), reason="ray[data] is not installed (pip install 'avrec[scale]'): "
                                 "the Ray engine is NOT tested")
@@ -51,7 +51,8 @@ def test_two_ray_actors_match_the_local_engine(tmp_path, capsys):
     b, found_b = EmbeddingCache(tmp_path / "ray-cache").get(encoder.model_id, docs)
     assert found_a.all() and found_b.all()
     np.testing.assert_allclose(b, a, atol=1e-5)
-    assert not (tmp_path / "ray-cache" / "ray-embed").exists() or not any((tmp_path / "ray-cache" / "ray-embed").iterdir())
+    work = tmp_path / "ray-cache" / "ray-embed"
+    assert not work.exists() or not any(work.iterdir())  # documents and shards in transit are cleaned up
 
     # a rerun finds everything cached and starts no Ray job
     code = main(["embed", str(folder), "--engine", "ray", "--cache", str(tmp_path / "ray-cache"),
