@@ -131,6 +131,8 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--ndcg", action="store_true", help="also run the hybrid cold NDCG@10 check (minutes)")
     parser.add_argument("--seeds", default="1,2,3")
     parser.add_argument("--out", type=Path, default=RESULTS)
+    parser.add_argument("--skip-local", action="store_true",
+                        help="keep the local (fp32/bf16/int8) rows of the last run; redo only Ray and --ndcg")
     args = parser.parse_args(argv)
 
     import torch
@@ -141,7 +143,11 @@ def main(argv: list[str] | None = None) -> dict:
                     "torch_threads": torch.get_num_threads(), "cpu_count": os.cpu_count(), "sets": {}}
     sets = {"hybrid documents (ml-latest-small)": hybrid_documents(args.n),
             "MovieLens + TMDB overview": tmdb_documents(args.n)[0]}
-    for label, docs in sets.items():
+    old_path = args.out / "encoder_scale.json"
+    if args.skip_local and old_path.exists():
+        previous = json.loads(old_path.read_text())
+        result["sets"], result["local_rows_from"] = previous["sets"], previous["date"]
+    for label, docs in ({} if "local_rows_from" in result else sets).items():
         times, vecs = local_rates(docs, args.batch_size, args.repeats)
         best = {k: min(v) for k, v in times.items()}
         rate = {k: len(docs) / v for k, v in best.items()}
@@ -185,7 +191,8 @@ def markdown(r: dict) -> str:
              f"`.venv/bin/python benchmarks/encoder_scale.py` — {r['date']}, {r['cpu_count']} CPUs, torch "
              f"{r['torch']} ({r['torch_threads']} threads), batch size {r['batch_size']}, best of {r['repeats']} "
              f"interleaved runs; model all-MiniLM-L6-v2. 1-minute load average at the end: "
-             f"{r['load_average_1m']:.1f} (the machine is shared).", "",
+             f"{r['load_average_1m']:.1f} (the machine is shared)."
+             + (f" Local rows from the run of {r['local_rows_from']}." if r.get("local_rows_from") else ""), "",
              "| documents | path | docs/s | × ST fp32 | CPU core-hours per 1M docs |", "|---|---|---:|---:|---:|"]
     cores = r["cpu_count"] or 1
     for label, s in r["sets"].items():
