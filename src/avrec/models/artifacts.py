@@ -117,8 +117,22 @@ def read_catalog(folder: Path) -> tuple[pd.DataFrame, np.ndarray, sp.csr_matrix,
                         f"folder ({type(e).__name__}: {e})") from None
 
 
+class StateArrays(dict):
+    """A model's saved arrays; asking for one that is absent (a folder mixing two saves, or another model's
+    state file) is one DataError naming the file, not a KeyError."""
+
+    def __init__(self, arrays: dict[str, np.ndarray], path: Path) -> None:
+        super().__init__(arrays)
+        self.path = path
+
+    def __missing__(self, key: str) -> np.ndarray:
+        raise DataError(f"{self.path}: has no {key!r} array, which this model needs (a damaged or mixed "
+                        "model folder)")
+
+
 def read_state(folder: Path) -> dict[str, np.ndarray]:
-    return read_tensors(folder / "model.safetensors")
+    path = folder / "model.safetensors"
+    return StateArrays(read_tensors(path), path)
 
 
 def read_tensors(path: Path) -> dict[str, np.ndarray]:

@@ -412,11 +412,7 @@ class Recommender(ABC):
         model = artifacts.new_model_for(Path(folder), cls)
         model.items, model.user_ids, model.seen, model.popularity = artifacts.read_catalog(Path(folder))
         model._clear_caches()
-        try:
-            model._load_state(artifacts.read_state(Path(folder)))
-        except KeyError as e:  # a folder mixing two saves, or a state file from another model
-            raise DataError(f"{Path(folder) / 'model.safetensors'}: has no {e} array, which a {model.name} model "
-                            "needs (a damaged or mixed model folder)") from None
+        model._load_state(artifacts.read_state(Path(folder)))  # a missing array is a DataError naming the file
         model._load_extra(Path(folder))
         return model
 
