@@ -93,3 +93,33 @@ def test_two_processes_train_the_towers_one_process_trains(tmp_path):
     data = make_structured_dataset(seed=4)
     start = Towers(data.n_items, data.n_users, 12, 30, dim=8, hidden=16, use_item_ids=True, use_user_ids=True)
     assert not torch.allclose(start.state_dict()["lm_proj.weight"], s1["lm_proj.weight"])
+
+
+@pytest.mark.timeout(900)
+def test_avrec_fit_under_torchrun_writes_one_model_and_one_run_record(tmp_path):
+    reason = _gloo_ok()
+    if reason:
+        pytest.skip(reason)
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    for var in ("WORLD_SIZE", "RANK", "LOCAL_RANK"):
+        env.pop(var, None)
+    data, out, run_dir = tmp_path / "data", tmp_path / "model", tmp_path / "run"
+    made = subprocess.run([sys.executable, "-m", "avrec.cli", "data", "synth", "--items", "200", "--users", "80",
+                           "--interactions", "2500", "--out", str(data), "--seed", "1"], env=env, capture_output=True,
+                          text=True, timeout=300)
+    assert made.returncode == 0, made.stderr[-2000:]
+    run = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+                          "-m", "avrec.cli", "fit", str(data), "--model", "hybrid", "--out", str(out),
+                          "--run-dir", str(run_dir), "--set", "models.hybrid.max_steps=20"],
+                         env=env, capture_output=True, text=True, timeout=800, cwd=tmp_path)
+    if run.returncode != 0 and ("Address already in use" in run.stderr or "EADDRINUSE" in run.stderr):
+        pytest.skip("torchrun could not open a local rendezvous port")
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert run.stdout.count("fitted hybrid") == 1  # only rank 0 saves and reports
+    from avrec.models.base import Recommender
+
+    model = Recommender.load(out)
+    ids, _ = model.recommend(model.user_ids[:3], k=5)
+    assert ids.shape == (3, 5)
+    assert (run_dir / "metrics.json").exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["data", "model", "run"]

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Literal
@@ -28,6 +30,7 @@ from avrec.errors import ConfigError, DataError
 
 def cmd_fit(args: argparse.Namespace) -> int:
     """Fit --model on every interaction of DATASET and save it to --out, with a run record."""
+    from avrec.finetune.distributed import rank_zero
     from avrec.models.registry import create_model
     from avrec.models.versions import is_home
     from avrec.run import start_run
@@ -37,7 +40,8 @@ def cmd_fit(args: argparse.Namespace) -> int:
         raise DataError(f"--out {args.out}: holds model versions (avrec update); fit into a new folder, or fold "
                         "new data in with `avrec update`")
     err = stderr_console()
-    run = start_run("fit", settings.seed, args.run_dir)
+    writer = rank_zero()  # under torchrun (the towers train data-parallel) only rank 0 writes anything
+    run = start_run("fit", settings.seed, args.run_dir if writer else tempfile.mkdtemp(prefix="avrec-fit-rank"))
     ok = False
     try:
         run.record_config(settings.to_dict(command="fit", dataset=args.dataset, model=args.model, out=str(args.out)))
@@ -53,6 +57,8 @@ def cmd_fit(args: argparse.Namespace) -> int:
         with err.status(f"fitting {args.model} on {dataset.name} ({dataset.n_interactions:,} interactions)"):
             model.fit(dataset)
         fit_s = time.perf_counter() - start
+        if not writer:
+            return 0
         _save_fit(model, Path(args.out), probe, dataset, args, settings.seed)
         run.record_metrics(
             {"fit_seconds": round(fit_s, 3), "users": dataset.n_users, "items": dataset.n_items,
@@ -60,7 +66,10 @@ def cmd_fit(args: argparse.Namespace) -> int:
         )
         ok = True
     finally:
-        finish_run(run, ok)
+        if writer:
+            finish_run(run, ok)
+        else:
+            shutil.rmtree(run.path, ignore_errors=True)
     print(
         f"fitted {args.model} on {dataset.name}: {dataset.n_users:,} users, {dataset.n_items:,} items, "
         f"{dataset.n_interactions:,} interactions in {fit_s:.1f} s; saved to {args.out} (run record: {run.path})"
