@@ -10,13 +10,10 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
-import threading
-import time
 from pathlib import Path
 
 import pytest
-from serve_fixtures import fit_tiny
+from serve_fixtures import fit_tiny, live_app
 
 CHROMIUM = os.environ.get("AVREC_CHROMIUM", "/usr/bin/chromium")
 LAUNCH_FLAGS = [
@@ -39,36 +36,19 @@ def _require_browser():
 PROFILES = {"romance": {"allowed_values": {"genres": ["Romance"]}}}
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture()
 def live_server(tmp_path: Path):
     """The app over a tiny itemknn model, in uvicorn on a loopback port, writes open (--insecure-dev)."""
-    import uvicorn
 
-    from avrec.serve import EventStore, RecommenderService, ServeConfig, create_app
+    from avrec.serve import EventStore, RecommenderService, ServeConfig
 
     model_dir = fit_tiny(tmp_path / "model", "itemknn")
     search = os.environ.get("AVREC_WEB_SEARCH", "1") != "0"
     service = RecommenderService(model_dir, EventStore(tmp_path / "events.sqlite3"),
                                  ServeConfig(insecure_dev=True, search=search, watch_interval=0,
                                              cache_dir=str(tmp_path / "cache"), profiles=PROFILES))
-    port = _free_port()
-    server = uvicorn.Server(uvicorn.Config(create_app(service, watch=False), host="127.0.0.1", port=port,
-                                           log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.time() + 30
-    while not server.started and time.time() < deadline:
-        time.sleep(0.05)
-    assert server.started, "uvicorn did not start"
-    yield f"http://127.0.0.1:{port}", service
-    server.should_exit = True
-    thread.join(timeout=10)
+    with live_app(service) as url:
+        yield url, service
 
 
 def test_pick_user_like_and_search(live_server, tmp_path: Path):

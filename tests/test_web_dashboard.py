@@ -6,13 +6,11 @@ $AVREC_WEB_SHOTS is set, into that folder (web-explore.png, dashboard.png)."""
 
 from __future__ import annotations
 
-import threading
-import time
 from pathlib import Path
 
 import pytest
-from serve_fixtures import tiny_dataset
-from test_web import CHROMIUM, LAUNCH_FLAGS, _free_port, _keep, _require_browser
+from serve_fixtures import live_app, tiny_dataset
+from test_web import CHROMIUM, LAUNCH_FLAGS, _keep, _require_browser
 
 from avrec.cli import main
 from avrec.models.registry import create_model
@@ -22,9 +20,8 @@ from avrec.serve.probe import draw_probe, save_probe
 @pytest.fixture()
 def versioned_server(tmp_path: Path):
     """itemknn with a probe, one `avrec update` (v0001 → v0002), served with epsilon exploring slot 3."""
-    import uvicorn
 
-    from avrec.serve import EventStore, RecommenderService, ServeConfig, create_app
+    from avrec.serve import EventStore, RecommenderService, ServeConfig
 
     train, probe = draw_probe(tiny_dataset(), 8, 0.25, seed=2)
     home = tmp_path / "model"
@@ -37,18 +34,8 @@ def versioned_server(tmp_path: Path):
     config = ServeConfig(insecure_dev=True, search=False, watch_interval=0, policy="epsilon")
     config.exploration.epsilon, config.exploration.explore_slots = 1.0, [3]
     service = RecommenderService(home, EventStore(store_path), config)
-    port = _free_port()
-    server = uvicorn.Server(uvicorn.Config(create_app(service, watch=False), host="127.0.0.1", port=port,
-                                           log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.time() + 30
-    while not server.started and time.time() < deadline:
-        time.sleep(0.05)
-    assert server.started, "uvicorn did not start"
-    yield f"http://127.0.0.1:{port}", service, store_path
-    server.should_exit = True
-    thread.join(timeout=10)
+    with live_app(service) as url:
+        yield url, service, store_path
     service.store.close()
 
 

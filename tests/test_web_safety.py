@@ -10,16 +10,14 @@ screenshot goes to tmp_path (and $AVREC_WEB_SHOTS/web-safety.png when set).
 from __future__ import annotations
 
 import re
-import threading
-import time
 from pathlib import Path
 from urllib.parse import quote
 
 import numpy as np
 import pandas as pd
 import pytest
-from serve_fixtures import ROMANCE, SCIFI, tiny_items
-from test_web import CHROMIUM, LAUNCH_FLAGS, _free_port, _keep, _require_browser
+from serve_fixtures import ROMANCE, SCIFI, live_app, tiny_items
+from test_web import CHROMIUM, LAUNCH_FLAGS, _keep, _require_browser
 
 from avrec.data.dataset import build_dataset
 from avrec.models.registry import create_model
@@ -55,9 +53,8 @@ def _dataset():
 
 @pytest.fixture()
 def hostile_server(tmp_path: Path):
-    import uvicorn
 
-    from avrec.serve import EventStore, RecommenderService, ServeConfig, create_app
+    from avrec.serve import EventStore, RecommenderService, ServeConfig
 
     model_dir = tmp_path / "model"
     create_model("itemknn").fit(_dataset()).save(model_dir)
@@ -65,18 +62,8 @@ def hostile_server(tmp_path: Path):
                                  ServeConfig(insecure_dev=True, search=True, watch_interval=0,
                                              cache_dir=str(tmp_path / "cache")))
     service.add_items([{"item_id": "added-1", "title": ADDED_TITLE, "genres": "Sci-Fi", "overview": BAD_OVERVIEW}])
-    port = _free_port()
-    server = uvicorn.Server(uvicorn.Config(create_app(service, watch=False), host="127.0.0.1", port=port,
-                                           log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.time() + 30
-    while not server.started and time.time() < deadline:
-        time.sleep(0.05)
-    assert server.started, "uvicorn did not start"
-    yield f"http://127.0.0.1:{port}", service
-    server.should_exit = True
-    thread.join(timeout=10)
+    with live_app(service) as url:
+        yield url, service
 
 
 def _user_shown_s0(service) -> str:

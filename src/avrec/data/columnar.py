@@ -11,6 +11,7 @@ None and take the string path.
 from __future__ import annotations
 
 import warnings
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -144,20 +145,7 @@ def read_interactions_parquet(path: Path, item_ids: pd.Series, config: Any, *, n
         allowed = np.isin(ev_values.astype(str), list(config.events))
         keep &= (ev_code >= 0) & allowed[np.maximum(ev_code, 0)] if len(allowed) else np.zeros(n, bool)
     del table
-    if value is None:
-        value = rating if (rating is not None and config.weighting != "binary") else np.ones(n)
-    value = np.nan_to_num(value, nan=1.0)
-    if config.weighting == "binary":
-        weight = np.ones(n)
-    elif config.weighting == "log":
-        weight = 1.0 + np.log1p(np.maximum(value, 0))
-    else:
-        weight = value
-    drop(weight <= 0, "with a weight <= 0")
-    with np.errstate(over="ignore", under="ignore"):
-        stored = weight.astype(np.float32)  # weights are stored as float32: 1e300 would be inf, 1e-50 zero
-    drop(~np.isfinite(stored) | (stored <= 0), "with a weight float32 cannot hold (above 3.4e38 or below 1e-45)")
-    weight = np.where(np.isfinite(stored) & (stored > 0), weight, 1.0)
+    weight = interaction_weights(value, rating, n, config.weighting, drop)
     rows = np.flatnonzero(keep)
     if len(rows) == 0:
         raise DataError(f"{path}: no interactions left after validation and filtering")
@@ -187,4 +175,25 @@ def _min_count_mask(users: np.ndarray, items: np.ndarray, config: Any) -> np.nda
     return mask
 
 
-__all__ = ["read_interactions_parquet"]
+def interaction_weights(value: np.ndarray | None, rating: np.ndarray | None, n: int, weighting: str,
+                        drop: Callable[[np.ndarray, str], None]) -> np.ndarray:
+    """Each interaction's weight under ``weighting`` (binary, log or raw), from ``value`` or else ``rating``;
+    rows with a weight <= 0 or one float32 cannot hold go to ``drop`` (one warning naming the file each)."""
+    if value is None:
+        value = rating if (rating is not None and weighting != "binary") else np.ones(n)
+    value = np.nan_to_num(value, nan=1.0)
+    if weighting == "binary":
+        weight = np.ones(n)
+    elif weighting == "log":
+        weight = 1.0 + np.log1p(np.maximum(value, 0))
+    else:
+        weight = value
+    drop(weight <= 0, "with a weight <= 0")
+    with np.errstate(over="ignore", under="ignore"):
+        stored = weight.astype(np.float32)  # weights are stored as float32: 1e300 would be inf, 1e-50 zero
+    drop(~np.isfinite(stored) | (stored <= 0), "with a weight float32 cannot hold (above 3.4e38 or below 1e-45)")
+    return np.where(np.isfinite(stored) & (stored > 0), weight, 1.0)
+
+
+__all__ = ["interaction_weights", "read_interactions_parquet"]
+

@@ -317,20 +317,9 @@ def clean_interactions(
     if config.events is not None and "event" in df.columns:
         keep &= df["event"].astype(str).str.strip().isin(config.events).to_numpy()
 
-    if value is None:
-        value = rating if (rating is not None and config.weighting != "binary") else np.ones(len(df))
-    value = np.nan_to_num(value, nan=1.0)
-    if config.weighting == "binary":
-        weight = np.ones(len(df))
-    elif config.weighting == "log":
-        weight = 1.0 + np.log1p(np.maximum(value, 0))
-    else:
-        weight = value
-    drop(weight <= 0, "with a weight <= 0")
-    with np.errstate(over="ignore", under="ignore"):
-        stored = weight.astype(np.float32)  # weights are stored as float32: 1e300 would be inf, 1e-50 zero
-    drop(~np.isfinite(stored) | (stored <= 0), "with a weight float32 cannot hold (above 3.4e38 or below 1e-45)")
-    weight = np.where(np.isfinite(stored) & (stored > 0), weight, 1.0)
+    from avrec.data.columnar import interaction_weights
+
+    weight = interaction_weights(value, rating, len(df), config.weighting, drop)
 
     out = pd.DataFrame(
         {"user_id": df["user_id"], "item_id": df["item_id"], "weight": weight.astype(np.float32), "timestamp": ts}

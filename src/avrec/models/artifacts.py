@@ -194,7 +194,7 @@ def replace_folder(folder: str | Path, write: Callable[[Path], Any],
             os.rename(tmp, folder)
         elif not _exchange(tmp, folder):
             _swap_by_renames(tmp, folder)
-        _fsync_dir(folder.parent)
+        fsync_dir(folder.parent)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)  # after an exchange: the old folder
     return folder
@@ -253,10 +253,11 @@ def _fsync_tree(root: Path) -> None:
                 os.fsync(fd)
             finally:
                 os.close(fd)
-        _fsync_dir(Path(dirpath))
+        fsync_dir(Path(dirpath))
 
 
-def _fsync_dir(folder: Path) -> None:
+def fsync_dir(folder: Path) -> None:
+    """Make a rename or new entry in ``folder`` durable (fsync of the directory itself)."""
     fd = os.open(folder, os.O_RDONLY)
     try:
         os.fsync(fd)

@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from avrec.errors import DataError
+from avrec.models.artifacts import fsync_dir
 
 POINTER = "CURRENT"
 VERSIONS_DIR = "versions"
@@ -86,15 +87,7 @@ def _write_atomically(path: Path, text: str) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
-    _fsync_dir(path.parent)
-
-
-def _fsync_dir(folder: Path) -> None:
-    fd = os.open(folder, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+    fsync_dir(path.parent)
 
 
 def _link_tree(src: Path, dst: Path, skip: set[str]) -> None:
@@ -218,7 +211,7 @@ class VersionHome:
         if target.exists():
             raise DataError(f"{target}: version {name} exists already")
         os.replace(staged, target)
-        _fsync_dir(target.parent)
+        fsync_dir(target.parent)
         data = self.registry()
         data["versions"].append({"name": name, "created": time.time(), **entry})
         self._save_registry(data)
