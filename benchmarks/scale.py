@@ -3,14 +3,19 @@
     python benchmarks/scale.py                       # the default grid, every model
     python benchmarks/scale.py --cells 10000x1000000,100000x5000000 --models als,hybrid
     python benchmarks/scale.py --report              # rebuild the table and plot from the JSON
+    python benchmarks/scale.py --cells 1000000x20000000 --models hybrid --set models.hybrid.encoder=default@bf16
 
 Each (items × interactions) cell is a synthetic folder (``avrec data synth``, users = interactions / 20,
 seed 2026) under ``benchmarks/work/scale`` (generated once, reused). Each model runs in its own process
 (``--one``), so its peak RSS (``ru_maxrss``) is its own: load the folder (columnar Parquet), ``check_size``
 (a refusal is recorded with its line), fit, save, then ``recommend`` for one user (p50/p99 over 50 users)
 and for a batch of 1,000 users (3 runs), k = 10. Cells run one model at a time; a model that failed or
-ran past ``--timeout`` at a size is not tried at bigger ones (a refusal is cheap and is recorded at every
-size). Results: ``benchmarks/results/scale.json``, ``scale.md`` and ``scale.png`` (log-log fit time and
+ran past ``--timeout`` at a size is not tried at bigger ones in the same run (a refusal is cheap and is
+recorded at every size; a cell asked for again replaces its row). ``--set KEY=VALUE`` takes the settings
+``avrec fit --set`` takes (e.g. the encoder key an ``avrec embed`` run filled the cache with); they are recorded
+in the row. The hybrid's folder is kept, and ``avrec recommend`` runs on it as a new user would (one
+process per call, model loading included): one user, and 1,000 users to a CSV. Results:
+``benchmarks/results/scale.json``, ``scale.md`` and ``scale.png`` (log-log fit time and
 peak RSS against interactions, with slopes).
 """
 
@@ -32,6 +37,8 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent
 WORK = ROOT / "work" / "scale"
 RESULTS = ROOT / "results"
+#: models whose fitted folders stay under benchmarks/work/scale/models (for `avrec recommend`)
+KEEP = ("hybrid",)
 MODELS = ["pop", "als", "bpr", "ease", "itemknn", "seqknn", "tfidf", "kgpath", "contentpop", "content", "hybrid"]
 CELLS = [(10_000, 1_000_000), (100_000, 5_000_000), (1_000_000, 20_000_000), (1_000_000, 1_000_000),
          (1_000_000, 5_000_000), (100_000, 1_000_000)]
@@ -54,7 +61,7 @@ def folder_bytes(path: Path) -> int:
     return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
 
 
-def run_one(model_name: str, folder: Path, out: Path) -> dict:
+def run_one(model_name: str, folder: Path, out: Path, sets: list[str] | None = None) -> dict:
     """Load, check, fit, save and time recommendations of one model (in this process)."""
     from avrec.data.io import load_folder
     from avrec.errors import ScaleError
@@ -69,7 +76,13 @@ def run_one(model_name: str, folder: Path, out: Path) -> dict:
     row["load_s"] = round(time.perf_counter() - started, 2)
     row["load_rss_gb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6, 2)
     row.update(users=dataset.n_users, items=dataset.n_items, interactions=dataset.n_interactions)
-    model = create_model(model_name)
+    if sets:
+        from avrec.cli.settings import load_settings, resolve_settings
+
+        row["settings"] = list(sets)
+        model = create_model(model_name, resolve_settings(load_settings(None, sets), [model_name]).models[model_name])
+    else:
+        model = create_model(model_name)
     try:
         model.check_size(Size.of(dataset))
         started = time.perf_counter()
@@ -83,6 +96,10 @@ def run_one(model_name: str, folder: Path, out: Path) -> dict:
     if model_name == "hybrid":
         row["scale_plan"] = model.report.get("scale_plan", {})
         row["skipped_components"] = model.report.get("skipped_components", {})
+        row["lm_dim"] = model.report.get("lm_dim", 0)  # 0: the towers ran without LM vectors
+        row["warm_components"] = list(model.warm_components)
+        row["cold_components"] = list(model.cold_components)
+        row["encoder"] = model.config.encoder
     if out.exists():
         shutil.rmtree(out)
     started = time.perf_counter()
@@ -111,8 +128,37 @@ def run_one(model_name: str, folder: Path, out: Path) -> dict:
         runs.append(time.perf_counter() - t)
     row["batch_users"] = len(batch)
     row["batch_1000_s"] = round(float(np.median(runs)), 3)
+    if model_name in KEEP:
+        users_file(out).write_text("\n".join(str(u) for u in batch) + "\n")
     row["peak_rss_gb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6, 2)
     return row
+
+
+def users_file(out: Path) -> Path:
+    """The 1,000 users of a kept model's batch, beside its folder (``avrec recommend --users``)."""
+    return out.parent / f"{out.name}_users.txt"
+
+
+def timed(cmd: list[str]) -> dict:
+    """Wall seconds and peak RSS (GB) of one command (``/usr/bin/time -v``), or its error."""
+    started = time.perf_counter()
+    proc = subprocess.run(["/usr/bin/time", "-v", *cmd], capture_output=True, text=True)
+    wall = round(time.perf_counter() - started, 2)
+    if proc.returncode != 0:
+        return {"error": f"exit {proc.returncode}: {proc.stderr.strip().splitlines()[-1:]}"}
+    kb = [ln.split(":")[-1] for ln in proc.stderr.splitlines() if "Maximum resident set size" in ln]
+    return {"s": wall, "rss_gb": round(int(kb[0]) / 1e6, 2) if kb else None}
+
+
+def cli_recommend(out: Path) -> dict:
+    """``avrec recommend`` on a kept model folder, as a new user runs it: one user, then 1,000 to a CSV."""
+    avrec = str(Path(sys.executable).parent / "avrec")
+    users = users_file(out).read_text().split()
+    one = timed([avrec, "recommend", str(out), "--user", users[0], "--k", "10"])
+    csv = out.parent / f"{out.name}_recs.csv"
+    many = timed([avrec, "recommend", str(out), "--users", str(users_file(out)), "--k", "10", "--out", str(csv)])
+    lines = len(csv.read_text().splitlines()) - 1 if csv.exists() else 0
+    return {"cli_recommend_1_user": one, "cli_recommend_1000_users": {**many, "rows": lines}}
 
 
 def load_results(path: Path) -> list[dict]:
@@ -149,10 +195,24 @@ def report(rows: list[dict]) -> None:
     for r in sorted(rows, key=lambda r: (MODELS.index(r["model"]) if r["model"] in MODELS else 99,
                                          r.get("cell_items", 0), r.get("cell_interactions", 0))):
         outcome = ("refused: " + r["refused"]) if "refused" in r else r.get("error", "fitted")
+        if r["model"] == "hybrid" and "fit_s" in r and "lm_dim" in r:
+            outcome += (f"; LM vectors: {r['lm_dim']}-d ({r.get('encoder', '')})" if r["lm_dim"] else
+                        "; without LM vectors") + (f"; warm: {', '.join(['towers', *r['warm_components']])}; "
+                                                   f"cold: {', '.join(['towers', *r['cold_components']])}")
         lines.append(f"| {r['model']} | {r.get('cell_items', 0):,} | {r.get('cell_interactions', 0):,} | "
                      f"{r.get('load_s', '')} | {r.get('fit_s', '')} | {r.get('peak_rss_gb', '')} | "
                      f"{r.get('one_user_p50_ms', '')} | {r.get('one_user_p99_ms', '')} | {r.get('batch_1000_s', '')} | "
                      f"{r.get('model_mb', '')} | {outcome} |")
+    cli = [r for r in rows if "cli_recommend_1_user" in r]
+    if cli:
+        lines += ["", "## `avrec recommend` on the saved model (one process per call, model loading included)", "",
+                  "| model | items | interactions | settings | 1 user: s | peak RSS GB | 1,000 users to CSV: s "
+                  "| peak RSS GB |", "|---|---:|---:|---|---:|---:|---:|---:|"]
+        for r in cli:
+            one, many = r["cli_recommend_1_user"], r["cli_recommend_1000_users"]
+            lines.append(f"| {r['model']} | {r['cell_items']:,} | {r['cell_interactions']:,} | "
+                         f"{' '.join(r.get('settings', [])) or 'defaults'} | {one.get('s', one.get('error'))} | "
+                         f"{one.get('rss_gb', '')} | {many.get('s', many.get('error'))} | {many.get('rss_gb', '')} |")
     lines += ["", "## How cost grows (log-log slope against interactions, over the fitted sizes)", "",
               "| model | sizes | fit time slope | peak RSS slope | largest fitted |", "|---|---:|---:|---:|---|"]
     fitted = [r for r in rows if "fit_s" in r]
@@ -199,10 +259,13 @@ def main() -> int:
     parser.add_argument("--models", default=",".join(MODELS))
     parser.add_argument("--timeout", type=int, default=2400, help="seconds per model and cell")
     parser.add_argument("--report", action="store_true", help="only rebuild scale.md and scale.png")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="model settings as `avrec fit --set` takes them (repeatable)")
     parser.add_argument("--one", nargs=3, metavar=("MODEL", "FOLDER", "OUT"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.one:
-        print("RESULT " + json.dumps(run_one(args.one[0], Path(args.one[1]), Path(args.one[2]))), flush=True)
+        row = run_one(args.one[0], Path(args.one[1]), Path(args.one[2]), args.set)
+        print("RESULT " + json.dumps(row), flush=True)
         return 0
     path = RESULTS / "scale.json"
     rows = load_results(path)
@@ -211,9 +274,6 @@ def main() -> int:
         return 0
     cells = [tuple(int(v) for v in c.split("x")) for c in args.cells.split(",") if c]
     stopped: dict[str, str] = {}  # a model that failed or ran out of time at a size is not tried at bigger ones
-    for r in rows:
-        if "error" in r:
-            stopped[r["model"]] = f"failed at {r['cell_items']}x{r['cell_interactions']}: {r['error']}"
     for items, interactions in sorted(cells, key=lambda c: (c[1], c[0])):
         folder = cell_folder(items, interactions)
         for name in [m for m in args.models.split(",") if m]:
@@ -221,7 +281,8 @@ def main() -> int:
                 print(f"{name} @ {items}x{interactions}: not tried ({stopped[name]})", flush=True)
                 continue
             out = WORK / "models" / f"{name}_{folder.name}"
-            cmd = [sys.executable, __file__, "--one", name, str(folder), str(out)]
+            cmd = [sys.executable, __file__, "--one", name, str(folder), str(out),
+                   *[f"--set={kv}" for kv in args.set]]
             started = time.perf_counter()
             try:
                 proc = subprocess.run(cmd, capture_output=True, text=True, timeout=args.timeout)
@@ -234,7 +295,9 @@ def main() -> int:
                        wall_s=round(time.perf_counter() - started, 1))
             if "error" in row:
                 stopped[name] = f"failed at {items}x{interactions}: {row['error']}"
-            if name != "hybrid":  # the hybrid's folders stay for `avrec recommend` (see the report)
+            elif name in KEEP and "fit_s" in row:
+                row.update(cli_recommend(out))
+            if name not in KEEP:  # the hybrid's folders stay for `avrec recommend` (see the report)
                 shutil.rmtree(out, ignore_errors=True)
             rows = [r for r in rows if not (r["model"] == name and r.get("cell_items") == items
                                              and r.get("cell_interactions") == interactions)] + [row]
