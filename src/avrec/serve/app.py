@@ -22,6 +22,7 @@ from fastapi.staticfiles import StaticFiles
 
 from avrec.serve.dependencies import write_routes
 from avrec.serve.docs import docs_assets, install_docs
+from avrec.serve.fastpath import FastReads
 from avrec.serve.handlers import install_error_handlers
 from avrec.serve.metrics import Metrics, MetricsMiddleware
 from avrec.serve.middleware import InlineReads, RequestGuard
@@ -63,6 +64,8 @@ def create_app(service: RecommenderService, *, watch: bool = True) -> FastAPI:
         app.include_router(router)
     # the routers' own routes: FastAPI 0.165+ keeps an included router whole instead of copying its routes
     routes = [r for router in ROUTERS for r in router.routes]
+    # innermost: the guard (keys, rate limit, timeouts, headers) and the metrics wrap the fast reads too
+    app.add_middleware(FastReads, service=service, inline=app.state.inline, routes=routes)
     app.add_middleware(RequestGuard, service=service, routes=routes, key_routes=write_routes(routes))
     if service.config.cors_origins:  # outside the guard: a browser's preflight carries no key
         app.add_middleware(CORSMiddleware, allow_origins=list(service.config.cors_origins),

@@ -12,9 +12,6 @@ from avrec.serve.rules import RuleView
 from avrec.serve.state import ModelState
 from avrec.serve.updates import UserProfile
 
-#: the newest stored event of one user (0 without any): the pool cache's version of that user
-LAST_EVENT = "SELECT COALESCE(MAX(id), 0) FROM events WHERE user_id = ?"
-
 def fold_in(state: ModelState, history: list[str], k: int,
             candidates: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Top-k indices for one user given as item ids (the history's items excluded)."""

@@ -47,7 +47,9 @@ def model_version(state: ModelState) -> str:
         return state.version
     if not state.fingerprint:
         return "memory"
-    return hashlib.sha1(repr(state.fingerprint).encode()).hexdigest()[:12]
+    if state.fingerprint_id is None:  # a state's fingerprint never changes: hashed once
+        state.fingerprint_id = hashlib.sha1(repr(state.fingerprint).encode()).hexdigest()[:12]
+    return state.fingerprint_id
 
 
 def replay(policy: SlatePolicy, impressions: ImpressionLog, rewards: RewardConfig, decay: float,
@@ -140,13 +142,16 @@ class Explorer:
 
     def present(self, state: ModelState, endpoint: str, user_id: str | None, pool: list[dict[str, Any]], k: int,
                 history: list[str], context: dict[str, Any], explore: bool = True,
-                pending: list[Future] | None = None, prepared: Pool | None = None) -> dict[str, Any]:
+                pending: list[Future] | None = None, prepared: Pool | None = None,
+                reusable: list[tuple | None] | None = None) -> dict[str, Any]:
         """Choose ``k`` of the ``pool`` items (best first), log the impression; the items and its id.
 
         ``prepared``: the cached :class:`~avrec.serve.pools.Pool` that ``pool`` and ``history`` come from;
         its features and logged candidates are built once and kept there. ``pending``: the list the
         impression's durable-write future goes to (the caller waits for it before answering); without it
-        this waits for the write itself."""
+        this waits for the write itself. ``reusable``: when the slate is the same on every request for
+        this pool (a greedy slate without ties, a policy that does not learn) the impression row without
+        its id and time is appended to it (None when nothing is logged), for :meth:`log_again`."""
         if not pool:
             return {"items": [], "impression_id": None}
         scores = np.array([float(it["score"]) for it in pool])
@@ -166,19 +171,38 @@ class Explorer:
                        "propensity": it["propensity"], "explored": it["explored"], "candidate": int(c)}
                       for it, c in zip(items, slate.items)]
             impression_id = None
+            # no random draw decided it and nothing learns from it: the same slate on every request
+            same_every_time = (type(policy) in (SlatePolicy, Greedy) and not (explore and policy.learns)
+                               and bool(np.all(slate.propensities == 1.0)))
             if self.config.log_impressions:
-                impression_id, durable = self.impressions.submit(
-                    user_id=user_id, endpoint=endpoint, policy=policy.name, policy_version=policy.version,
-                    model=state.model.name, model_version=model_version(state), items=logged,
-                    candidates=candidates, context={"k": k, **context})
+                row = self.impressions.row(user_id=user_id, endpoint=endpoint, policy=policy.name,
+                                           policy_version=policy.version, model=state.model.name,
+                                           model_version=model_version(state), items=logged,
+                                           candidates=candidates, context={"k": k, **context})
+                impression_id, durable = self.impressions.submit_row(row)
                 if pending is None:
                     durable.result()
                 else:
                     pending.append(durable)
+                if reusable is not None and same_every_time:
+                    reusable.append(row)
                 if explore and policy.learns and endpoint == "recommend":
                     kappa = geometric_examination(len(slate.items), self.config.examination_decay)
                     policy.observe(feats[slate.items], kappa)
+            elif reusable is not None and same_every_time:
+                reusable.append(None)
         return {"items": items, "impression_id": impression_id, "policy": policy.name}
+
+    def log_again(self, row: tuple | None, pending: list[Future] | None = None) -> str | None:
+        """Log one more impression of a list :meth:`present` made reusable (``row``); its new id."""
+        if row is None:
+            return None
+        impression_id, durable = self.impressions.submit_row(row)
+        if pending is None:
+            durable.result()
+        else:
+            pending.append(durable)
+        return impression_id
 
     def _choose(self, policy: SlatePolicy, scores: np.ndarray, feats: np.ndarray, k: int,
                 prepared: Pool | None) -> Slate:

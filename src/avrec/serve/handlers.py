@@ -38,9 +38,22 @@ async def durable_json(payload: dict[str, Any], pending: list[Future]) -> Respon
     The payload is already the response model's shape (the service builds it), so FastAPI's validation
     and serialisation of it would only cost time: about a fifth of a cached /recommend.
     """
+    return await durable_bytes(orjson.dumps(payload), pending)
+
+
+async def durable_bytes(body: bytes, pending: list[Future]) -> Response:
+    """A finished JSON ``body``, sent once the writes it made are durable (as :func:`durable_json`)."""
+    await wait_durable(pending)
+    return Response(body, media_type="application/json")
+
+
+async def wait_durable(pending: list[Future]) -> None:
+    """Wait, without blocking the event loop, until every write in ``pending`` committed (or raise its error)."""
     for future in pending:
-        await asyncio.wrap_future(future)
-    return Response(orjson.dumps(payload), media_type="application/json")
+        if future.done():
+            future.result()
+        else:
+            await asyncio.wrap_future(future)
 
 
 def validation_message(errors: list[dict]) -> str:

@@ -98,11 +98,24 @@ class ImpressionLog:
         """Queue one impression for the next group commit: its id and a future that resolves once it is
         durable (or raises the store's error). Impressions commit in the order they were submitted.
         ``candidates``: the record, or its JSON text (kept by the pool cache, :mod:`avrec.serve.pools`)."""
+        return self.submit_row(self.row(user_id=user_id, endpoint=endpoint, policy=policy,
+                                        policy_version=policy_version, model=model, model_version=model_version,
+                                        items=items, candidates=candidates, context=context))
+
+    @staticmethod
+    def row(*, user_id: str | None, endpoint: str, policy: str, policy_version: int, model: str,
+            model_version: str, items: list[dict[str, Any]], candidates: dict[str, Any] | str,
+            context: dict[str, Any]) -> tuple:
+        """An impression's stored columns without its id and time (JSON text where the table has it): the
+        same list served again is logged from it without serialising anything (:meth:`submit_row`)."""
+        return (user_id, endpoint, policy, int(policy_version), model, model_version, json.dumps(items),
+                candidates if isinstance(candidates, str) else json.dumps(candidates),
+                json.dumps(context, ensure_ascii=False))
+
+    def submit_row(self, row: tuple) -> tuple[str, Future]:
+        """Queue an impression made by :meth:`row` under a new id and the current time (as :meth:`submit`)."""
         impression_id = uuid.uuid4().hex
-        row = (impression_id, time.time(), user_id, endpoint, policy, int(policy_version), model, model_version,
-               json.dumps(items), candidates if isinstance(candidates, str) else json.dumps(candidates),
-               json.dumps(context, ensure_ascii=False))
-        return impression_id, self._committer.submit(row)
+        return impression_id, self._committer.submit((impression_id, time.time(), *row))
 
     def _write_batch(self, rows: list[tuple]) -> list[None]:
         with self.store.transaction() as cur:

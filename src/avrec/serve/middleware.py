@@ -17,6 +17,9 @@ from avrec.serve.limits import Deadlines, RateLimiter, retry_after
 from avrec.serve.security import DOCS_CSP, DOCS_PATHS, ApiKey, security_headers
 from avrec.serve.service import RecommenderService
 
+#: (method, path) pairs whose route scope is remembered
+SCOPE_MEMO = 4096
+
 
 class RequestGuard:
     """Pure ASGI middleware that refuses a request before its body is read, and bounds how long it runs.
@@ -53,6 +56,7 @@ class RequestGuard:
         self.scoped = [(r, "admin" if getattr(r, "path", "").startswith("/admin") else "write") for r in key_routes]
         if config.read_requires_key:
             self.scoped += [(r, "read") for r in read_routes]
+        self._scope_memo: dict[tuple[str, str, str], tuple[Any, str | None]] = {}
         self.limiter = RateLimiter(config.rate_limit, config.rate_burst or None) if config.rate_limit > 0 else None
         self.keyed_rates = any(k.get("rate") is not None for k in config.api_keys)
         self.timeout = float(config.request_timeout or 0)
@@ -78,11 +82,22 @@ class RequestGuard:
         return None
 
     def _scope_of(self, scope) -> tuple[Any, str | None]:
+        """The first scoped route that matches (and the scope it needs), memoised per method and path: a
+        route's match depends on nothing else, so a repeated path costs one dict lookup."""
+        key = (scope["method"], scope.get("root_path", ""), scope["path"])
+        hit = self._scope_memo.get(key)
+        if hit is not None:
+            return hit
+        hit = (None, None)
         for route, needed in self.scoped:
             match, _child = route.matches(scope)
             if match == Match.FULL:
-                return route, needed
-        return None, None
+                hit = (route, needed)
+                break
+        if len(self._scope_memo) >= SCOPE_MEMO:
+            self._scope_memo.clear()  # bounded: paths with ids in them are many
+        self._scope_memo[key] = hit
+        return hit
 
     async def _refuse(self, scope, receive, send, status: int, message: str, unread_body: bool,
                       headers: dict[str, str] | None = None) -> None:

@@ -23,6 +23,8 @@ import numpy as np
 
 #: entries kept per model state (a pool of 50 candidates with features is about 15 kB)
 DEFAULT_CAPACITY = 4096
+#: finished answers kept per pool
+RESPONSES_PER_POOL = 16
 
 
 @dataclass
@@ -38,19 +40,54 @@ class Pool:
     candidates_json: str | None = None
     #: greedy slates without ties, per list length (:meth:`avrec.serve.exploration.Explorer.present`)
     slates: dict[int, Any] = field(default_factory=dict)
+    #: finished answers per ``(user, k, explain, details)`` (:class:`Rendered`; a few per pool)
+    responses: dict[Hashable, Rendered] = field(default_factory=dict)
+
+    def keep(self, key: Hashable, rendered: Rendered) -> None:
+        """Keep one finished answer (at most :data:`RESPONSES_PER_POOL`: the popular pool is shared by
+        every unknown user, whose answers differ in their ``user_id``)."""
+        if len(self.responses) >= RESPONSES_PER_POOL:
+            self.responses.clear()
+        self.responses[key] = rendered
+
+
+@dataclass(frozen=True)
+class Rendered:
+    """A list served the same way every time (a greedy slate without ties): the response body around
+    its impression id, and the impression row without id and time (None when impressions are not
+    logged). Serving it again logs one more impression (a new id, durable before the answer) and joins
+    ``head + id + tail``: nothing is ranked, chosen or serialised again."""
+
+    head: bytes
+    tail: bytes | None
+    row: tuple | None
+
+    def body(self, impression_id: str | None) -> bytes:
+        if self.tail is None or impression_id is None:
+            return self.head
+        return self.head + impression_id.encode() + self.tail
+
+    @staticmethod
+    def split(body: bytes, impression_id: str | None, row: tuple | None) -> Rendered | None:
+        """The template of ``body`` (serialised with ``impression_id`` in it once), None when the id is not
+        found exactly once (then the answer is not kept)."""
+        if impression_id is None:
+            return Rendered(body, None, None) if row is None else None
+        parts = body.split(impression_id.encode())
+        return Rendered(parts[0], parts[1], row) if len(parts) == 2 and row is not None else None
 
 
 class PoolCache:
-    """A thread-safe LRU of :class:`Pool` entries."""
+    """A thread-safe LRU of :class:`Pool` entries (or of :class:`Rendered` answers)."""
 
     def __init__(self, capacity: int = DEFAULT_CAPACITY) -> None:
         self.capacity = int(capacity)
-        self._entries: OrderedDict[Hashable, Pool] = OrderedDict()
+        self._entries: OrderedDict[Hashable, Any] = OrderedDict()
         self._lock = threading.Lock()
         self.hits = 0
         self.misses = 0
 
-    def get(self, key: Hashable) -> Pool | None:
+    def get(self, key: Hashable) -> Any:
         with self._lock:
             pool = self._entries.get(key)
             if pool is None:
@@ -60,7 +97,7 @@ class PoolCache:
             self.hits += 1
             return pool
 
-    def put(self, key: Hashable, pool: Pool) -> None:
+    def put(self, key: Hashable, pool: Any) -> None:
         if self.capacity <= 0:
             return
         with self._lock:

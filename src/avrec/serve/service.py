@@ -11,7 +11,6 @@ exposure re-ranking from :mod:`avrec.serve.rerank`, content rules from :mod:`avr
 from __future__ import annotations
 
 import logging
-import os
 import threading
 from collections.abc import Sequence
 from concurrent.futures import Future
@@ -19,23 +18,26 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import orjson
 import pandas as pd
 
 from avrec.errors import ConfigError
 from avrec.eval.topk import topk_from_scores
 from avrec.models.base import Recommender
-from avrec.serve.candidates import LAST_EVENT, build_pool, fold_in
+from avrec.serve.candidates import build_pool, fold_in
+from avrec.serve.changes import ChangeWatermark
 from avrec.serve.config import ServeConfig
 from avrec.serve.errors import Conflict, NotFound, ServiceError
 from avrec.serve.exploration import Explorer
 from avrec.serve.modality import ModalityNeighbours
-from avrec.serve.pools import Pool
+from avrec.serve.pools import Pool, Rendered
+from avrec.serve.reads import ServiceReads
 from avrec.serve.rerank import ServeReranker
 from avrec.serve.rules import RuleView, check_rules, content_rules, rule_view
 from avrec.serve.search import SearchIndexer, minmax
 from avrec.serve.state import FolderWatcher, ModelState, finite, load_state
 from avrec.serve.store import EventStore
-from avrec.serve.text import explain_item, item_summary
+from avrec.serve.text import explain_item
 from avrec.serve.updates import UserProfile, user_profile
 
 log = logging.getLogger("avrec.serve")
@@ -43,7 +45,7 @@ log = logging.getLogger("avrec.serve")
 __all__ = ["RecommenderService"]
 
 
-class RecommenderService:
+class RecommenderService(ServiceReads):
     """Everything the HTTP layer calls: recommendations, search, feedback, items and reloads."""
 
     def __init__(self, model_dir: str | Path | None, store: EventStore, config: ServeConfig | None = None,
@@ -54,6 +56,7 @@ class RecommenderService:
         self.reranker = ServeReranker(self.config.rerank)
         self.model_dir = Path(model_dir) if model_dir is not None else None
         self.explorer = Explorer(self.config, store, self.model_dir, model)
+        self.changes = ChangeWatermark(store)
         self.indexer = SearchIndexer(self.config)
         self.by_modality = ModalityNeighbours()
         self._mutation = threading.RLock()
@@ -130,16 +133,37 @@ class RecommenderService:
         return rule_view(self.rules, state, profile, user_id)
 
     def recommend(self, user_id: str, k: int = 10, explain: bool = False, details: bool = False,
-                  profile: str | None = None, pending: list[Future] | None = None) -> dict[str, Any]:
+                  profile: str | None = None, pending: list[Future] | None = None,
+                  arrived: float | None = None) -> dict[str, Any]:
         """Top-k for a user id: the model's list, folded in with stored feedback, or the popular list,
         among the items the content rules allow. The candidates come from the state's pool cache
-        (:mod:`avrec.serve.pools`) while the user's last stored event is the same. ``pending``: collect
-        the impression's durable-write future there instead of waiting for it (the caller awaits it)."""
+        (:mod:`avrec.serve.pools`) while the user's last stored event is the same
+        (:class:`~avrec.serve.changes.ChangeWatermark`; ``arrived``: the request's ``perf_counter()`` on
+        arrival, None to check the store now). ``pending``: collect the impression's durable-write future
+        there instead of waiting for it (the caller awaits it)."""
+        out = self._recommend(user_id, k, explain, details, profile, pending, arrived, None)
+        assert isinstance(out, dict)
+        return out
+
+    def recommend_json(self, user_id: str, k: int = 10, explain: bool = False, details: bool = False,
+                       profile: str | None = None, pending: list[Future] | None = None,
+                       arrived: float | None = None) -> bytes:
+        """:meth:`recommend`'s answer as the JSON body. A list served the same way every time (greedy,
+        no ties) is kept finished with its pool (:class:`~avrec.serve.pools.Rendered`): serving it again
+        logs a new impression and joins bytes."""
+        out = self._recommend(user_id, k, explain, details, profile, pending, arrived, (str(user_id), k, explain,
+                                                                                        details))
+        assert isinstance(out, bytes)
+        return out
+
+    def _recommend(self, user_id: str, k: int, explain: bool, details: bool, profile: str | None,
+                   pending: list[Future] | None, arrived: float | None,
+                   render: tuple | None) -> dict[str, Any] | bytes:
         state = self.state
         uid = str(user_id)
         with state.lock.read():
             view = self._view(state, profile, user_id)
-            last = int(self.store.query(LAST_EVENT, (uid,))[0][0])
+            last = self.changes.version(uid, arrived)
             width = self.explorer.width(k)
             # a user the model lacks, without events, gets the one popular list of their rules
             key = (uid if last or uid in state.model.user_index else None, last, view.names, width)
@@ -147,9 +171,21 @@ class RecommenderService:
             if pool is None:
                 pool = build_pool(state, uid, self._profile(state, uid), self.reranker, view, width)
                 state.pools.put(key, pool)
+            done = pool.responses.get(render) if render is not None else None
+            if done is not None:
+                return done.body(self.explorer.log_again(done.row, pending))
+            reusable: list[tuple | None] = []
             items, logged = self._explore(state, "recommend", uid, pool.items, k, pool.history,
-                                          {"fallback": pool.fallback}, pending=pending, prepared=pool)
-            return logged | self._answer(state, uid, pool.fallback, items, pool.history, explain, details, view)
+                                          {"fallback": pool.fallback}, pending=pending, prepared=pool,
+                                          reusable=reusable)
+            payload = logged | self._answer(state, uid, pool.fallback, items, pool.history, explain, details, view)
+            if render is None:
+                return payload
+            body = orjson.dumps(payload)
+            kept = Rendered.split(body, payload.get("impression_id"), reusable[0]) if reusable else None
+            if kept is not None:
+                pool.keep(render, kept)
+            return body
 
     def recommend_for_history(
         self, history: Sequence[str], k: int = 10, exclude: Sequence[str] = (), explain: bool = False,
@@ -197,11 +233,11 @@ class RecommenderService:
 
     def _explore(self, state: ModelState, endpoint: str, user_id: str | None, pool: list[dict[str, Any]], k: int,
                  history: list[str], context: dict[str, Any], explore: bool = True,
-                 pending: list[Future] | None = None, prepared: Pool | None = None
-                 ) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+                 pending: list[Future] | None = None, prepared: Pool | None = None,
+                 reusable: list[tuple | None] | None = None) -> tuple[list[dict[str, Any]], dict[str, Any]]:
         """The policy's ``k`` of ``pool`` (slot order) and the logged impression's id and policy."""
         shown = self.explorer.present(state, endpoint, user_id, pool, k, history, context, explore=explore,
-                                      pending=pending, prepared=prepared)
+                                      pending=pending, prepared=prepared, reusable=reusable)
         return shown.pop("items"), shown
 
     # ---- explanations ----
@@ -216,8 +252,25 @@ class RecommenderService:
             return explain_item(state, user_id, item_id, history, view)
 
     # ---- similar items and search ----
+    def similar_json(self, item_id: str, k: int = 10, profile: str | None = None, by: str = "model",
+                     pending: list[Future] | None = None) -> bytes:
+        """:meth:`similar`'s answer as the JSON body; kept finished per (item, k, rules, by) while the
+        model and catalogue are the same, when the list is the same every time (as for /recommend)."""
+        state = self.state
+        key = (str(item_id), k, profile, by)  # the rules of a /similar depend on the profile asked for only
+        done = state.similar_answers.get(key)
+        if done is not None:
+            return done.body(self.explorer.log_again(done.row, pending))
+        reusable: list[tuple | None] = []
+        payload = self.similar(item_id, k=k, profile=profile, by=by, pending=pending, reusable=reusable)
+        body = orjson.dumps(payload)
+        kept = Rendered.split(body, payload.get("impression_id"), reusable[0]) if reusable else None
+        if kept is not None and self.state is state:
+            state.similar_answers.put(key, kept)
+        return body
+
     def similar(self, item_id: str, k: int = 10, profile: str | None = None, by: str = "model",
-                pending: list[Future] | None = None) -> dict[str, Any]:
+                pending: list[Future] | None = None, reusable: list[tuple | None] | None = None) -> dict[str, Any]:
         """The items most similar to ``item_id`` that the content rules allow (a 404 for a blocked item);
         ``by``: the model's own similarity, ``text``, or a modality (:mod:`avrec.serve.modality`)."""
         state = self.state
@@ -241,7 +294,8 @@ class RecommenderService:
                          for i, s in zip(idx, scores) if view.allows_row(int(i))][:k]
             items = [it for it in items if view.allows_row(state.catalog_index[it["item_id"]])]
         items, logged = self._explore(state, "similar", None, items, k, [], {"item_id": str(item_id)},
-                                      "similar" in self.config.explore_endpoints, pending=pending)
+                                      "similar" in self.config.explore_endpoints, pending=pending,
+                                      reusable=reusable)
         return logged | {"item_id": str(item_id), "items": items}
 
     def search(self, q: str, k: int = 10, user_id: str | None = None, personal_weight: float | None = None,
@@ -332,78 +386,3 @@ class RecommenderService:
         early = self.indexer.encode_items(frame) if search is not None and search.source == "encoder" else None
         state.add_items(frame, lambda s: early if early is not None and s is search
                         else self.indexer.item_vectors(s, state.model, frame))
-
-    # ---- reads ----
-    def item(self, item_id: str, profile: str | None = None) -> dict[str, Any]:
-        state = self.state
-        with state.lock.read():
-            row = state.item_row(item_id)
-            self._view(state, profile, None).check_row(row, item_id)
-            return state.item_record(row)
-
-    def summary(self, item_id: str, profile: str | None = None) -> dict[str, Any]:
-        """An item's extractive summary (disallowed terms masked); a 404 for an item the rules block."""
-        state = self.state
-        with state.lock.read():
-            return item_summary(state, state.item_row(item_id), self._view(state, profile, None))
-
-    def history(self, user_id: str, limit: int = 100, profile: str | None = None) -> dict[str, Any]:
-        """Feedback events (newest first) followed by the training history the model was fitted on; items
-        the content rules block are left out."""
-        state = self.state
-        with state.lock.read():
-            view = self._view(state, profile, user_id)
-            model = state.model
-            u = model.user_index.get(str(user_id))
-            events = self.store.events(user_id=user_id)
-            if u is None and not events and not self.store.has_user(user_id):
-                raise NotFound(f"unknown user_id {str(user_id)!r}")
-            out: list[dict[str, Any]] = []
-            for e in reversed(events):
-                row = state.catalog_index.get(e.item_id)
-                out.append({"item_id": e.item_id, "title": state.title(row) if row is not None else e.item_id,
-                            "source": "feedback", "event": e.event, "value": e.value, "ts": e.ts})
-            n_train = 0
-            if u is not None:
-                assert model.seen is not None and model.popularity is not None  # a served model is fitted
-                row = model.seen[u]
-                n_train = len(row.indices)
-                for i in row.indices[np.argsort(-model.popularity[row.indices], kind="stable")]:
-                    out.append({"item_id": state.catalog_ids[i], "title": state.title(int(i)), "source": "train",
-                                "event": None, "value": None, "ts": None})
-            if view.active:
-                out = [it for it in out if view.allows_row(state.catalog_index.get(it["item_id"], -1))]
-            return {"user_id": str(user_id), "known": u is not None, "n_train": n_train, "n_feedback": len(events),
-                    "items": out[:limit]}
-
-    def users(self, limit: int = 50, offset: int = 0) -> dict[str, Any]:
-        model = self.state.model
-        stored = [u for u in self.store.users() if u not in model.user_index]
-        assert model.user_ids is not None  # a served model is fitted
-        every = [str(u) for u in model.user_ids] + stored
-        return {"total": len(every), "users": every[offset: offset + limit]}
-
-    def health(self) -> dict[str, Any]:
-        state = self.state
-        user_ids = state.model.user_ids
-        assert user_ids is not None  # a served model is fitted
-        return {
-            "status": "ok",
-            "model": state.model.name,
-            "model_dir": str(state.model_dir) if state.model_dir else None,
-            "n_items": len(state.catalog),
-            "n_users": len(user_ids),
-            "events": self.store.count_events(),
-            "impressions": self.explorer.impressions.count(),
-            "policy": self.explorer.describe(),
-            "loaded_at": state.loaded_at,
-            "reloads": self.reloads, "pid": os.getpid(), "pool_cache": state.pools.describe(),
-            # why the last reload failed (a corrupt or half-written folder); None once a reload succeeds
-            "reload_error": self.last_reload_error, "reload_errors": self.reload_errors,
-            "search": "ready" if state.search is not None else ("building" if not state.search_ready.is_set()
-                                                                   else "unavailable"),
-            "explanations": "avrec.explain" if state.explainer is not None else "unavailable",
-            "profiles": sorted(self.rules.profiles), "rerank": self.reranker.describe(),
-            "writes": "api-key" if self.config.effective_api_key() else (
-                "open (--insecure-dev)" if self.config.insecure_dev else "disabled (no API key configured)"),
-        }

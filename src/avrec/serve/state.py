@@ -95,6 +95,8 @@ class ModelState:
         self.fingerprint = fingerprint
         #: the version of a versioned model folder being served (None for a plain folder)
         self.version: str | None = None
+        #: the short hash of ``fingerprint`` impressions log as the model version (set on first use)
+        self.fingerprint_id: str | None = None
         self.loaded_at = time.time()
         self.lock = RWLock()
         self.can_add = model.capabilities.add_items
@@ -106,6 +108,8 @@ class ModelState:
         self.explainer_error: str | None = None
         #: per-user /recommend candidates (avrec.serve.pools), valid for this model and catalogue only
         self.pools = PoolCache()
+        #: finished /similar answers (avrec.serve.pools.Rendered) per (item, k, rule profiles, by)
+        self.similar_answers = PoolCache()
         self.refresh_catalog()
 
     # ---- the catalogue ----
@@ -186,6 +190,7 @@ class ModelState:
                 self.extra_items = pd.concat([self.extra_items, frame], ignore_index=True).fillna("")
             self.refresh_catalog()
             self.pools.clear()
+            self.similar_answers.clear()
             if self.search is not None and search_vectors is not None:
                 self.search.add(search_vectors(self.search))
 

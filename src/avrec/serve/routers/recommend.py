@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from concurrent.futures import Future
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Request
 
 from avrec.serve.dependencies import Inline, Service
-from avrec.serve.handlers import durable_json
+from avrec.serve.handlers import durable_bytes, durable_json
 from avrec.serve.schemas import (
     ERROR_RESPONSES,
     ExplainResponse,
@@ -23,13 +23,17 @@ router = APIRouter(tags=["recommend"], responses=ERROR_RESPONSES)
 
 
 @router.get("/recommend", response_model=RecommendResponse, response_model_exclude_unset=True)
-async def recommend(service: Service, inline: Inline, user_id: UserQ, k: K = 10, explain: bool = False,
-                    details: bool = False, profile: ProfileQ = None):
+async def recommend(request: Request, service: Service, inline: Inline, user_id: UserQ, k: K = 10,
+                    explain: bool = False, details: bool = False, profile: ProfileQ = None):
     """Top-k for a user; unknown users get popular items with ``fallback: true``."""
+    # plainly valid requests are answered by avrec.serve.fastpath before FastAPI, the same way as here
     pending: list[Future] = []
-    out = await inline(f"recommend/{explain}/{details}", service.recommend, user_id, k=k, explain=explain,
-                       details=details, profile=profile, pending=pending)
-    return await durable_json(out, pending)
+    arrived = request.scope.get("avrec.arrived")
+    if arrived is not None:
+        await service.changes.settle(arrived)
+    out = await inline(f"recommend/{explain}/{details}", service.recommend_json, user_id, k=k, explain=explain,
+                       details=details, profile=profile, pending=pending, arrived=arrived)
+    return await durable_bytes(out, pending)
 
 
 @router.post("/recommend", response_model=RecommendResponse, response_model_exclude_unset=True)

@@ -9,7 +9,7 @@ from fastapi import APIRouter, Query
 from starlette.exceptions import HTTPException
 
 from avrec.serve.dependencies import Inline, Service
-from avrec.serve.handlers import durable_json
+from avrec.serve.handlers import durable_bytes
 from avrec.serve.schemas import (
     ERROR_RESPONSES,
     ID_MAX_LENGTH,
@@ -31,9 +31,9 @@ async def similar(
                              description="model (default), text, or a modality: audio, video, image, ...")] = "model",
 ):
     """Items most similar to one item: by the model, by text, or by one modality (``?by=audio``)."""
-    pending: list[Future] = []
-    out = await inline("similar", service.similar, item_id, k=k, profile=profile, by=by, pending=pending)
-    return await durable_json(out, pending)
+    pending: list[Future] = []  # plainly valid requests are answered by avrec.serve.fastpath, the same way
+    out = await inline("similar", service.similar_json, item_id, k=k, profile=profile, by=by, pending=pending)
+    return await durable_bytes(out, pending)
 
 
 @router.get("/search", response_model=SearchResponse, response_model_exclude_unset=True)
