@@ -76,6 +76,31 @@ def plain_params(query_string: bytes, spec: dict[str, Parser]) -> dict[str, Any]
     return out
 
 
+async def recommend_body(service: RecommenderService, inline: InlineReads, user_id: str, k: int, explain: bool,
+                         details: bool, profile: str | None, pending: list[Future], arrived: float | None) -> bytes:
+    """The body of a GET /recommend (this fast path's and the FastAPI route's): one store check per loop
+    turn, then the kept answer on the event loop (microseconds), or else the list built by
+    :class:`InlineReads` (in the thread pool while builds cost more than its budget: milliseconds of
+    scoring must not stall the loop)."""
+    if arrived is not None:
+        await service.changes.settle(arrived)  # one store check for the requests of a loop turn
+    kept = service.recommend_kept(user_id, k=k, explain=explain, details=details, profile=profile, pending=pending,
+                                  arrived=arrived)
+    if kept is not None:
+        return kept
+    return await inline(f"recommend/{explain}/{details}", service.recommend_json, user_id, k=k, explain=explain,
+                        details=details, profile=profile, pending=pending, arrived=arrived)
+
+
+async def similar_body(service: RecommenderService, inline: InlineReads, item_id: str, k: int, profile: str | None,
+                       by: str, pending: list[Future]) -> bytes:
+    """The body of a GET /similar/{item_id}, as :func:`recommend_body` gives /recommend's."""
+    kept = service.similar_kept(item_id, k=k, profile=profile, by=by, pending=pending)
+    if kept is not None:
+        return kept
+    return await inline("similar", service.similar_json, item_id, k=k, profile=profile, by=by, pending=pending)
+
+
 class FastReads:
     """Pure ASGI middleware answering plainly valid ``GET /recommend`` and ``GET /similar/{id}``."""
 
@@ -106,18 +131,12 @@ class FastReads:
         await self.app(scope, receive, send)
 
     async def _recommend(self, scope, p: dict[str, Any], pending: list[Future]) -> bytes:
-        explain, details = p.get("explain", False), p.get("details", False)
-        arrived = scope.get("avrec.arrived")
-        if arrived is not None:
-            await self.service.changes.settle(arrived)  # one store check for the requests of a loop turn
-        # the same inline-reads name as the FastAPI route, so both share one cost estimate
-        return await self.inline(f"recommend/{explain}/{details}", self.service.recommend_json, p["user_id"],
-                                 k=p.get("k", 10), explain=explain, details=details, profile=p.get("profile"),
-                                 pending=pending, arrived=arrived)
+        return await recommend_body(self.service, self.inline, p["user_id"], p.get("k", 10), p.get("explain", False),
+                                    p.get("details", False), p.get("profile"), pending, scope.get("avrec.arrived"))
 
     async def _similar(self, scope, p: dict[str, Any], pending: list[Future]) -> bytes:
-        return await self.inline("similar", self.service.similar_json, p["item_id"], k=p.get("k", 10),
-                                 profile=p.get("profile"), by=p.get("by", "model"), pending=pending)
+        return await similar_body(self.service, self.inline, p["item_id"], p.get("k", 10), p.get("profile"),
+                                  p.get("by", "model"), pending)
 
     async def _answer(self, scope, receive, send, run, params: dict[str, Any]) -> None:
         pending: list[Future] = []

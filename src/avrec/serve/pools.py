@@ -87,11 +87,12 @@ class PoolCache:
         self.hits = 0
         self.misses = 0
 
-    def get(self, key: Hashable) -> Any:
+    def get(self, key: Hashable, count: bool = True) -> Any:
+        """The entry of ``key`` (None when absent; ``count``: a miss is counted)."""
         with self._lock:
             pool = self._entries.get(key)
             if pool is None:
-                self.misses += 1
+                self.misses += count
                 return None
             self._entries.move_to_end(key)
             self.hits += 1

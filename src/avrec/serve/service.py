@@ -156,9 +156,20 @@ class RecommenderService(ServiceReads):
         assert isinstance(out, bytes)
         return out
 
+    def recommend_kept(self, user_id: str, k: int = 10, explain: bool = False, details: bool = False,
+                       profile: str | None = None, pending: list[Future] | None = None,
+                       arrived: float | None = None) -> bytes | None:
+        """:meth:`recommend_json`'s answer when it is kept finished (logging a new impression), else None
+        without computing anything: the caller then builds it, off the event loop (a user's first list
+        or one after new feedback costs milliseconds of scoring, a kept one microseconds)."""
+        out = self._recommend(user_id, k, explain, details, profile, pending, arrived,
+                              (str(user_id), k, explain, details), kept_only=True)
+        assert out is None or isinstance(out, bytes)
+        return out
+
     def _recommend(self, user_id: str, k: int, explain: bool, details: bool, profile: str | None,
                    pending: list[Future] | None, arrived: float | None,
-                   render: tuple | None) -> dict[str, Any] | bytes:
+                   render: tuple | None, kept_only: bool = False) -> dict[str, Any] | bytes | None:
         state = self.state
         uid = str(user_id)
         with state.lock.read():
@@ -167,13 +178,17 @@ class RecommenderService(ServiceReads):
             width = self.explorer.width(k)
             # a user the model lacks, without events, gets the one popular list of their rules
             key = (uid if last or uid in state.model.user_index else None, last, view.names, width)
-            pool = state.pools.get(key)
+            pool = state.pools.get(key, count=not kept_only)
             if pool is None:
+                if kept_only:
+                    return None
                 pool = build_pool(state, uid, self._profile(state, uid), self.reranker, view, width)
                 state.pools.put(key, pool)
             done = pool.responses.get(render) if render is not None else None
             if done is not None:
                 return done.body(self.explorer.log_again(done.row, pending))
+            if kept_only:
+                return None
             reusable: list[tuple | None] = []
             items, logged = self._explore(state, "recommend", uid, pool.items, k, pool.history,
                                           {"fallback": pool.fallback}, pending=pending, prepared=pool,
@@ -252,15 +267,28 @@ class RecommenderService(ServiceReads):
             return explain_item(state, user_id, item_id, history, view)
 
     # ---- similar items and search ----
+    def similar_kept(self, item_id: str, k: int = 10, profile: str | None = None, by: str = "model",
+                     pending: list[Future] | None = None) -> bytes | None:
+        """:meth:`similar_json`'s answer when it is kept finished (a new impression logged), else None."""
+        return self._similar_json(item_id, k, profile, by, pending, kept_only=True)
+
     def similar_json(self, item_id: str, k: int = 10, profile: str | None = None, by: str = "model",
                      pending: list[Future] | None = None) -> bytes:
         """:meth:`similar`'s answer as the JSON body; kept finished per (item, k, rules, by) while the
         model and catalogue are the same, when the list is the same every time (as for /recommend)."""
+        out = self._similar_json(item_id, k, profile, by, pending)
+        assert out is not None
+        return out
+
+    def _similar_json(self, item_id: str, k: int, profile: str | None, by: str, pending: list[Future] | None,
+                      kept_only: bool = False) -> bytes | None:
         state = self.state
         key = (str(item_id), k, profile, by)  # the rules of a /similar depend on the profile asked for only
         done = state.similar_answers.get(key)
         if done is not None:
             return done.body(self.explorer.log_again(done.row, pending))
+        if kept_only:
+            return None
         reusable: list[tuple | None] = []
         payload = self.similar(item_id, k=k, profile=profile, by=by, pending=pending, reusable=reusable)
         body = orjson.dumps(payload)

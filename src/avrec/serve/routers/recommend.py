@@ -7,6 +7,7 @@ from concurrent.futures import Future
 from fastapi import APIRouter, Request
 
 from avrec.serve.dependencies import Inline, Service
+from avrec.serve.fastpath import recommend_body
 from avrec.serve.handlers import durable_bytes, durable_json
 from avrec.serve.schemas import (
     ERROR_RESPONSES,
@@ -28,11 +29,8 @@ async def recommend(request: Request, service: Service, inline: Inline, user_id:
     """Top-k for a user; unknown users get popular items with ``fallback: true``."""
     # plainly valid requests are answered by avrec.serve.fastpath before FastAPI, the same way as here
     pending: list[Future] = []
-    arrived = request.scope.get("avrec.arrived")
-    if arrived is not None:
-        await service.changes.settle(arrived)
-    out = await inline(f"recommend/{explain}/{details}", service.recommend_json, user_id, k=k, explain=explain,
-                       details=details, profile=profile, pending=pending, arrived=arrived)
+    out = await recommend_body(service, inline, user_id, k, explain, details, profile, pending,
+                               request.scope.get("avrec.arrived"))
     return await durable_bytes(out, pending)
 
 

@@ -9,6 +9,7 @@ from fastapi import APIRouter, Query
 from starlette.exceptions import HTTPException
 
 from avrec.serve.dependencies import Inline, Service
+from avrec.serve.fastpath import similar_body
 from avrec.serve.handlers import durable_bytes
 from avrec.serve.schemas import (
     ERROR_RESPONSES,
@@ -32,7 +33,7 @@ async def similar(
 ):
     """Items most similar to one item: by the model, by text, or by one modality (``?by=audio``)."""
     pending: list[Future] = []  # plainly valid requests are answered by avrec.serve.fastpath, the same way
-    out = await inline("similar", service.similar_json, item_id, k=k, profile=profile, by=by, pending=pending)
+    out = await similar_body(service, inline, item_id, k, profile, by, pending)
     return await durable_bytes(out, pending)
 
 
