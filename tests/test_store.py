@@ -286,3 +286,39 @@ def test_logs_export_reads_a_postgres_store(pg_url: str, tmp_path: Path, capsys)
     summary = json.loads(capsys.readouterr().out)
     assert summary["impressions"] == 3 and summary["slots"] == 9 and summary["slots_with_feedback"] == 2
     assert summary["policies"] == {"p1": 2, "p2": 1}
+
+
+def test_sqlite_writers_in_several_processes_take_turns_on_a_file_lock(tmp_path: Path):
+    """Two store objects stand for two worker processes (separate flock descriptions): every write of
+    both lands, ids increase in commit order, and one waits on the other's file lock while it writes."""
+    import fcntl
+
+    a, b = SqliteStore(tmp_path / "e.sqlite3"), SqliteStore(tmp_path / "e.sqlite3")
+    lock_file = tmp_path / "e.sqlite3-avrec-write.lock"
+    assert lock_file.exists()
+
+    def write(store: SqliteStore, user: str) -> None:
+        for n in range(40):
+            store.add_events([{"user_id": user, "item_id": f"i{n}", "event": "play"}])
+
+    threads = [threading.Thread(target=write, args=(s, u)) for s, u in ((a, "ua"), (b, "ub"), (a, "uc"), (b, "ud"))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    ids = [e.id for e in a.events()]
+    assert len(ids) == 160 and ids == sorted(ids) and len(set(ids)) == 160
+    # while another holder has the file lock, a write waits for it (and goes through once it is released)
+    with open(lock_file, "rb") as other:
+        fcntl.flock(other, fcntl.LOCK_EX)
+        done = threading.Event()
+        writer = threading.Thread(target=lambda: (b.add_events([{"user_id": "w", "item_id": "x", "event": "like"}]),
+                                                  done.set()))
+        writer.start()
+        assert not done.wait(0.3)
+        fcntl.flock(other, fcntl.LOCK_UN)
+        assert done.wait(10)
+        writer.join()
+    assert b.events(user_id="w")[0].event == "like"
+    a.close()
+    b.close()

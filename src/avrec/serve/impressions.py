@@ -117,6 +117,10 @@ class ImpressionLog:
         impression_id = uuid.uuid4().hex
         return impression_id, self._committer.submit((impression_id, time.time(), *row))
 
+    def commit_stats(self) -> dict[str, int]:
+        """Group commits of impressions so far and the impressions they carried (for ``/health``)."""
+        return {"commits": self._committer.commits, "impressions": self._committer.requests}
+
     def _write_batch(self, rows: list[tuple]) -> list[None]:
         with self.store.transaction() as cur:
             cur.executemany("INSERT INTO impressions(impression_id, ts, user_id, endpoint, policy, policy_version, "

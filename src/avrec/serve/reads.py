@@ -98,6 +98,7 @@ class ServiceReads:
             "n_users": len(user_ids),
             "events": self.store.count_events(),
             "impressions": self.explorer.impressions.count(),
+            "impression_commits": self.explorer.impressions.commit_stats(),
             "policy": self.explorer.describe(),
             "loaded_at": state.loaded_at,
             "reloads": self.reloads, "pid": os.getpid(), "pool_cache": state.pools.describe(),

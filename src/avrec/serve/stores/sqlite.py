@@ -7,6 +7,10 @@ with ``BEGIN IMMEDIATE``); reads have their own connection, which under WAL sees
 and never waits for a writer's fsync. Feedback writes go through the group committer
 (:mod:`avrec.serve.stores.group_commit`).
 
+Writers in several processes (``--workers N``) take an OS file lock (``flock`` on ``STORE-avrec-write.lock``)
+around each write transaction: a process waiting for another's commit wakes the moment it ends, where
+SQLite's own busy handler would poll with sleeps of 1, 2, 5, 10 … ms, longer than the commit (one fsync).
+
 A write the disk refuses (full, read-only, I/O error) raises :class:`StoreUnavailable` after the
 transaction was rolled back; the next write tries again, so the server recovers once space returns.
 A file that is not a SQLite database, or a damaged one, is one :class:`~avrec.errors.DataError` at open.
@@ -15,6 +19,7 @@ A file that is not a SQLite database, or a damaged one, is one :class:`~avrec.er
 from __future__ import annotations
 
 import json
+import os
 import sqlite3
 import threading
 import time
@@ -22,6 +27,11 @@ from collections.abc import Iterator
 from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 from typing import cast
+
+try:
+    import fcntl
+except ImportError:  # not on this platform: SQLite's busy handler alone orders the processes' writes
+    fcntl = None  # type: ignore[assignment]
 
 from avrec.errors import DataError
 from avrec.serve.stores.base import EventStore, Row, StoreUnavailable
@@ -68,6 +78,7 @@ class SqliteStore(EventStore, backend="sqlite"):
         if str(mode).lower() != "wal":
             raise DataError(f"{self.path}: SQLite refused WAL mode (got {mode!r}); put the store on a local disk")
         self._lock = threading.Lock()
+        self._process_lock = self._open_process_lock()
         self._page_size = int(self._conn.execute("PRAGMA page_size").fetchone()[0])
         if max_bytes is not None:
             self.set_max_bytes(max_bytes)
@@ -75,6 +86,15 @@ class SqliteStore(EventStore, backend="sqlite"):
         self._read_conn.execute("PRAGMA busy_timeout=30000")
         self._read_lock = threading.Lock()
         self._start_group_commit(group_commit)
+
+    def _open_process_lock(self) -> int | None:
+        """The file every avrec process writing this store locks around a write (None: no flock here)."""
+        if fcntl is None:
+            return None
+        try:
+            return os.open(f"{self.path}-avrec-write.lock", os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError:  # a read-only folder: writes fail anyway, with SQLite's own error
+            return None
 
     def schema_version(self) -> int:
         return int(self.get_meta(META_KEY) or 0)
@@ -106,6 +126,9 @@ class SqliteStore(EventStore, backend="sqlite"):
     def _write(self) -> Iterator[sqlite3.Cursor]:
         """``BEGIN IMMEDIATE`` … ``COMMIT`` on the writer connection; a store failure is StoreUnavailable."""
         with self._lock:
+            fd = self._process_lock
+            if fd is not None:
+                fcntl.flock(fd, fcntl.LOCK_EX)
             cur = self._conn.cursor()
             try:
                 cur.execute("BEGIN IMMEDIATE")
@@ -120,6 +143,9 @@ class SqliteStore(EventStore, backend="sqlite"):
             except BaseException:
                 self._rollback()
                 raise
+            finally:
+                if fd is not None:
+                    fcntl.flock(fd, fcntl.LOCK_UN)
 
     def transaction(self) -> AbstractContextManager[sqlite3.Cursor]:
         """A durable write transaction (``BEGIN IMMEDIATE`` … ``COMMIT``, rolled back on any error) on the
@@ -173,3 +199,6 @@ class SqliteStore(EventStore, backend="sqlite"):
             self._read_conn.close()
         with self._lock:
             self._conn.close()
+            if self._process_lock is not None:
+                os.close(self._process_lock)
+                self._process_lock = None
