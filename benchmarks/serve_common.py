@@ -171,6 +171,27 @@ def wait_for_search(server: Server, timeout: float = 900, in_a_row: int = 8) -> 
     return "building"
 
 
+def fsync_ms(folder: Path, n: int = 200) -> dict[str, float]:
+    """p50/p99 of one fsync after an 8 KiB append in ``folder`` (where the server's store lives): the
+    floor of a durable commit, which every impression and feedback waits for."""
+    import numpy as np
+
+    path = Path(folder) / "fsync-probe.bin"
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+    times = []
+    try:
+        for _ in range(n):
+            os.write(fd, b"x" * 8192)
+            t = time.perf_counter()
+            os.fsync(fd)
+            times.append(time.perf_counter() - t)
+    finally:
+        os.close(fd)
+        path.unlink()
+    a = np.asarray(times) * 1000
+    return {"p50_ms": round(float(np.percentile(a, 50)), 2), "p99_ms": round(float(np.percentile(a, 99)), 2)}
+
+
 def machine() -> dict[str, Any]:
     return {
         "python": platform.python_version(),

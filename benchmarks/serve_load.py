@@ -8,7 +8,12 @@ package `wrk`; light on CPU, so the server gets the cores) or, without it, an as
 Users are drawn at random: 90 % known users, 10 % unknown ones (the popularity fallback).
 
     nice -n 10 python benchmarks/serve_load.py [--duration 20] [--concurrency 16] [--models hybrid,ease]
-        [--workers 1,2] [--profile 12]
+        [--workers 1,2] [--unlogged-workers 1,2] [--profile 12]
+
+Every answered list is an impression committed durably before the answer (one fsync per group
+commit), so the run also measures the store disk's fsync time and the impressions per commit, and
+serves the first model once more with ``serve.log_impressions = false`` (``--unlogged-workers``): what
+the serving path gives without waiting for the disk.
 
 Writes benchmarks/results/serve_load.{json,md} (and serve_profile.{json,md} with --profile).
 """
@@ -31,6 +36,7 @@ from serve_common import (  # noqa: E402
     BareServer,
     Server,
     ensure_model,
+    fsync_ms,
     machine,
     percentiles,
     py_spy_summary,
@@ -169,6 +175,8 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--models", default="hybrid,ease", help="avrec models to serve, in order (hybrid = the demo's)")
     ap.add_argument("--workers", default="1,2", help="worker counts to serve the first model with (--workers N)")
+    ap.add_argument("--unlogged-workers", default="1,2",
+                    help="worker counts to serve the first model with impressions not logged ('': none)")
     ap.add_argument("--concurrency", type=int, default=16)
     ap.add_argument("--duration", type=int, default=20, help="seconds of measured load per server")
     ap.add_argument("--warmup", type=int, default=3)
@@ -185,27 +193,46 @@ def main(argv: list[str] | None = None) -> int:
     rows: list[dict] = []
     body = None
     models = [m.strip() for m in args.models.split(",") if m.strip()]
-    runs = [(models[0], int(w)) for w in args.workers.split(",")] + [(m, 1) for m in models[1:]]
-    for name, workers in runs:
+    runs = [(models[0], int(w), True) for w in args.workers.split(",")] + [(m, 1, True) for m in models[1:]]
+    runs += [(models[0], int(w), False) for w in args.unlogged_workers.split(",") if w.strip()]
+    fsync = None
+    for name, workers, logged in runs:
         model_dir = ensure_model(name)
         users = user_pool(model_dir)
-        server = Server(model_dir, "--workers", str(workers))  # as `avrec serve` starts by default: search on
+        extra = [] if logged else ["--set", "serve.log_impressions=false"]
+        server = Server(model_dir, "--workers", str(workers), *extra)  # as `avrec serve` starts: search on
         try:
+            fsync = fsync or fsync_ms(server.tmp)
             search = wait_for_search(server)
             health = httpx.get(server.url + "/health", timeout=600).json()
             body = body or httpx.get(server.url + "/recommend", params={"user_id": users[0], "k": 10}).content
-            result = measure(server, users, client, args.concurrency, args.duration, args.warmup)
+            if args.warmup > 0:  # first lists of the users (pool cache misses) mostly fall in here
+                if client == "wrk":
+                    run_wrk(server.url, users, args.concurrency, args.warmup)
+                else:
+                    asyncio.run(_httpx_load(server.url, users, args.concurrency, args.warmup))
+            before = httpx.get(server.url + "/health").json()
+            result = measure(server, users, client, args.concurrency, args.duration, 0)
+            after = httpx.get(server.url + "/health").json()
             metrics = httpx.get(server.url + "/metrics").text
             result["server_5xx"] = sum(int(n) for n in re.findall(r'status="5\d\d"} (\d+)', metrics))
-            result["pool_cache"] = httpx.get(server.url + "/health").json().get("pool_cache")
-            if args.profile and workers == 1 and name == models[0]:
+            result["pool_cache"] = after.get("pool_cache")
+            result["changes"] = after.get("changes")
+            if workers == 1 and logged:  # one process: its /health counts every commit of the run
+                commits = after["impression_commits"]["commits"] - before["impression_commits"]["commits"]
+                carried = after["impression_commits"]["impressions"] - before["impression_commits"]["impressions"]
+                result["impression_commits_per_s"] = round(commits / result["seconds"], 1)
+                result["impressions_per_commit"] = round(carried / max(commits, 1), 2)
+            if args.profile and workers == 1 and name == models[0] and logged:
                 prof = profile(server, users, client, args.concurrency, args.profile)
                 write_results("serve_profile", {"model": name, **prof, "machine": info, "command": command},
                               profile_markdown(name, prof, command))
         finally:
             server.stop()
-        label = f"avrec serve {health['model']} (search {search})" + (f", --workers {workers}" if workers > 1 else "")
-        rows.append({"server": label, "model": health["model"], "workers": workers, **result})
+        label = (f"avrec serve {health['model']} (search {search})" + (f", --workers {workers}" if workers > 1 else "")
+                 + ("" if logged else ", impressions not logged"))
+        rows.append({"server": label, "model": health["model"], "workers": workers, "impressions_logged": logged,
+                     **result})
     bare = BareServer(body)
     try:
         result = measure(bare, ["x"], client, args.concurrency, args.duration, args.warmup)
@@ -216,7 +243,7 @@ def main(argv: list[str] | None = None) -> int:
     floor = rows[0]["throughput_rps"]
     for r in rows:
         r["share_of_bare_throughput"] = round(r["throughput_rps"] / floor, 3)
-    one = next((r for r in rows if r["model"] == "hybrid" and r["workers"] == 1), None)
+    one = next((r for r in rows if r["model"] == "hybrid" and r["workers"] == 1 and r["impressions_logged"]), None)
     targets = {}
     if one is not None:
         targets = {"hybrid_share_of_bare_ge_0.5": one["share_of_bare_throughput"] >= 0.5,
@@ -224,7 +251,7 @@ def main(argv: list[str] | None = None) -> int:
     payload = {
         "benchmark": "GET /recommend load", "dataset": "ml-latest-small", "concurrency": args.concurrency,
         "known_user_share": 0.9, "k": 10, "client": client, "duration_s": args.duration, "rows": rows,
-        "targets_met": targets, "machine": info, "command": command,
+        "targets_met": targets, "fsync_ms": fsync, "machine": info, "command": command,
     }
     lines = [
         f"# GET /recommend under load (ml-latest-small, concurrency {args.concurrency}, {client})", "",
@@ -236,12 +263,22 @@ def main(argv: list[str] | None = None) -> int:
         lines.append(f"| {r['server']} | {r['throughput_rps']} | {r['share_of_bare_throughput']:.1%} | "
                      f"{r.get('p50_ms')} | {r.get('p99_ms')} | {r['server_cpu_ms_per_request']} | {r['errors']} | "
                      f"{r['server_rss_mb']} | {r['server_pss_mb']} |")
-    scaling = [r for r in rows if r["model"] == models[0]]
-    if len(scaling) > 1:
-        base = scaling[0]["throughput_rps"]
-        lines += ["", "Workers (" + models[0] + "): " + ", ".join(
-            f"N={r['workers']} {r['throughput_rps']} req/s ({r['throughput_rps'] / base:.2f}x)" for r in scaling)
-            + ". RSS sums every process (shared pages counted in each); PSS splits shared pages between them."]
+    for logged in (True, False):
+        scaling = [r for r in rows if r["model"] == models[0] and r.get("impressions_logged", True) == logged]
+        if len(scaling) > 1:
+            base = scaling[0]["throughput_rps"]
+            lines += ["", f"Workers ({models[0]}, impressions {'logged' if logged else 'not logged'}): " + ", ".join(
+                f"N={r['workers']} {r['throughput_rps']} req/s ({r['throughput_rps'] / base:.2f}x, server "
+                f"{r['server_cores_busy']} cores busy)" for r in scaling) + "."]
+    lines += ["", "RSS sums every process (shared pages counted in each); PSS splits shared pages between them."]
+    if one is not None and fsync and "impressions_per_commit" in one:
+        ceiling = args.concurrency / (fsync["p50_ms"] / 1000)
+        lines += ["", f"The disk under the store: one fsync takes {fsync['p50_ms']} ms (p50; p99 {fsync['p99_ms']} "
+                  f"ms). Each answered list waits for its impression's group commit: {one['impression_commits_per_s']}"
+                  f" commits/s carrying {one['impressions_per_commit']} impressions each in the hybrid run. With "
+                  f"{args.concurrency} clients that each wait for a commit, durable lists cannot exceed "
+                  f"{args.concurrency} per fsync = {ceiling:.0f} req/s ({ceiling / floor:.1%} of bare) even with "
+                  "every client in every commit."]
     if targets:
         lines += ["", "Targets (hybrid, one worker): throughput >= 50% of bare: "
                   f"{'met' if targets['hybrid_share_of_bare_ge_0.5'] else 'MISSED'} "
