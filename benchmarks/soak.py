@@ -7,9 +7,9 @@ starts by default (search on); load starts once its search index is ready. Model
 serves (hybrid) and EASE beside it, one after the other. The server's resident memory is sampled every
 10 s; "flat" means the last third's median is within 10 % (or 30 MiB) of the first third's after warm-up.
 
-    nice -n 10 python benchmarks/soak.py [--minutes 10] [--rate 300] [--models hybrid,ease]
+    nice -n 10 python benchmarks/soak.py [--minutes 10] [--rate 300] [--models hybrid,ease] [--name serve_soak]
 
-Writes benchmarks/results/serve_soak.{json,md}.
+Writes benchmarks/results/serve_soak.{json,md} (or --name).
 """
 
 from __future__ import annotations
@@ -70,7 +70,7 @@ async def soak(server: Server, users: list[str], items: list[str], rate: float, 
                     async with req as r:
                         await r.read()
                         ok = r.status == 200
-                except (aiohttp.ClientError, asyncio.TimeoutError):
+                except (TimeoutError, aiohttp.ClientError):
                     ok = False
                 latencies.setdefault(kind, []).append(time.perf_counter() - t)
                 if not ok:
@@ -161,6 +161,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--rate", type=float, default=300.0, help="requests per second (target rate)")
     ap.add_argument("--models", default="hybrid,ease", help="models to serve, one after the other")
     ap.add_argument("--workers", type=int, default=1, help="avrec serve --workers")
+    ap.add_argument("--name", default="serve_soak", help="results file name under benchmarks/results/ (a shorter "
+                                                         "run can keep the 10-minute one)")
     args = ap.parse_args(argv)
     info = machine()
     runs = [run_one(m.strip(), args.minutes, args.rate, args.workers) for m in args.models.split(",") if m.strip()]
@@ -171,7 +173,8 @@ def main(argv: list[str] | None = None) -> int:
         lines += [f"## {r['model']} (search {r['search']}, --workers {r['workers']})", "",
                   f"Scheduled {r['requests']} requests; answered {r['answered']} ({r['achieved_rps']} req/s); "
                   f"left in the client queue at the end (server too slow): {r['unsent_backlog']}; "
-                  f"errors {r['total_errors']} {r['errors'] or ''}; schedule slips > 1 s: {r['schedule_slips_over_1s']}.",
+                  f"errors {r['total_errors']} {r['errors'] or ''}; "
+                  f"schedule slips > 1 s: {r['schedule_slips_over_1s']}.",
                   f"Server RSS: first third {r['rss_first_third_mb']} MiB, last third {r['rss_last_third_mb']} MiB -> "
                   f"{'flat' if r['memory_flat'] else 'GROWING'}.", "",
                   "| request | n | p50 ms | p90 ms | p99 ms | max ms | p99 goal |", "|---|---|---|---|---|---|---|"]
@@ -183,7 +186,7 @@ def main(argv: list[str] | None = None) -> int:
                   f"{'met' if r['meets_target'] else 'MISSED'}.", ""]
     lines += [f"Machine: {info['cpus']} CPUs shared by the server and the client, load average at start "
               f"{info['loadavg_at_start']}.", f"Command: `{payload['command']}`"]
-    write_results("serve_soak", payload, "\n".join(lines))
+    write_results(args.name, payload, "\n".join(lines))
     print("\n".join(lines))
     return 0
 
