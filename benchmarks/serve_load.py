@@ -24,6 +24,7 @@ import argparse
 import asyncio
 import random
 import re
+import resource
 import shutil
 import subprocess
 import sys
@@ -76,7 +77,10 @@ def run_wrk(url: str, users: list[str], concurrency: int, duration: int) -> dict
         f.write(lua)
     cmd = ["wrk", "-t", "2", "-c", str(concurrency), "-d", f"{duration}s", "--latency", "--timeout", "10s",
            "-s", f.name, url]
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    client_cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
     lat = {}
     for pct, value, unit in re.findall(r"^\s+(50|75|90|99)%\s+([\d.]+)(us|ms|s|m)\s*$", out, re.M):
         lat[f"p{pct}_ms"] = round(_wrk_ms(value, unit), 2)
@@ -90,7 +94,8 @@ def run_wrk(url: str, users: list[str], concurrency: int, duration: int) -> dict
     if mx:
         lat["max_ms"] = round(_wrk_ms(mx.group(1), mx.group(2)), 2)
     return {"client": "wrk", "requests": requests, "seconds": elapsed, "errors": errors,
-            "throughput_rps": round(requests / elapsed, 1), **lat, "raw": out}
+            "throughput_rps": round(requests / elapsed, 1), "client_cores_busy": round(client_cpu / elapsed, 2),
+            **lat, "raw": out}
 
 
 async def _httpx_load(url: str, users: list[str], concurrency: int, duration: float) -> dict:
@@ -268,8 +273,8 @@ def main(argv: list[str] | None = None) -> int:
         if len(scaling) > 1:
             base = scaling[0]["throughput_rps"]
             lines += ["", f"Workers ({models[0]}, impressions {'logged' if logged else 'not logged'}): " + ", ".join(
-                f"N={r['workers']} {r['throughput_rps']} req/s ({r['throughput_rps'] / base:.2f}x, server "
-                f"{r['server_cores_busy']} cores busy)" for r in scaling) + "."]
+                f"N={r['workers']} {r['throughput_rps']} req/s ({r['throughput_rps'] / base:.2f}x; cores busy: server "
+                f"{r['server_cores_busy']}, wrk {r.get('client_cores_busy')})" for r in scaling) + "."]
     lines += ["", "RSS sums every process (shared pages counted in each); PSS splits shared pages between them."]
     if one is not None and fsync and "impressions_per_commit" in one:
         ceiling = args.concurrency / (fsync["p50_ms"] / 1000)
