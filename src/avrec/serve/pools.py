@@ -5,10 +5,12 @@ catalogue (the hybrid standardises and fuses several components' rows), the top 
 features of those candidates. All of it is a function of the served model, the user's stored events and
 the request's content rules, so a :class:`PoolCache` keeps it per ``(user, last event id, rule profiles,
 width)``: a like or a skip gives the user a new last event id, and with it a new entry, on the very next
-request (in every worker process, since each reads the id from the shared store). The cache lives on a
-:class:`~avrec.serve.state.ModelState`, so a reload starts empty, and is cleared when items are added.
-Bounded (least recently used out), so memory stays flat under any number of users. The pools are
-built by :func:`avrec.serve.candidates.build_pool`.
+request (in every worker process and replica: :class:`~avrec.serve.changes.ChangeWatermark` reads the
+ids from the shared store). The cache lives on a :class:`~avrec.serve.state.ModelState`, so a reload
+starts empty, and is cleared when items are added. Bounded (least recently used out), so memory stays
+flat under any number of users. The pools are built by :func:`avrec.serve.candidates.build_pool`. A
+pool also keeps its finished answers (:class:`Rendered`): a list served the same way every time is
+answered again by joining bytes around a new impression id.
 """
 
 from __future__ import annotations
