@@ -83,6 +83,8 @@ class Hybrid(Recommender):
                              "scale_plan": plan}
         self.warm_weights: list[float] = []
         self.cold_weights: list[float] = []
+        # the scalings the weights were tuned under (kept with the weights: a saved model fuses as it was tuned)
+        self.warm_scaling, self.cold_scaling = c.warm_scaling, c.cold_scaling
         self.component_set: ComponentSet | None = None  # components of an earlier fit are not reused
         internal = valid is None and c.refit and c.internal_valid_share > 0
         if not internal:
@@ -188,7 +190,11 @@ class Hybrid(Recommender):
         # (components score the whole catalogue, then select the candidates)
         check = subsample(check, tune_users(len(check), self.fit_seen.shape[1], len(names),
                                             max(0, self.config.valid_users)), self.config.seed)
-        return tune_weights(self._components_z(check.users, None, items, names), check)
+        z = self._components_z(check.users, None, items, names, self._scaling(cands is not None))
+        return tune_weights(z, check, partitions=self.config.fusion_partitions)
+
+    def _scaling(self, cold: bool) -> str:
+        return self.cold_scaling if cold else self.warm_scaling
 
     def ablated(self, drop: list[str], valid: Dataset, valid_candidates: np.ndarray | None = None) -> Hybrid:
         """This fitted hybrid with the components in ``drop`` (``"towers"`` included) left out of the warm
@@ -199,10 +205,10 @@ class Hybrid(Recommender):
         names = [n for n in (self.cold_components if cold else self.warm_components) if n not in drop]
         check = ValidationSet.from_matrices(valid.matrix(binary=True), self.fit_seen, valid_candidates)
         items = np.arange(self.n_items) if valid_candidates is None else np.asarray(valid_candidates)
-        z = self._components_z(check.users, None, items, names)
+        z = self._components_z(check.users, None, items, names, self._scaling(cold))
         if "towers" in drop:
             z[0] = np.zeros_like(z[0])
-        weights, _ = tune_weights(z, check)
+        weights, _ = tune_weights(z, check, partitions=self.config.fusion_partitions)
         weights[0] = 0.0 if "towers" in drop else weights[0]
         if cold:
             clone.cold_components, clone.cold_weights = names, weights
@@ -212,15 +218,16 @@ class Hybrid(Recommender):
 
     # ---- scoring -----------------------------------------------------------------------------
     def _components_z(self, user_idx: np.ndarray | None, history: sp.csr_matrix | None, items: np.ndarray,
-                      names: list[str]) -> list[np.ndarray]:
-        """Standardised score matrices: the towers first, then each named component."""
+                      names: list[str], scaling: str = "z") -> list[np.ndarray]:
+        """Standardised score matrices (``scaling``: see :mod:`avrec.models.blend`): the towers first, then
+        each named component."""
         full = len(items) == self.n_items and bool(items[0] == 0 and (np.diff(items) == 1).all())
         if history is None:
             tower = self._tower_scores(self.user_vecs[user_idx], None if full else items)
         else:
             u = user_outputs(self.towers, self.item_vecs, history, None, None, self.config.history_len)
             tower = self._tower_scores(u, None if full else items)
-        out = [standardise(tower)]
+        out = [standardise(tower, scaling)]
         for name in names:
             comp = self.components[name]
             known = items < comp.n_items
@@ -237,11 +244,11 @@ class Hybrid(Recommender):
                 else:
                     scores = comp.score_histories(history[:, : comp.n_items], sub)
                 if sub is None and known.all():
-                    z = standardise(scores)
+                    z = standardise(scores, scaling)
                 elif sub is None:
-                    z[:, known] = standardise(scores[:, known])
+                    z[:, known] = standardise(scores[:, known], scaling)
                 else:
-                    z[:, known] = standardise(scores)
+                    z[:, known] = standardise(scores, scaling)
             out.append(z)
         return out
 
@@ -251,7 +258,8 @@ class Hybrid(Recommender):
         weights = self.cold_weights if all_cold else self.warm_weights
         weights = weights or [1.0] * (1 + len(names))
         used = [n for n, w in zip(names, weights[1:]) if w]  # a weight-0 component is not even scored
-        return fuse(self._components_z(user_idx, history, items, used), [weights[0], *[w for w in weights[1:] if w]])
+        return fuse(self._components_z(user_idx, history, items, used, self._scaling(all_cold)),
+                    [weights[0], *[w for w in weights[1:] if w]])
 
     def _score(self, user_idx: np.ndarray, item_idx: np.ndarray | None) -> np.ndarray:
         items = np.arange(self.n_items) if item_idx is None else np.asarray(item_idx)
@@ -342,6 +350,7 @@ class Hybrid(Recommender):
         meta = {
             "warm_components": self.warm_components, "cold_components": self.cold_components,
             "warm_weights": self.warm_weights, "cold_weights": self.cold_weights,
+            "warm_scaling": self.warm_scaling, "cold_scaling": self.cold_scaling,
             **self.featurizer.meta(),
             "n_tower_users": (int(self.towers.user_id.num_embeddings) if self.towers.user_id is not None
                               else len(self.user_vecs)),
@@ -358,6 +367,8 @@ class Hybrid(Recommender):
         s = self._fitted(self._loaded)
         self.warm_components, self.cold_components = meta["warm_components"], meta["cold_components"]
         self.warm_weights, self.cold_weights = meta["warm_weights"], meta["cold_weights"]
+        # folders saved before the rank scaling existed were tuned on z-scores
+        self.warm_scaling, self.cold_scaling = meta.get("warm_scaling", "z"), meta.get("cold_scaling", "z")
         self.report = meta["report"]
         self.featurizer = ItemFeaturizer(self.config)
         self.featurizer.restore(meta, s)

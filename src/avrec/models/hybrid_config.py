@@ -6,7 +6,9 @@ from dataclasses import dataclass, field
 from typing import ClassVar
 
 from avrec.data.dataset import TEXT_FIELDS
+from avrec.errors import ConfigError
 from avrec.models.als import ALSConfig
+from avrec.models.blend import SCALINGS
 from avrec.models.ease import EASEConfig
 from avrec.models.itemknn import ItemKNNConfig
 from avrec.models.kgpath import KGPathConfig
@@ -49,6 +51,12 @@ class HybridConfig:
     # fusion
     blend: list[str] = field(default_factory=lambda: ["ease", "als", "seqknn"])
     cold_blend: list[str] = field(default_factory=lambda: ["tfidf", "kgpath", "content", "contentpop"])
+    # how each component's row is put on a common scale before the weighted sum (avrec.models.blend):
+    # ``z`` scores or Gaussian ``rank`` scores; and how many random halvings of the validation data a
+    # weight change must not lose on
+    warm_scaling: str = "z"
+    cold_scaling: str = "rank"
+    fusion_partitions: int = 5
     # component sections: ``ease.l2``, ``als.factors``, ... (the ALS seed follows ``seed``)
     ease: EASEConfig = field(default_factory=lambda: EASEConfig(max_items=20000))
     als: ALSConfig = field(default_factory=ALSConfig)
@@ -67,6 +75,14 @@ class HybridConfig:
     valid_users: int = -1
     component_tuning: bool = True
     seqknn: SeqKNNConfig = field(default_factory=SeqKNNConfig)
+
+    def __post_init__(self) -> None:
+        for key in ("warm_scaling", "cold_scaling"):
+            if getattr(self, key) not in SCALINGS:
+                raise ConfigError(f"models.hybrid.{key} must be one of {', '.join(SCALINGS)}, "
+                                  f"not {getattr(self, key)!r}")
+        if int(self.fusion_partitions) < 1:
+            raise ConfigError(f"models.hybrid.fusion_partitions must be at least 1, not {self.fusion_partitions}")
 
     #: the flat keys these sections replaced, still accepted (``--set ease_l2=250``, old config.json files)
     aliases: ClassVar[dict[str, str]] = {
