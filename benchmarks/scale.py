@@ -131,6 +131,7 @@ def run_one(model_name: str, folder: Path, out: Path, sets: list[str] | None = N
     if model_name in KEEP:
         users_file(out).write_text("\n".join(str(u) for u in batch) + "\n")
     row["peak_rss_gb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6, 2)
+    row["load_avg_1m"] = round(os.getloadavg()[0], 2)  # other work on the machine while this ran (2 cores)
     return row
 
 
