@@ -189,10 +189,11 @@ def report(rows: list[dict]) -> None:
              "Synthetic folders (`avrec data synth`, users = interactions / 20, seed 2026), one model per process "
              "on this 2-core, 24 GB machine (shared with other work while measured). `python benchmarks/scale.py`.",
              "Peak RSS includes loading the dataset. Latency: `recommend`, k = 10, seen items excluded; one user "
-             "p50/p99 over 50 users, a batch of 1,000 users (median of 3).", "",
+             "p50/p99 over 50 users, a batch of 1,000 users (median of 3). Load avg: the machine's 1-minute load "
+             "average when the row finished (2 cores; blank for rows measured before it was recorded).", "",
              "| model | items | interactions | load s | fit s | peak RSS GB | 1 user p50 ms | p99 ms | 1,000 users s "
-             "| model MB | outcome |",
-             "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|"]
+             "| model MB | load avg | outcome |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|"]
     for r in sorted(rows, key=lambda r: (MODELS.index(r["model"]) if r["model"] in MODELS else 99,
                                          r.get("cell_items", 0), r.get("cell_interactions", 0))):
         outcome = ("refused: " + r["refused"]) if "refused" in r else r.get("error", "fitted")
@@ -203,7 +204,7 @@ def report(rows: list[dict]) -> None:
         lines.append(f"| {r['model']} | {r.get('cell_items', 0):,} | {r.get('cell_interactions', 0):,} | "
                      f"{r.get('load_s', '')} | {r.get('fit_s', '')} | {r.get('peak_rss_gb', '')} | "
                      f"{r.get('one_user_p50_ms', '')} | {r.get('one_user_p99_ms', '')} | {r.get('batch_1000_s', '')} | "
-                     f"{r.get('model_mb', '')} | {outcome} |")
+                     f"{r.get('model_mb', '')} | {r.get('load_avg_1m', '')} | {outcome} |")
     cli = [r for r in rows if "cli_recommend_1_user" in r]
     if cli:
         lines += ["", "## `avrec recommend` on the saved model (one process per call, model loading included)", "",
