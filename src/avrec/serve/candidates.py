@@ -12,6 +12,7 @@ from avrec.serve.rules import RuleView
 from avrec.serve.state import ModelState
 from avrec.serve.updates import UserProfile
 
+
 def fold_in(state: ModelState, history: list[str], k: int,
             candidates: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Top-k indices for one user given as item ids (the history's items excluded)."""
