@@ -70,7 +70,7 @@ def test_tune_weights_with_partitions_still_finds_the_informative_component():
     assert weights[1] > 0 and weights[0] <= weights[1] / 2 and score > 0.8  # users without truth score 0
 
 
-@pytest.mark.parametrize("key,value", [("cold_scaling", "softmax"), ("warm_scaling", ""), ("fusion_partitions", 0)])
+@pytest.mark.parametrize("key,value", [("cold_rank", ["softmax"]), ("warm_rank", ["tfidf"]), ("cold_partitions", 0)])
 def test_hybrid_refuses_bad_fusion_settings(key, value):
     with pytest.raises(ConfigError, match=f"models.hybrid.{key}"):
         create_model("hybrid", **{key: value})
@@ -80,19 +80,31 @@ def test_hybrid_keeps_the_scaling_its_weights_were_tuned_under(tmp_path):
     data = make_structured_dataset(seed=5)
     split = cold_item_split(data, cold_share=0.25, valid_share=0.15, seed=1)
     model = create_model("hybrid", max_steps=40, eval_every=20, dim=16, hidden=32, use_lm=False,
-                         cold_scaling="rank").fit(split.train, valid=split.valid,
-                                                  valid_candidates=split.valid_candidates)
-    assert (model.warm_scaling, model.cold_scaling) == ("z", "rank")
+                         cold_rank=["towers", "tfidf"]).fit(split.train, valid=split.valid,
+                                                            valid_candidates=split.valid_candidates)
+    assert (model.warm_rank, model.cold_rank) == ([], ["towers", "tfidf"])
     users = list(split.test.user_ids[:5])
     cands = list(split.train.item_ids[split.test_candidates])
     before = model.recommend(users, k=5, candidates=cands)
     model.save(tmp_path / "m")
     loaded = Recommender.load(tmp_path / "m")
-    assert loaded.cold_scaling == "rank"
+    assert loaded.cold_rank == ["towers", "tfidf"]
     after = loaded.recommend(users, k=5, candidates=cands)
     assert np.array_equal(before[0], after[0]) and np.allclose(before[1], after[1], atol=1e-5)
     meta_path = tmp_path / "m" / "hybrid.json"
     meta = json.loads(meta_path.read_text())
-    del meta["warm_scaling"], meta["cold_scaling"]
+    del meta["warm_rank"], meta["cold_rank"]
     meta_path.write_text(json.dumps(meta))  # a folder saved before the setting existed: tuned on z-scores
-    assert Recommender.load(tmp_path / "m").cold_scaling == "z"
+    assert Recommender.load(tmp_path / "m").cold_rank == []
+
+
+def test_ranked_components_change_the_cold_fusion_inputs():
+    data = make_structured_dataset(seed=6)
+    split = cold_item_split(data, cold_share=0.25, valid_share=0.15, seed=2)
+    model = create_model("hybrid", max_steps=40, eval_every=20, dim=16, hidden=32, use_lm=False)
+    model.fit(split.train, valid=split.valid, valid_candidates=split.valid_candidates)
+    users, items = np.arange(6), np.asarray(split.test_candidates)
+    z = model._components_z(users, None, items, ["tfidf"], ranked=())
+    r = model._components_z(users, None, items, ["tfidf"], ranked=["towers"])
+    assert np.allclose(r[0], rank_scores_normal(z[0]), atol=1e-5)  # the towers' row on ranks
+    assert np.allclose(r[1], z[1])  # tfidf left on z-scores

@@ -7,8 +7,9 @@ without interactions) get the row mean, i.e. "no evidence either way".
 Two scalings (``SCALINGS``): ``z`` (row z-scores) keeps how far ahead a component's top items are;
 ``rank`` (Gaussian rank scores: each item's rank in the row mapped through the normal quantile, ties
 sharing their mean rank) keeps only the order, so one component with a heavy tail (a few items scored
-far above the rest) cannot take over the fused top of the list. The hybrid uses ``rank`` for the cold
-list, where a learned component's tail on items without interactions is the least trustworthy.
+far above the rest) cannot take over the fused top of the list. The hybrid puts its towers' row on
+``rank`` in the cold fusion (``cold_rank``): their tail on items without interactions is the least
+trustworthy, while the sparse components' few high scores are their signal.
 """
 
 from __future__ import annotations

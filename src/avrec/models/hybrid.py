@@ -18,6 +18,7 @@ import copy
 import json
 import time
 import warnings
+from collections.abc import Collection
 from pathlib import Path
 from typing import cast
 
@@ -83,8 +84,8 @@ class Hybrid(Recommender):
                              "scale_plan": plan}
         self.warm_weights: list[float] = []
         self.cold_weights: list[float] = []
-        # the scalings the weights were tuned under (kept with the weights: a saved model fuses as it was tuned)
-        self.warm_scaling, self.cold_scaling = c.warm_scaling, c.cold_scaling
+        # the components on rank scores when the weights were tuned (saved with them: a model fuses as tuned)
+        self.warm_rank, self.cold_rank = list(c.warm_rank), list(c.cold_rank)
         self.component_set: ComponentSet | None = None  # components of an earlier fit are not reused
         internal = valid is None and c.refit and c.internal_valid_share > 0
         if not internal:
@@ -190,11 +191,11 @@ class Hybrid(Recommender):
         # (components score the whole catalogue, then select the candidates)
         check = subsample(check, tune_users(len(check), self.fit_seen.shape[1], len(names),
                                             max(0, self.config.valid_users)), self.config.seed)
-        z = self._components_z(check.users, None, items, names, self._scaling(cands is not None))
-        return tune_weights(z, check, partitions=self.config.fusion_partitions)
+        z = self._components_z(check.users, None, items, names, self._ranked(cands is not None))
+        return tune_weights(z, check, partitions=self.config.cold_partitions if cands is not None else 1)
 
-    def _scaling(self, cold: bool) -> str:
-        return self.cold_scaling if cold else self.warm_scaling
+    def _ranked(self, cold: bool) -> list[str]:
+        return self.cold_rank if cold else self.warm_rank
 
     def ablated(self, drop: list[str], valid: Dataset, valid_candidates: np.ndarray | None = None) -> Hybrid:
         """This fitted hybrid with the components in ``drop`` (``"towers"`` included) left out of the warm
@@ -205,10 +206,10 @@ class Hybrid(Recommender):
         names = [n for n in (self.cold_components if cold else self.warm_components) if n not in drop]
         check = ValidationSet.from_matrices(valid.matrix(binary=True), self.fit_seen, valid_candidates)
         items = np.arange(self.n_items) if valid_candidates is None else np.asarray(valid_candidates)
-        z = self._components_z(check.users, None, items, names, self._scaling(cold))
+        z = self._components_z(check.users, None, items, names, self._ranked(cold))
         if "towers" in drop:
             z[0] = np.zeros_like(z[0])
-        weights, _ = tune_weights(z, check, partitions=self.config.fusion_partitions)
+        weights, _ = tune_weights(z, check, partitions=self.config.cold_partitions if cold else 1)
         weights[0] = 0.0 if "towers" in drop else weights[0]
         if cold:
             clone.cold_components, clone.cold_weights = names, weights
@@ -218,18 +219,19 @@ class Hybrid(Recommender):
 
     # ---- scoring -----------------------------------------------------------------------------
     def _components_z(self, user_idx: np.ndarray | None, history: sp.csr_matrix | None, items: np.ndarray,
-                      names: list[str], scaling: str = "z") -> list[np.ndarray]:
-        """Standardised score matrices (``scaling``: see :mod:`avrec.models.blend`): the towers first, then
-        each named component."""
+                      names: list[str], ranked: Collection[str] = ()) -> list[np.ndarray]:
+        """Standardised score matrices, the towers first, then each named component: z-scores, or Gaussian
+        rank scores for those in ``ranked`` (see :mod:`avrec.models.blend`)."""
         full = len(items) == self.n_items and bool(items[0] == 0 and (np.diff(items) == 1).all())
         if history is None:
             tower = self._tower_scores(self.user_vecs[user_idx], None if full else items)
         else:
             u = user_outputs(self.towers, self.item_vecs, history, None, None, self.config.history_len)
             tower = self._tower_scores(u, None if full else items)
-        out = [standardise(tower, scaling)]
+        out = [standardise(tower, "rank" if "towers" in ranked else "z")]
         for name in names:
             comp = self.components[name]
+            scaling = "rank" if name in ranked else "z"
             known = items < comp.n_items
             if not comp.capabilities.cold_items:  # its scores for items without interactions mean nothing
                 known &= ~self.cold_mask[items]
@@ -258,7 +260,7 @@ class Hybrid(Recommender):
         weights = self.cold_weights if all_cold else self.warm_weights
         weights = weights or [1.0] * (1 + len(names))
         used = [n for n, w in zip(names, weights[1:]) if w]  # a weight-0 component is not even scored
-        return fuse(self._components_z(user_idx, history, items, used, self._scaling(all_cold)),
+        return fuse(self._components_z(user_idx, history, items, used, self._ranked(all_cold)),
                     [weights[0], *[w for w in weights[1:] if w]])
 
     def _score(self, user_idx: np.ndarray, item_idx: np.ndarray | None) -> np.ndarray:
@@ -350,7 +352,7 @@ class Hybrid(Recommender):
         meta = {
             "warm_components": self.warm_components, "cold_components": self.cold_components,
             "warm_weights": self.warm_weights, "cold_weights": self.cold_weights,
-            "warm_scaling": self.warm_scaling, "cold_scaling": self.cold_scaling,
+            "warm_rank": self.warm_rank, "cold_rank": self.cold_rank,
             **self.featurizer.meta(),
             "n_tower_users": (int(self.towers.user_id.num_embeddings) if self.towers.user_id is not None
                               else len(self.user_vecs)),
@@ -367,8 +369,8 @@ class Hybrid(Recommender):
         s = self._fitted(self._loaded)
         self.warm_components, self.cold_components = meta["warm_components"], meta["cold_components"]
         self.warm_weights, self.cold_weights = meta["warm_weights"], meta["cold_weights"]
-        # folders saved before the rank scaling existed were tuned on z-scores
-        self.warm_scaling, self.cold_scaling = meta.get("warm_scaling", "z"), meta.get("cold_scaling", "z")
+        # folders saved before rank scores existed were tuned on z-scores only
+        self.warm_rank, self.cold_rank = meta.get("warm_rank", []), meta.get("cold_rank", [])
         self.report = meta["report"]
         self.featurizer = ItemFeaturizer(self.config)
         self.featurizer.restore(meta, s)

@@ -8,7 +8,6 @@ from typing import ClassVar
 from avrec.data.dataset import TEXT_FIELDS
 from avrec.errors import ConfigError
 from avrec.models.als import ALSConfig
-from avrec.models.blend import SCALINGS
 from avrec.models.ease import EASEConfig
 from avrec.models.itemknn import ItemKNNConfig
 from avrec.models.kgpath import KGPathConfig
@@ -51,12 +50,12 @@ class HybridConfig:
     # fusion
     blend: list[str] = field(default_factory=lambda: ["ease", "als", "seqknn"])
     cold_blend: list[str] = field(default_factory=lambda: ["tfidf", "kgpath", "content", "contentpop"])
-    # how each component's row is put on a common scale before the weighted sum (avrec.models.blend):
-    # ``z`` scores or Gaussian ``rank`` scores; and how many random halvings of the validation data a
-    # weight change must not lose on
-    warm_scaling: str = "z"
-    cold_scaling: str = "rank"
-    fusion_partitions: int = 5
+    # the fused components ("towers" included) whose rows go on Gaussian rank scores instead of z-scores
+    # (avrec.models.blend), in the warm and the cold fusion; and on how many random halvings of the cold
+    # validation items a cold weight change must lose on no half (the warm fusion: the two user halves)
+    warm_rank: list[str] = field(default_factory=list)
+    cold_rank: list[str] = field(default_factory=lambda: ["towers"])
+    cold_partitions: int = 5
     # component sections: ``ease.l2``, ``als.factors``, ... (the ALS seed follows ``seed``)
     ease: EASEConfig = field(default_factory=lambda: EASEConfig(max_items=20000))
     als: ALSConfig = field(default_factory=ALSConfig)
@@ -77,12 +76,13 @@ class HybridConfig:
     seqknn: SeqKNNConfig = field(default_factory=SeqKNNConfig)
 
     def __post_init__(self) -> None:
-        for key in ("warm_scaling", "cold_scaling"):
-            if getattr(self, key) not in SCALINGS:
-                raise ConfigError(f"models.hybrid.{key} must be one of {', '.join(SCALINGS)}, "
-                                  f"not {getattr(self, key)!r}")
-        if int(self.fusion_partitions) < 1:
-            raise ConfigError(f"models.hybrid.fusion_partitions must be at least 1, not {self.fusion_partitions}")
+        for key, fused in (("warm_rank", self.blend), ("cold_rank", self.cold_blend)):
+            unknown = [n for n in getattr(self, key) if n not in ("towers", *fused)]
+            if unknown:
+                raise ConfigError(f"models.hybrid.{key} names components the fusion does not have: "
+                                  f"{', '.join(map(str, unknown))} (it has towers, {', '.join(fused)})")
+        if int(self.cold_partitions) < 1:
+            raise ConfigError(f"models.hybrid.cold_partitions must be at least 1, not {self.cold_partitions}")
 
     #: the flat keys these sections replaced, still accepted (``--set ease_l2=250``, old config.json files)
     aliases: ClassVar[dict[str, str]] = {
