@@ -56,7 +56,7 @@ def test_ndcg_partitions():
     assert np.allclose(check.ndcg_partitions(scores, 10, 1), check.ndcg_folds(scores, 10))
     many = check.ndcg_partitions(scores, 10, 3)
     slow = np.concatenate([check.ndcg_folds(scores, 10, 2, seed) for seed in range(3)])
-    assert many.shape == (6,) and np.allclose(many, slow)  # the warm fast path groups the same users
+    assert many.shape == (6,) and np.allclose(many, slow)
     cold = ValidationSet.from_matrices(truth, None, candidates=np.arange(4, 12))
     assert cold.ndcg_partitions(scores[:, 4:], 10, 2).shape == (4,)
 

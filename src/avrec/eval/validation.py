@@ -90,11 +90,4 @@ class ValidationSet:
         """:meth:`ndcg_folds` of ``partitions`` independent random partitions (seeds 0, 1, ...), concatenated:
         a setting that must not lose on any of these folds has to hold on many splits of the data, not on
         one lucky split. ``partitions=1`` is exactly :meth:`ndcg_folds`."""
-        if self.candidates is not None or partitions == 1 or len(self.users) == 0:
-            return np.concatenate([self.ndcg_folds(scores, k, n_folds, seed) for seed in range(partitions)])
-        per_user = per_user_metrics(rank_scores(scores, k, self.exclude, None)[0], self.truth, k)["ndcg"]
-        out = []
-        for seed in range(partitions):  # the users' NDCG is computed once; only the grouping changes
-            fold_of = np.random.default_rng(seed).permutation(len(self.users)) % n_folds
-            out += [per_user[fold_of == f].mean() if (fold_of == f).any() else 0.0 for f in range(n_folds)]
-        return np.array(out)
+        return np.concatenate([self.ndcg_folds(scores, k, n_folds, seed) for seed in range(partitions)])

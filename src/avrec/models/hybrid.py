@@ -192,10 +192,14 @@ class Hybrid(Recommender):
         check = subsample(check, tune_users(len(check), self.fit_seen.shape[1], len(names),
                                             max(0, self.config.valid_users)), self.config.seed)
         z = self._components_z(check.users, None, items, names, self._ranked(cands is not None))
-        return tune_weights(z, check, partitions=self.config.cold_partitions if cands is not None else 1)
+        return tune_weights(z, check, partitions=self._partitions(cands is not None))
 
     def _ranked(self, cold: bool) -> list[str]:
         return self.cold_rank if cold else self.warm_rank
+
+    def _partitions(self, cold: bool) -> int:
+        """Random halvings a weight change must hold on: several for the noisy cold list, one warm."""
+        return self.config.cold_partitions if cold else 1
 
     def ablated(self, drop: list[str], valid: Dataset, valid_candidates: np.ndarray | None = None) -> Hybrid:
         """This fitted hybrid with the components in ``drop`` (``"towers"`` included) left out of the warm
@@ -209,7 +213,7 @@ class Hybrid(Recommender):
         z = self._components_z(check.users, None, items, names, self._ranked(cold))
         if "towers" in drop:
             z[0] = np.zeros_like(z[0])
-        weights, _ = tune_weights(z, check, partitions=self.config.cold_partitions if cold else 1)
+        weights, _ = tune_weights(z, check, partitions=self._partitions(cold))
         weights[0] = 0.0 if "towers" in drop else weights[0]
         if cold:
             clone.cold_components, clone.cold_weights = names, weights
