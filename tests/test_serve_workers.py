@@ -66,6 +66,19 @@ def _answers_by_pid(url: str, n: int) -> dict[int, int]:
     return pids
 
 
+def _lists_by_pid(url: str, workers: int = 2, max_requests: int = 80) -> dict[int, list[str]]:
+    """u0's list from each worker: fresh connections until every worker has answered one (the kernel
+    hands connections to the workers unevenly, so a fixed number of requests may all reach one)."""
+    lists: dict[int, list[str]] = {}
+    for _ in range(max_requests):
+        with httpx.Client(base_url=url, timeout=30) as c:  # one connection: both requests reach one worker
+            r = c.get("/recommend", params={"user_id": "u0", "k": 5}).json()
+            lists[int(c.get("/health").json()["pid"])] = [it["item_id"] for it in r["items"]]
+        if len(lists) >= workers:
+            break
+    return lists
+
+
 def test_two_workers_share_the_store(model_dir, tmp_path):
     proc, url = _start(model_dir, tmp_path / "events.sqlite3", workers=2)
     try:
@@ -82,22 +95,14 @@ def test_two_workers_share_the_store(model_dir, tmp_path):
         assert proc.pid not in pids  # the parent only supervises
         # a sci-fi user: every worker's list is sci-fi; a like of a romance item through one worker is in
         # the list of the next request, whichever worker answers it
-        before = {}
-        for _ in range(12):
-            with httpx.Client(base_url=url, timeout=30) as c:
-                r = c.get("/recommend", params={"user_id": "u0", "k": 5}).json()
-                before[int(c.get("/health").json()["pid"])] = [it["item_id"] for it in r["items"]]
+        before = _lists_by_pid(url)
         assert all(all(i in SCIFI for i in items) for items in before.values())
         with httpx.Client(base_url=url, timeout=30) as c:
             for item in ROMANCE[:8]:
                 ok = c.post("/feedback", json={"user_id": "u0", "item_id": item, "event": "like"},
                             headers={"X-API-Key": "k"})
                 assert ok.status_code == 200, ok.text
-        served: dict[int, list[str]] = {}
-        for _ in range(12):
-            with httpx.Client(base_url=url, timeout=30) as c:
-                r = c.get("/recommend", params={"user_id": "u0", "k": 5}).json()
-                served[int(c.get("/health").json()["pid"])] = [it["item_id"] for it in r["items"]]
+        served = _lists_by_pid(url)
         assert len(served) == 2, served
         for pid, items in served.items():
             assert items != before.get(pid), f"worker {pid} still served the list from before the likes"
