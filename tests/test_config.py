@@ -215,3 +215,14 @@ def test_validate_value_is_the_field_coercion():
         validate_value("x", int | None, "k")
     with pytest.raises(ConfigError, match=r"k\.a: 'x' is not a valid float"):
         validate_value({"a": "x"}, dict[str, float], "k")
+
+
+@dataclass
+class NoSettings:
+    pass
+
+
+def test_unknown_setting_of_a_config_without_settings():
+    expected = r"unknown setting 'bogus' for NoSettings; valid: none \(it takes no settings\)"
+    with pytest.raises(ConfigError, match=expected):
+        apply_overrides(NoSettings(), {"bogus": 1})

@@ -218,9 +218,8 @@ def apply_overrides(config: Any, overrides: dict[str, Any], prefix: str = "") ->
     changes = {}
     for key, value in overrides.items():
         if key not in names:
-            raise ConfigError(
-                f"unknown setting {prefix + str(key)!r} for {cls.__qualname__}; valid: {', '.join(sorted(names))}"
-            )
+            valid = ", ".join(sorted(names)) or "none (it takes no settings)"
+            raise ConfigError(f"unknown setting {prefix + str(key)!r} for {cls.__qualname__}; valid: {valid}")
         current = getattr(config, key)
         if dataclasses.is_dataclass(current) and not isinstance(current, type):
             if isinstance(value, type(current)):
