@@ -10,6 +10,7 @@ and a store that cannot write raising StoreUnavailable and recovering.
 
 from __future__ import annotations
 
+import json
 import sqlite3
 import threading
 import time
@@ -20,7 +21,7 @@ from pg_fixtures import pg_cluster, pg_url  # noqa: F401 - fixtures
 
 from avrec.errors import DataError
 from avrec.policies.rewards import RewardConfig
-from avrec.serve.impressions import ImpressionLog
+from avrec.serve.impressions import ImpressionLog, new_impression_id
 from avrec.serve.policy_stats import coverage, policy_series, policy_totals
 from avrec.serve.store import EventStore, PostgresStore, SqliteStore, StoreUnavailable, open_store
 from avrec.serve.stores.migrations import LATEST, META_KEY
@@ -322,3 +323,32 @@ def test_sqlite_writers_in_several_processes_take_turns_on_a_file_lock(tmp_path:
     assert b.events(user_id="w")[0].event == "like"
     a.close()
     b.close()
+
+
+def test_a_candidates_record_is_stored_once_and_inline_records_still_read(target: str):
+    """Answers from one pool share one candidate_sets row (also across two logs, as two processes would);
+    a record written inline by an older avrec reads the same; ids sort in the order they were issued."""
+    record = {"item_ids": ["a", "b"], "scores": [2.0, 1.0], "features": [[0.5], [0.25]], "feature_names": ["s"]}
+    items = [{"item_id": "a", "position": 0, "score": 2.0, "propensity": 1.0, "explored": False, "candidate": 0}]
+    with EventStore(target) as store:
+        one, two = ImpressionLog(store), ImpressionLog(store)
+        ids = [log.add(user_id=f"u{n}", endpoint="recommend", policy="p", policy_version=1, model="m",
+                       model_version="v", items=items, candidates=record if n % 2 else json.dumps(record),
+                       context={"n": n}) for n, log in enumerate([one, two, one, two])]
+        other = one.add(user_id="u9", endpoint="similar", policy="p", policy_version=1, model="m", model_version="v",
+                        items=items, candidates={**record, "scores": [3.0, 1.0]}, context={})
+        assert int(store.query("SELECT COUNT(*) FROM candidate_sets")[0][0]) == 2
+        stored = [r[0] for r in store.query("SELECT candidates FROM impressions ORDER BY seq")]
+        assert all(s.startswith("#") and len(s) < 40 for s in stored) and len(set(stored)) == 2
+        with store.transaction() as cur:  # a row as avrec before candidate_sets wrote it
+            cur.execute("INSERT INTO impressions(impression_id, ts, user_id, endpoint, policy, policy_version, model, "
+                        "model_version, items, candidates, context) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
+                        ("old", 1.0, "u", "recommend", "p", 1, "m", "v", json.dumps(items), json.dumps(record), "{}"))
+        fresh = ImpressionLog(store)  # nothing cached: every record comes from the table
+        assert [fresh.get(i).candidates for i in ids] == [record] * 4
+        assert fresh.get("old").candidates == record and fresh.get(other).candidates["scores"] == [3.0, 1.0]
+        assert [imp.candidates for imp in fresh.iter(0)][-2:] == [{**record, "scores": [3.0, 1.0]}, record]
+    assert all(len(i) == 32 and int(i, 16) >= 0 for i in ids) and ids == sorted(ids)  # time, tag, counter
+    assert abs(int(ids[-1][:12], 16) / 1000 - time.time()) < 60
+    many = [new_impression_id(1.0) for _ in range(10_000)]  # one millisecond: the counter keeps them apart
+    assert len(set(many)) == len(many) and many == sorted(many)

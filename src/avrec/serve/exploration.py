@@ -14,7 +14,6 @@ import json
 import logging
 import threading
 from collections.abc import Callable
-from concurrent.futures import Future
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -35,6 +34,7 @@ from avrec.serve.impressions import Impression, ImpressionLog, check_feedback
 from avrec.serve.pools import Pool
 from avrec.serve.state import ModelState
 from avrec.serve.store import EventStore
+from avrec.serve.stores.group_commit import Durable, loop_of
 
 log = logging.getLogger("avrec.serve")
 POLICY_DIR = "policy"
@@ -142,7 +142,7 @@ class Explorer:
 
     def present(self, state: ModelState, endpoint: str, user_id: str | None, pool: list[dict[str, Any]], k: int,
                 history: list[str], context: dict[str, Any], explore: bool = True,
-                pending: list[Future] | None = None, prepared: Pool | None = None,
+                pending: list[Durable] | None = None, prepared: Pool | None = None,
                 reusable: list[tuple | None] | None = None) -> dict[str, Any]:
         """Choose ``k`` of the ``pool`` items (best first), log the impression; the items and its id.
 
@@ -179,7 +179,7 @@ class Explorer:
                                            policy_version=policy.version, model=state.model.name,
                                            model_version=model_version(state), items=logged,
                                            candidates=candidates, context={"k": k, **context})
-                impression_id, durable = self.impressions.submit_row(row)
+                impression_id, durable = self.impressions.submit_row(row, loop_of(pending))
                 if pending is None:
                     durable.result()
                 else:
@@ -193,11 +193,11 @@ class Explorer:
                 reusable.append(None)
         return {"items": items, "impression_id": impression_id, "policy": policy.name}
 
-    def log_again(self, row: tuple | None, pending: list[Future] | None = None) -> str | None:
+    def log_again(self, row: tuple | None, pending: list[Durable] | None = None) -> str | None:
         """Log one more impression of a list :meth:`present` made reusable (``row``); its new id."""
         if row is None:
             return None
-        impression_id, durable = self.impressions.submit_row(row)
+        impression_id, durable = self.impressions.submit_row(row, loop_of(pending))
         if pending is None:
             durable.result()
         else:

@@ -18,9 +18,9 @@ app's 500 handler.
 
 from __future__ import annotations
 
+import asyncio
 import re
 from collections.abc import Callable
-from concurrent.futures import Future
 from typing import Any
 from urllib.parse import parse_qsl
 
@@ -30,6 +30,7 @@ from avrec.serve.errors import ServiceError
 from avrec.serve.handlers import error_response, wait_durable
 from avrec.serve.middleware import InlineReads
 from avrec.serve.service import RecommenderService
+from avrec.serve.stores.group_commit import Durable, PendingWrites
 
 #: the ids the fast path takes: printable ASCII, no space at either end, at most 256 characters
 #: (every one of them passes the API's id rule, schemas.ID_PATTERN)
@@ -77,7 +78,7 @@ def plain_params(query_string: bytes, spec: dict[str, Parser]) -> dict[str, Any]
 
 
 async def recommend_body(service: RecommenderService, inline: InlineReads, user_id: str, k: int, explain: bool,
-                         details: bool, profile: str | None, pending: list[Future], arrived: float | None) -> bytes:
+                         details: bool, profile: str | None, pending: list[Durable], arrived: float | None) -> bytes:
     """The body of a GET /recommend (this fast path's and the FastAPI route's): one store check per loop
     turn, then the kept answer on the event loop (microseconds), or else the list built by
     :class:`InlineReads` (in the thread pool while builds cost more than its budget: milliseconds of
@@ -93,7 +94,7 @@ async def recommend_body(service: RecommenderService, inline: InlineReads, user_
 
 
 async def similar_body(service: RecommenderService, inline: InlineReads, item_id: str, k: int, profile: str | None,
-                       by: str, pending: list[Future]) -> bytes:
+                       by: str, pending: list[Durable]) -> bytes:
     """The body of a GET /similar/{item_id}, as :func:`recommend_body` gives /recommend's."""
     kept = service.similar_kept(item_id, k=k, profile=profile, by=by, pending=pending)
     if kept is not None:
@@ -130,16 +131,16 @@ class FastReads:
                     return
         await self.app(scope, receive, send)
 
-    async def _recommend(self, scope, p: dict[str, Any], pending: list[Future]) -> bytes:
+    async def _recommend(self, scope, p: dict[str, Any], pending: list[Durable]) -> bytes:
         return await recommend_body(self.service, self.inline, p["user_id"], p.get("k", 10), p.get("explain", False),
                                     p.get("details", False), p.get("profile"), pending, scope.get("avrec.arrived"))
 
-    async def _similar(self, scope, p: dict[str, Any], pending: list[Future]) -> bytes:
+    async def _similar(self, scope, p: dict[str, Any], pending: list[Durable]) -> bytes:
         return await similar_body(self.service, self.inline, p["item_id"], p.get("k", 10), p.get("profile"),
                                   p.get("by", "model"), pending)
 
     async def _answer(self, scope, receive, send, run, params: dict[str, Any]) -> None:
-        pending: list[Future] = []
+        pending = PendingWrites(asyncio.get_running_loop())
         try:
             body = await run(scope, params, pending)
             await wait_durable(pending)

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from concurrent.futures import Future
 from typing import Any
 
 import orjson
@@ -20,6 +19,7 @@ from starlette.responses import Response
 from avrec.errors import AvrecError
 from avrec.serve.errors import ServiceError
 from avrec.serve.schemas import ID_PATTERN, ID_RULE
+from avrec.serve.stores.group_commit import Durable
 
 log = logging.getLogger("avrec.serve")
 
@@ -31,7 +31,7 @@ def error_response(status: int, message: str, detail: Any = None) -> JSONRespons
     return JSONResponse(status_code=status, content=body)
 
 
-async def durable_json(payload: dict[str, Any], pending: list[Future]) -> Response:
+async def durable_json(payload: dict[str, Any], pending: list[Durable]) -> Response:
     """The answer of a list endpoint once the writes it made are durable (its impression, committed with
     the other requests' in one transaction while the event loop serves them), serialised by orjson.
 
@@ -41,16 +41,18 @@ async def durable_json(payload: dict[str, Any], pending: list[Future]) -> Respon
     return await durable_bytes(orjson.dumps(payload), pending)
 
 
-async def durable_bytes(body: bytes, pending: list[Future]) -> Response:
+async def durable_bytes(body: bytes, pending: list[Durable]) -> Response:
     """A finished JSON ``body``, sent once the writes it made are durable (as :func:`durable_json`)."""
     await wait_durable(pending)
     return Response(body, media_type="application/json")
 
 
-async def wait_durable(pending: list[Future]) -> None:
+async def wait_durable(pending: list[Durable]) -> None:
     """Wait, without blocking the event loop, until every write in ``pending`` committed (or raise its error)."""
     for future in pending:
-        if future.done():
+        if isinstance(future, asyncio.Future):
+            await future
+        elif future.done():
             future.result()
         else:
             await asyncio.wrap_future(future)

@@ -7,15 +7,25 @@ scores and features (what an off-policy estimate of another policy needs), and t
 It is written in one durable transaction (WAL, ``synchronous=FULL``) before the answer is sent, so an
 ``impression_id`` a client holds always exists. Feedback that names the impression is joined to it by
 ``(impression_id, position)``: :meth:`ImpressionLog.rewards`.
+
+Storage: the candidates record (most of an impression's bytes) is the same for every answer served from
+one candidate pool, so it is stored once in ``candidate_sets`` under a digest of its JSON and the
+impression's ``candidates`` column holds ``#`` + that digest (inline JSON, as older avrec wrote it, is
+still read). Impression ids start with the time in milliseconds (hex), so the unique index on them grows
+at its right edge instead of touching a random page per insert. Both keep a group commit to a few pages.
 """
 
 from __future__ import annotations
 
+import asyncio
+import hashlib
+import itertools
 import json
+import os
+import secrets
+import threading
 import time
-import uuid
 from collections.abc import Collection, Iterator
-from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import Any
 
@@ -24,7 +34,7 @@ import numpy as np
 from avrec.policies.rewards import RewardConfig
 from avrec.serve.errors import NotFound, ServiceError
 from avrec.serve.store import EventStore
-from avrec.serve.stores.group_commit import GroupCommitter
+from avrec.serve.stores.group_commit import Durable, GroupCommitter
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS impressions (
@@ -43,8 +53,23 @@ CREATE TABLE IF NOT EXISTS impressions (
 );
 CREATE INDEX IF NOT EXISTS impressions_ts ON impressions(ts);
 """
+SET_PREFIX = "#"  # a candidates column value naming a row of candidate_sets (JSON records start with "{")
 COLUMNS = ("seq, impression_id, ts, user_id, endpoint, policy, policy_version, model, model_version, items, "
            "candidates, context")
+
+
+_ID_SOURCE: tuple[int, str, Iterator[int]] = (0, "", itertools.count())
+
+
+def new_impression_id(now: float) -> str:
+    """32 hex digits: milliseconds since the epoch (12), a random tag of this process (8), then a counter
+    of the process (12); sorts by time of issue, and takes no system call (os.urandom costs one per id)."""
+    global _ID_SOURCE
+    pid, tag, counter = _ID_SOURCE
+    if pid != os.getpid():  # first use, or a forked child: a new tag, so two processes never share ids
+        pid, tag, counter = os.getpid(), secrets.token_hex(4), itertools.count()
+        _ID_SOURCE = (pid, tag, counter)
+    return f"{int(now * 1000) & 0xFFFFFFFFFFFF:012x}{tag}{next(counter) & 0xFFFFFFFFFFFF:012x}"
 
 
 @dataclass
@@ -81,6 +106,9 @@ class ImpressionLog:
         # concurrent requests' impressions share one transaction (one fsync); each is acknowledged only
         # once its transaction has committed
         self._committer = GroupCommitter(self._write_batch, name="avrec-impressions")
+        self._stored_sets: set[str] = set()  # digests this process has seen committed: no INSERT needed
+        self._sets_lock = threading.Lock()
+        self._set_cache: dict[str, str] = {}  # digest → record JSON, for reads (records never change)
 
     def add(self, *, user_id: str | None, endpoint: str, policy: str, policy_version: int, model: str,
             model_version: str, items: list[dict[str, Any]], candidates: dict[str, Any] | str,
@@ -94,7 +122,7 @@ class ImpressionLog:
 
     def submit(self, *, user_id: str | None, endpoint: str, policy: str, policy_version: int, model: str,
                model_version: str, items: list[dict[str, Any]], candidates: dict[str, Any] | str,
-               context: dict[str, Any]) -> tuple[str, Future]:
+               context: dict[str, Any]) -> tuple[str, Durable]:
         """Queue one impression for the next group commit: its id and a future that resolves once it is
         durable (or raises the store's error). Impressions commit in the order they were submitted.
         ``candidates``: the record, or its JSON text (kept by the pool cache, :mod:`avrec.serve.pools`)."""
@@ -106,35 +134,72 @@ class ImpressionLog:
     def row(*, user_id: str | None, endpoint: str, policy: str, policy_version: int, model: str,
             model_version: str, items: list[dict[str, Any]], candidates: dict[str, Any] | str,
             context: dict[str, Any]) -> tuple:
-        """An impression's stored columns without its id and time (JSON text where the table has it): the
-        same list served again is logged from it without serialising anything (:meth:`submit_row`)."""
+        """An impression's stored columns without its id and time (JSON text where the table has it), plus
+        its candidates record's JSON: the same list served again is logged from it without serialising
+        anything (:meth:`submit_row`)."""
+        record = candidates if isinstance(candidates, str) else json.dumps(candidates)
+        digest = hashlib.blake2b(record.encode(), digest_size=16).hexdigest()
         return (user_id, endpoint, policy, int(policy_version), model, model_version, json.dumps(items),
-                candidates if isinstance(candidates, str) else json.dumps(candidates),
-                json.dumps(context, ensure_ascii=False))
+                SET_PREFIX + digest, json.dumps(context, ensure_ascii=False), record)
 
-    def submit_row(self, row: tuple) -> tuple[str, Future]:
-        """Queue an impression made by :meth:`row` under a new id and the current time (as :meth:`submit`)."""
-        impression_id = uuid.uuid4().hex
-        return impression_id, self._committer.submit((impression_id, time.time(), *row))
+    def submit_row(self, row: tuple, loop: asyncio.AbstractEventLoop | None = None) -> tuple[str, Durable]:
+        """Queue an impression made by :meth:`row` under a new id and the current time (as :meth:`submit`;
+        with ``loop``, the future is that event loop's, :class:`~avrec.serve.stores.group_commit.PendingWrites`)."""
+        now = time.time()
+        impression_id = new_impression_id(now)
+        return impression_id, self._committer.submit((impression_id, now, *row), loop)
 
     def commit_stats(self) -> dict[str, int]:
         """Group commits of impressions so far and the impressions they carried (for ``/health``)."""
         return {"commits": self._committer.commits, "impressions": self._committer.requests}
 
     def _write_batch(self, rows: list[tuple]) -> list[None]:
+        with self._sets_lock:
+            new_sets = {r[9][len(SET_PREFIX):]: r[-1] for r in rows} if rows else {}
+            new_sets = {d: rec for d, rec in new_sets.items() if d not in self._stored_sets}
         with self.store.transaction() as cur:
+            if new_sets:  # another process may have stored the same set: IGNORE keeps the first, identical one
+                cur.executemany("INSERT OR IGNORE INTO candidate_sets(digest, record) VALUES (?, ?)",
+                                list(new_sets.items()))
             cur.executemany("INSERT INTO impressions(impression_id, ts, user_id, endpoint, policy, policy_version, "
-                            "model, model_version, items, candidates, context) VALUES (?,?,?,?,?,?,?,?,?,?,?)", rows)
+                            "model, model_version, items, candidates, context) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
+                            [r[:-1] for r in rows])
+        with self._sets_lock:  # only after the commit: a rolled-back set must be inserted again next time
+            self._stored_sets.update(new_sets)
         return [None] * len(rows)
 
-    @staticmethod
-    def _row(r: tuple) -> Impression:
-        return Impression(int(r[0]), r[1], float(r[2]), r[3], r[4], r[5], int(r[6]), r[7], r[8],
-                          json.loads(r[9]), json.loads(r[10]), json.loads(r[11]))
+    def _records(self, texts: Collection[str]) -> dict[str, str]:
+        """Digest → record JSON for the sets the candidates column values ``texts`` reference (one query
+        per 500 not yet cached)."""
+        digests = {t[len(SET_PREFIX):] for t in texts if t.startswith(SET_PREFIX)}
+        found = {d: rec for d in digests if (rec := self._set_cache.get(d)) is not None}
+        missing = sorted(digests - found.keys())
+        for start in range(0, len(missing), 500):
+            chunk = missing[start:start + 500]
+            found.update((str(d), str(rec)) for d, rec in self.store.query(
+                f"SELECT digest, record FROM candidate_sets WHERE digest IN ({','.join('?' * len(chunk))})",
+                tuple(chunk)))
+        if missing:
+            if len(self._set_cache) > 4096:
+                self._set_cache = {}
+            self._set_cache.update(found)
+        return found
+
+    def _rows(self, rows: list[tuple]) -> list[Impression]:
+        records = self._records([r[10] for r in rows])
+        out = []
+        for r in rows:
+            text = records.get(r[10][len(SET_PREFIX):], r[10]) if r[10].startswith(SET_PREFIX) else r[10]
+            if text.startswith(SET_PREFIX):
+                raise ServiceError(f"impression {r[1]!r}: its candidates record {text[len(SET_PREFIX):]!r} is "
+                                   f"missing from candidate_sets (the store was edited by hand?)")
+            out.append(Impression(int(r[0]), r[1], float(r[2]), r[3], r[4], r[5], int(r[6]), r[7], r[8],
+                                  json.loads(r[9]), json.loads(text), json.loads(r[11])))
+        return out
 
     def get(self, impression_id: str) -> Impression | None:
         rows = self.store.query(f"SELECT {COLUMNS} FROM impressions WHERE impression_id = ?", (str(impression_id),))
-        return self._row(rows[0]) if rows else None
+        return self._rows(rows)[0] if rows else None
 
     def iter(self, after_seq: int = 0, batch: int = 5000) -> Iterator[Impression]:
         """Impressions in logging order after ``after_seq``, fetched in batches."""
@@ -144,8 +209,7 @@ class ImpressionLog:
                                     (last, batch))
             if not rows:
                 return
-            for r in rows:
-                yield self._row(r)
+            yield from self._rows(rows)
             last = int(rows[-1][0])
 
     def count(self) -> int:

@@ -13,7 +13,6 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Sequence
-from concurrent.futures import Future
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +36,7 @@ from avrec.serve.rules import RuleView, check_rules, content_rules, rule_view
 from avrec.serve.search import SearchIndexer, minmax
 from avrec.serve.state import FolderWatcher, ModelState, finite, load_state
 from avrec.serve.store import EventStore
+from avrec.serve.stores.group_commit import Durable
 from avrec.serve.text import explain_item
 from avrec.serve.updates import UserProfile, user_profile
 
@@ -133,7 +133,7 @@ class RecommenderService(ServiceReads):
         return rule_view(self.rules, state, profile, user_id)
 
     def recommend(self, user_id: str, k: int = 10, explain: bool = False, details: bool = False,
-                  profile: str | None = None, pending: list[Future] | None = None,
+                  profile: str | None = None, pending: list[Durable] | None = None,
                   arrived: float | None = None) -> dict[str, Any]:
         """Top-k for a user id: the model's list, folded in with stored feedback, or the popular list,
         among the items the content rules allow. The candidates come from the state's pool cache
@@ -146,7 +146,7 @@ class RecommenderService(ServiceReads):
         return out
 
     def recommend_json(self, user_id: str, k: int = 10, explain: bool = False, details: bool = False,
-                       profile: str | None = None, pending: list[Future] | None = None,
+                       profile: str | None = None, pending: list[Durable] | None = None,
                        arrived: float | None = None) -> bytes:
         """:meth:`recommend`'s answer as the JSON body. A list served the same way every time (greedy,
         no ties) is kept finished with its pool (:class:`~avrec.serve.pools.Rendered`): serving it again
@@ -157,7 +157,7 @@ class RecommenderService(ServiceReads):
         return out
 
     def recommend_kept(self, user_id: str, k: int = 10, explain: bool = False, details: bool = False,
-                       profile: str | None = None, pending: list[Future] | None = None,
+                       profile: str | None = None, pending: list[Durable] | None = None,
                        arrived: float | None = None) -> bytes | None:
         """:meth:`recommend_json`'s answer when it is kept finished (logging a new impression), else None
         without computing anything: the caller then builds it, off the event loop (a user's first list
@@ -168,7 +168,7 @@ class RecommenderService(ServiceReads):
         return out
 
     def _recommend(self, user_id: str, k: int, explain: bool, details: bool, profile: str | None,
-                   pending: list[Future] | None, arrived: float | None,
+                   pending: list[Durable] | None, arrived: float | None,
                    render: tuple | None, kept_only: bool = False) -> dict[str, Any] | bytes | None:
         state = self.state
         uid = str(user_id)
@@ -205,7 +205,7 @@ class RecommenderService(ServiceReads):
     def recommend_for_history(
         self, history: Sequence[str], k: int = 10, exclude: Sequence[str] = (), explain: bool = False,
         details: bool = False, user_id: str | None = None, profile: str | None = None,
-        pending: list[Future] | None = None,
+        pending: list[Durable] | None = None,
     ) -> dict[str, Any]:
         """Top-k for an anonymous visitor given the item ids they interacted with (``pending``: as in
         :meth:`recommend`)."""
@@ -248,7 +248,7 @@ class RecommenderService(ServiceReads):
 
     def _explore(self, state: ModelState, endpoint: str, user_id: str | None, pool: list[dict[str, Any]], k: int,
                  history: list[str], context: dict[str, Any], explore: bool = True,
-                 pending: list[Future] | None = None, prepared: Pool | None = None,
+                 pending: list[Durable] | None = None, prepared: Pool | None = None,
                  reusable: list[tuple | None] | None = None) -> tuple[list[dict[str, Any]], dict[str, Any]]:
         """The policy's ``k`` of ``pool`` (slot order) and the logged impression's id and policy."""
         shown = self.explorer.present(state, endpoint, user_id, pool, k, history, context, explore=explore,
@@ -268,19 +268,19 @@ class RecommenderService(ServiceReads):
 
     # ---- similar items and search ----
     def similar_kept(self, item_id: str, k: int = 10, profile: str | None = None, by: str = "model",
-                     pending: list[Future] | None = None) -> bytes | None:
+                     pending: list[Durable] | None = None) -> bytes | None:
         """:meth:`similar_json`'s answer when it is kept finished (a new impression logged), else None."""
         return self._similar_json(item_id, k, profile, by, pending, kept_only=True)
 
     def similar_json(self, item_id: str, k: int = 10, profile: str | None = None, by: str = "model",
-                     pending: list[Future] | None = None) -> bytes:
+                     pending: list[Durable] | None = None) -> bytes:
         """:meth:`similar`'s answer as the JSON body; kept finished per (item, k, rules, by) while the
         model and catalogue are the same, when the list is the same every time (as for /recommend)."""
         out = self._similar_json(item_id, k, profile, by, pending)
         assert out is not None
         return out
 
-    def _similar_json(self, item_id: str, k: int, profile: str | None, by: str, pending: list[Future] | None,
+    def _similar_json(self, item_id: str, k: int, profile: str | None, by: str, pending: list[Durable] | None,
                       kept_only: bool = False) -> bytes | None:
         state = self.state
         key = (str(item_id), k, profile, by)  # the rules of a /similar depend on the profile asked for only
@@ -298,7 +298,7 @@ class RecommenderService(ServiceReads):
         return body
 
     def similar(self, item_id: str, k: int = 10, profile: str | None = None, by: str = "model",
-                pending: list[Future] | None = None, reusable: list[tuple | None] | None = None) -> dict[str, Any]:
+                pending: list[Durable] | None = None, reusable: list[tuple | None] | None = None) -> dict[str, Any]:
         """The items most similar to ``item_id`` that the content rules allow (a 404 for a blocked item);
         ``by``: the model's own similarity, ``text``, or a modality (:mod:`avrec.serve.modality`)."""
         state = self.state

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from concurrent.futures import Future
+import asyncio
 
 from fastapi import APIRouter, Request
 
@@ -19,6 +19,7 @@ from avrec.serve.schemas import (
     RecommendResponse,
     UserQ,
 )
+from avrec.serve.stores.group_commit import PendingWrites
 
 router = APIRouter(tags=["recommend"], responses=ERROR_RESPONSES)
 
@@ -28,7 +29,7 @@ async def recommend(request: Request, service: Service, inline: Inline, user_id:
                     explain: bool = False, details: bool = False, profile: ProfileQ = None):
     """Top-k for a user; unknown users get popular items with ``fallback: true``."""
     # plainly valid requests are answered by avrec.serve.fastpath before FastAPI, the same way as here
-    pending: list[Future] = []
+    pending = PendingWrites(asyncio.get_running_loop())
     out = await recommend_body(service, inline, user_id, k, explain, details, profile, pending,
                                request.scope.get("avrec.arrived"))
     return await durable_bytes(out, pending)
@@ -37,7 +38,7 @@ async def recommend(request: Request, service: Service, inline: Inline, user_id:
 @router.post("/recommend", response_model=RecommendResponse, response_model_exclude_unset=True)
 async def recommend_history(service: Service, inline: Inline, body: HistoryRequest):
     """Top-k for an anonymous or new user from a history given in the body."""
-    pending: list[Future] = []
+    pending = PendingWrites(asyncio.get_running_loop())
     out = await inline(f"history/{body.explain}/{body.details}", service.recommend_for_history, body.history,
                        k=body.k, exclude=body.exclude, explain=body.explain, details=body.details,
                        user_id=body.user_id, profile=body.profile, pending=pending)

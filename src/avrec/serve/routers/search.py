@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from concurrent.futures import Future
+import asyncio
 from typing import Annotated
 
 from fastapi import APIRouter, Query
@@ -21,6 +21,7 @@ from avrec.serve.schemas import (
     SearchResponse,
     SimilarResponse,
 )
+from avrec.serve.stores.group_commit import PendingWrites
 
 router = APIRouter(tags=["recommend"], responses=ERROR_RESPONSES)
 
@@ -32,7 +33,8 @@ async def similar(
                              description="model (default), text, or a modality: audio, video, image, ...")] = "model",
 ):
     """Items most similar to one item: by the model, by text, or by one modality (``?by=audio``)."""
-    pending: list[Future] = []  # plainly valid requests are answered by avrec.serve.fastpath, the same way
+    # plainly valid requests are answered by avrec.serve.fastpath, the same way
+    pending = PendingWrites(asyncio.get_running_loop())
     out = await similar_body(service, inline, item_id, k, profile, by, pending)
     return await durable_bytes(out, pending)
 

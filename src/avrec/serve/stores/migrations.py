@@ -7,7 +7,9 @@ refused with a clear error (an older server must not write to a schema it does n
 
 SQLite stores written before versioning existed (no ``schema_version``) are at version 0: step 1 is
 ``CREATE TABLE IF NOT EXISTS`` and step 2 adds the impression columns only where they are missing, so
-such a store is migrated in place without losing anything.
+such a store is migrated in place without losing anything. Step 3 adds ``candidate_sets``: an
+impression's candidates record stored once per distinct content (:mod:`avrec.serve.impressions`), so an
+avrec older than it, which would not understand the references, is refused by the version check.
 """
 
 from __future__ import annotations
@@ -46,6 +48,13 @@ def _sqlite_v2(cur: sqlite3.Cursor) -> None:
     cur.execute("CREATE INDEX IF NOT EXISTS events_impression ON events(impression_id)")
 
 
+CANDIDATE_SETS = "CREATE TABLE IF NOT EXISTS candidate_sets (digest TEXT PRIMARY KEY, record TEXT NOT NULL)"
+
+
+def _sqlite_v3(cur: sqlite3.Cursor) -> None:
+    cur.execute(CANDIDATE_SETS)
+
+
 def _sqlite_v1(cur: sqlite3.Cursor) -> None:
     for statement in SQLITE_V1.split(";"):
         if statement.strip():
@@ -53,7 +62,8 @@ def _sqlite_v1(cur: sqlite3.Cursor) -> None:
 
 
 #: (version, step) in order; a step gets a cursor inside the migration's transaction
-SQLITE_STEPS: list[tuple[int, Callable[[sqlite3.Cursor], None]]] = [(1, _sqlite_v1), (2, _sqlite_v2)]
+SQLITE_STEPS: list[tuple[int, Callable[[sqlite3.Cursor], None]]] = [(1, _sqlite_v1), (2, _sqlite_v2),
+                                                                     (3, _sqlite_v3)]
 
 #: PostgreSQL: version → statements. Version 2 is version 1's tables with the impression columns, kept as
 #: its own step so both backends number their schema the same way.
@@ -73,6 +83,7 @@ POSTGRES_STEPS: list[tuple[int, list[str]]] = [
         "ALTER TABLE events ADD COLUMN IF NOT EXISTS position INTEGER",
         "CREATE INDEX IF NOT EXISTS events_impression ON events(impression_id)",
     ]),
+    (3, [CANDIDATE_SETS]),
 ]
 
 LATEST = SQLITE_STEPS[-1][0]
