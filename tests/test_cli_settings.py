@@ -121,3 +121,17 @@ def test_serve_bad_setting_exits_2_before_loading(tmp_path, capsys):
     code = main(["serve", str(tmp_path / "m"), "--set", "serve.max_body_bytes=lots"])
     err = capsys.readouterr().err
     assert code == 2 and err.strip() == "error: serve.max_body_bytes: 'lots' is not a valid int"
+
+
+def test_settings_of_a_model_not_fitted_now_are_still_checked(tiny, tmp_path, capsys):
+    """A typo in another model's settings (a shared config file) is found now, not when that model runs."""
+    settings = resolve_settings(load_settings(None, ["models.als.factors=16"]), ["pop"])
+    assert list(settings.models) == ["pop"]
+    with pytest.raises(ConfigError, match=r"models\.als\.factors: 'many' is not a valid int"):
+        resolve_settings(load_settings(None, ["models.als.factors=many"]), ["pop"])
+    with pytest.raises(ConfigError, match=r"unknown setting 'models\.als\.factorz' for ALSConfig"):
+        resolve_settings(load_settings(None, ["models.als.factorz=3"]), ["pop"])
+    code = main(["fit", str(tiny), "--model", "pop", "--out", str(tmp_path / "m"),
+                 "--set", "models.nosuch.x=1", "--run-dir", str(tmp_path / "r")])
+    err = capsys.readouterr().err
+    assert code == 2 and err.startswith("error: models.nosuch: unknown model 'nosuch'") and err.count("\n") == 1

@@ -207,6 +207,14 @@ def model_configs(raw: dict[str, Any], model_names: list[str], seed: int) -> dic
             config = with_run_seed(config, merge(mine, specific), seed)
         config = apply_overrides(config, mine, "model.")
         configs[name] = apply_overrides(config, specific, f"models.{name}.")
+    for name in sorted(set(per_model) - set(model_names)):  # not fitted now: still checked, so a typo shows
+        try:
+            other = get_model_class(name).Config()
+        except ConfigError as e:
+            raise ConfigError(f"models.{name}: {e}") from None
+        if not isinstance(per_model[name], dict):
+            raise ConfigError(f"models.{name}: expected a table of settings")
+        apply_overrides(other, per_model[name], f"models.{name}.")
     unknown = sorted(set(shared) - used)
     if unknown:
         valid = sorted({f.name for c in configs.values() if dataclasses.is_dataclass(c) for f in dataclasses.fields(c)})

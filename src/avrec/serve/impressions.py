@@ -165,6 +165,8 @@ class ImpressionLog:
                             "model, model_version, items, candidates, context) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
                             [r[:-1] for r in rows])
         with self._sets_lock:  # only after the commit: a rolled-back set must be inserted again next time
+            if len(self._stored_sets) > 100_000:  # bounded memory; INSERT OR IGNORE keeps forgetting correct
+                self._stored_sets.clear()
             self._stored_sets.update(new_sets)
         return [None] * len(rows)
 
