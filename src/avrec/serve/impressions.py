@@ -155,7 +155,7 @@ class ImpressionLog:
 
     def _write_batch(self, rows: list[tuple]) -> list[None]:
         with self._sets_lock:
-            new_sets = {r[9][len(SET_PREFIX):]: r[-1] for r in rows} if rows else {}
+            new_sets = {r[9][len(SET_PREFIX):]: r[-1] for r in rows}
             new_sets = {d: rec for d, rec in new_sets.items() if d not in self._stored_sets}
         with self.store.transaction() as cur:
             if new_sets:  # another process may have stored the same set: IGNORE keeps the first, identical one
