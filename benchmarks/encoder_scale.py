@@ -1,6 +1,6 @@
 """Encoder cost curve: docs/s of fp32 sentence-transformers, avrec's TextEncoder (fp32, bf16, int8) and
-``avrec embed --engine ray`` with 1 and 2 actors, side by side in one run on the same documents; the int8
-and int8 vectors' cosine to fp32; and (``--ndcg``) hybrid cold NDCG@10 on ml-latest-small per backend.
+``avrec embed --engine ray`` with 1 and 2 actors, side by side in one run on the same documents; the
+bf16 and int8 vectors' cosine to fp32; and (``--ndcg``) hybrid cold NDCG@10 on ml-latest-small per backend.
 
 Documents: the hybrid's own item documents of ml-latest-small (what ``avrec embed ml-latest-small``
 encodes), and the longer MovieLens + TMDB-overview documents of encoder_speed.py. Local runs are warmed
@@ -8,6 +8,7 @@ up and interleaved, best of --repeats; Ray runs time the whole job (actor start-
 on a local Ray started once.
 
     python benchmarks/encoder_scale.py [--n 2000] [--batch-size 64] [--repeats 3] [--ndcg --seeds 1,2,3]
+        [--actors none] [--name encoder_scale_avx2]   # another CPU: its own result files
 """
 
 from __future__ import annotations
@@ -131,19 +132,24 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--ndcg", action="store_true", help="also run the hybrid cold NDCG@10 check (minutes)")
     parser.add_argument("--seeds", default="1,2,3")
     parser.add_argument("--out", type=Path, default=RESULTS)
+    parser.add_argument("--name", default="encoder_scale",
+                        help="file stem under --out (e.g. encoder_scale_avx2 for another CPU's figures)")
     parser.add_argument("--skip-local", action="store_true",
                         help="keep the local (fp32/bf16/int8) rows of the last run; redo only Ray and --ndcg")
     args = parser.parse_args(argv)
 
     import torch
 
+    from avrec.encoders.hardware import cpu_model, native_bf16
+
     now = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
     result: dict = {"benchmark": "encoder_scale", "date": now,
                     "batch_size": args.batch_size, "repeats": args.repeats, "torch": torch.__version__,
-                    "torch_threads": torch.get_num_threads(), "cpu_count": os.cpu_count(), "sets": {}}
+                    "torch_threads": torch.get_num_threads(), "cpu_count": os.cpu_count(),
+                    "cpu": cpu_model(), "native_bf16": native_bf16(), "sets": {}}
     sets = {"hybrid documents (ml-latest-small)": hybrid_documents(args.n),
             "MovieLens + TMDB overview": tmdb_documents(args.n)[0]}
-    old_path = args.out / "encoder_scale.json"
+    old_path = args.out / f"{args.name}.json"
     if args.skip_local and old_path.exists():
         previous = json.loads(old_path.read_text())
         result["sets"], result["local_rows_from"] = previous["sets"], previous["date"]
@@ -176,19 +182,25 @@ def main(argv: list[str] | None = None) -> dict:
         result["cold_ndcg"] = cold_ndcg([int(s) for s in args.seeds.split(",")])
     result["load_average_1m"] = os.getloadavg()[0]
     args.out.mkdir(parents=True, exist_ok=True)
-    old = args.out / "encoder_scale.json"
+    old = args.out / f"{args.name}.json"
     if not args.ndcg and old.exists() and "cold_ndcg" in json.loads(old.read_text()):
         result["cold_ndcg"] = json.loads(old.read_text())["cold_ndcg"]  # keep the last NDCG check
         result["cold_ndcg"]["from_earlier_run"] = True
     old.write_text(json.dumps(result, indent=2) + "\n")
-    (args.out / "encoder_scale.md").write_text(markdown(result))
+    (args.out / f"{args.name}.md").write_text(markdown(result))
     print(markdown(result))
     return result
 
 
+def _yes_no(flag: bool | None) -> str:
+    return "unknown" if flag is None else ("yes" if flag else "no, so bf16 is emulated")
+
+
 def markdown(r: dict) -> str:
     lines = ["# Encoder throughput: fp32, int8 and Ray", "",
-             f"`.venv/bin/python benchmarks/encoder_scale.py` — {r['date']}, {r['cpu_count']} CPUs, torch "
+             f"`.venv/bin/python benchmarks/encoder_scale.py` — {r['date']}, {r['cpu_count']} CPUs"
+             + (f" ({r['cpu']}, bfloat16 instructions: {_yes_no(r.get('native_bf16'))})" if r.get("cpu") else "")
+             + ", torch "
              f"{r['torch']} ({r['torch_threads']} threads), batch size {r['batch_size']}, best of {r['repeats']} "
              f"interleaved runs; model all-MiniLM-L6-v2. 1-minute load average at the end: "
              f"{r['load_average_1m']:.1f} (the machine is shared)."

@@ -29,3 +29,7 @@ class NotApplicable(ConfigError):
 class ScaleError(ConfigError):
     """A model refuses data too big for it, before allocating: the message says what it would need and which
     model or setting to use instead (``avrec fit`` exits 2 with it)."""
+
+
+class PerformanceWarning(UserWarning):
+    """A setting that works but runs far slower here than the user likely expects (the message says why)."""
