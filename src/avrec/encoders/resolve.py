@@ -19,10 +19,12 @@ DEFAULT_MODEL_NAME = "all-MiniLM-L6-v2"
 DEFAULT_ALIASES = ("default", "")
 
 #: How a text encoder computes: ``torch`` (fp32 sentence-transformers), ``bf16`` (bfloat16 autocast) or
-#: ``int8`` (torch dynamic int8 quantisation of every Linear layer, CPU, :mod:`avrec.encoders.quantize`).
+#: ``int8`` (torch dynamic int8 quantisation of every Linear layer, CPU, :mod:`avrec.encoders.quantize`),
+#: ``onnx`` / ``onnx-int8`` (the transformer in ONNX Runtime, fp32 or int8 weights, CPU,
+#: :mod:`avrec.encoders.onnx_backend`).
 #: A model name may carry one as a suffix, ``"default@bf16"``, so a model's ``encoder`` setting chooses it
 #: without a setting of its own.
-ENCODER_BACKENDS = ("torch", "bf16", "int8")
+ENCODER_BACKENDS = ("torch", "bf16", "int8", "onnx", "onnx-int8")
 
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.\-]*(/[A-Za-z0-9][\w.\-]*)?$")
 

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from avrec.encoders.onnx_backend import ONNX_BACKENDS, OnnxTransformer, load_onnx_transformer
 from avrec.encoders.resolve import (
     DEFAULT_ALIASES,
     DEFAULT_MODEL_NAME,
@@ -30,6 +31,7 @@ from avrec.encoders.resolve import (
     resolve_encoder_path,
     split_backend,
 )
+from avrec.errors import ConfigError
 
 if TYPE_CHECKING:
     from sentence_transformers import SentenceTransformer
@@ -119,8 +121,10 @@ class TextEncoder:
     the same vectors. Nothing is loaded until the first ``encode``/``dim`` call.
     ``backend``: ``"torch"`` (fp32), ``"bf16"`` (bfloat16 autocast: fast on CPUs with AVX512-BF16/AMX and on
     GPUs, vectors within 1e-3 cosine of fp32) or ``"int8"`` (dynamic int8 quantisation, CPU only;
-    :mod:`avrec.encoders.quantize`); ``model="default@bf16"`` says the same, which is how a model's
-    ``encoder`` setting picks it. Each backend's vectors have their own cache key (fp32 keeps the old one).
+    :mod:`avrec.encoders.quantize`), ``"onnx"``/``"onnx-int8"`` (ONNX Runtime, CPU; the fastest on CPUs
+    without bfloat16 instructions: :mod:`avrec.encoders.onnx_backend`); ``model="default@bf16"`` says the
+    same, which is how a model's ``encoder`` setting picks it. Each backend's vectors have their own cache
+    key (fp32 keeps the old one).
     Loading a local folder sets ``HF_HUB_OFFLINE``/``TRANSFORMERS_OFFLINE`` to 1 (unless already set).
     """
 
@@ -154,6 +158,7 @@ class TextEncoder:
         self.device = device
         self.backend = backend
         self._st: SentenceTransformer | None = None
+        self._onnx: OnnxTransformer | None = None
         self._load_lock = threading.Lock()
         self._model_id: str | None = None
         self._local_dir: Path | None = None
@@ -178,6 +183,7 @@ class TextEncoder:
         """Pickle the settings only; the model reloads lazily on the other side."""
         state = self.__dict__.copy()
         state["_st"] = None
+        state["_onnx"] = None
         del state["_load_lock"]
         return state
 
@@ -243,8 +249,9 @@ class TextEncoder:
             task = progress.add_task("Encoding", total=len(items)) if progress is not None else None
             for start in range(0, len(items), bs):
                 idx = order[start:start + bs]
-                emb = st.encode(
-                    [items[i] for i in idx],
+                batch = [items[i] for i in idx]
+                emb = self._onnx.embed(st, batch) if self._onnx is not None else st.encode(
+                    batch,
                     batch_size=bs,
                     show_progress_bar=False,
                     convert_to_numpy=False,
@@ -278,11 +285,23 @@ class TextEncoder:
 
                         quantize_int8(st)
                     if self.backend == "bf16" and st.device.type == "cpu":
-                        _warn_if_emulated_bf16()
+                        from avrec.encoders.hardware import warn_if_emulated_bf16
+
+                        warn_if_emulated_bf16()
                     _LOADED[key] = st
                 self._set_threads(st)
+                if self.backend in ONNX_BACKENDS:
+                    self._onnx = self._load_onnx(st, source)
                 self._st = st
         return self._st
+
+    def _load_onnx(self, st: SentenceTransformer, source: str) -> OnnxTransformer:
+        import torch
+
+        if st.device.type != "cpu":
+            raise ConfigError(f"the {self.backend} encoder backend runs on CPU only; the model is on {st.device}")
+        return load_onnx_transformer(st, source, quantized=self.backend == "onnx-int8",
+                                     threads=torch.get_num_threads())
 
     def _load_local(self, folder: Path) -> SentenceTransformer:
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -347,18 +366,6 @@ class TextEncoder:
         budget = _cpu_budget()
         if budget is not None and torch.get_num_threads() > budget:
             torch.set_num_threads(budget)
-
-
-def _warn_if_emulated_bf16() -> None:
-    """The bf16 backend on a CPU without bfloat16 instructions: torch emulates it, several times slower than fp32."""
-    from avrec.encoders.hardware import cpu_model, native_bf16
-    from avrec.errors import PerformanceWarning
-
-    if native_bf16() is False:
-        warnings.warn(PerformanceWarning(
-            f"the bf16 encoder backend is emulated on this CPU ({cpu_model()}: no AVX512-BF16, AMX or Arm BF16), "
-            "so it runs several times slower than fp32 (measured 0.17x on an AVX2-only AMD EPYC); use the "
-            "default fp32 backend or @int8 here"), stacklevel=4)
 
 
 def _autocast(backend: str, device_type: str) -> contextlib.AbstractContextManager[Any]:
