@@ -152,16 +152,19 @@ class BareServer(Server):
 
 
 def wait_for_search(server: Server, timeout: float = 900, in_a_row: int = 8) -> str:
-    """Block until the server's search index is built (its encoder would otherwise share the cores with
-    the measurement); returns the final state (ready, or unavailable when search is off). Each look is a
-    new connection, and ``in_a_row`` looks must agree, so every worker of ``--workers N`` has finished."""
+    """Block until the server's search index is built and its pool warm-up (``serve.warm_pools``) has
+    finished (either would otherwise share the cores with the measurement); returns the search's final
+    state (ready, or unavailable when search is off). Each look is a new connection, and ``in_a_row``
+    looks must agree, so every worker of ``--workers N`` has finished."""
     import httpx
 
     deadline = time.time() + timeout
     agreed, state = 0, "building"
     while time.time() < deadline:
         try:
-            state = httpx.get(server.url + "/health", timeout=60).json()["search"]
+            health = httpx.get(server.url + "/health", timeout=60).json()
+            warming = not (health.get("pool_warmup") or {"done": True})["done"]
+            state = "building" if warming else health["search"]
         except httpx.TransportError:  # workers still loading the model
             state = "building"
         agreed = agreed + 1 if state != "building" else 0

@@ -112,6 +112,44 @@ def test_acknowledged_events_survive_sigkill(tmp_path: Path):
         proc2.wait(timeout=30)
 
 
+def test_answered_impressions_survive_sigkill(tmp_path: Path):
+    """Impressions are committed (not flushed, by default) before the answer: a killed server loses none."""
+    from avrec.serve.impressions import ImpressionLog
+
+    model_dir = fit_tiny(tmp_path / "model", "itemknn")
+    store_path = tmp_path / "events.sqlite3"
+    proc, url = start_server(model_dir, store_path, tmp_path / "serve.log")
+    answered: list[str] = []
+    lock = threading.Lock()
+    enough = threading.Event()
+
+    def stream(worker: int) -> None:
+        with httpx.Client(base_url=url, timeout=10) as client:
+            for n in range(100_000):
+                try:
+                    r = client.get("/recommend", params={"user_id": f"u{(n + worker) % 30}", "k": 5})
+                except httpx.HTTPError:
+                    return  # the server is gone
+                assert r.status_code == 200, r.text
+                with lock:
+                    answered.append(r.json()["impression_id"])
+                    if len(answered) >= 300:
+                        enough.set()
+
+    workers = [threading.Thread(target=stream, args=(w,), daemon=True) for w in range(3)]
+    for w in workers:
+        w.start()
+    assert enough.wait(120), "the server answered too few lists"
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait(timeout=30)
+    for w in workers:
+        w.join(timeout=30)
+    with EventStore(store_path) as store:
+        log = ImpressionLog(store)
+        missing = [i for i in answered if log.get(i) is None]
+    assert not missing, f"{len(missing)} answered impression(s) lost, e.g. {missing[:3]}"
+
+
 # ---- a store that cannot write: 503, nothing acknowledged, recovery without a restart (issue 15) ----
 def _mount_tmpfs(where: Path, size: str) -> bool:
     """A small tmpfs at ``where`` (needs root and mount rights: true in CI's container, else the test skips)."""

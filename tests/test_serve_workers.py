@@ -161,8 +161,8 @@ def _listed(out: dict) -> list[tuple[str, float]]:
 
 
 def test_cached_lists_equal_uncached_ones(model_dir, tmp_path):
-    cached = _service(model_dir, tmp_path / "a.sqlite3")
-    plain = _service(model_dir, tmp_path / "b.sqlite3")
+    cached = _service(model_dir, tmp_path / "a.sqlite3", warm_pools=0)  # every pool built by a request
+    plain = _service(model_dir, tmp_path / "b.sqlite3", warm_pools=0)
     plain.state.pools.capacity = 0  # nothing kept: every list computed afresh
     users = ["u0", "u3", "u16", "u29", "visitor-1", "visitor-2"]
     for _ in range(2):
@@ -195,7 +195,7 @@ def test_feedback_from_another_process_changes_the_next_list(model_dir, tmp_path
 
 
 def test_added_items_empty_the_cache(model_dir, tmp_path):
-    service = _service(model_dir, tmp_path / "e.sqlite3")
+    service = _service(model_dir, tmp_path / "e.sqlite3", warm_pools=0)
     service.recommend("u0", k=5)
     assert len(service.state.pools) == 1
     service.add_items([{"item_id": "new-1", "title": "A new robot film", "genres": "Sci-Fi"}])

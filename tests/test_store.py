@@ -352,3 +352,19 @@ def test_a_candidates_record_is_stored_once_and_inline_records_still_read(target
     assert abs(int(ids[-1][:12], 16) / 1000 - time.time()) < 60
     many = [new_impression_id(1.0) for _ in range(10_000)]  # one millisecond: the counter keeps them apart
     assert len(set(many)) == len(many) and many == sorted(many)
+
+
+def test_an_unflushed_transaction_is_committed_and_the_next_one_flushed_again(target: str):
+    with EventStore(target) as store:
+        log = ImpressionLog(store)  # flush=False by default: committed, not fsynced
+        ids = [log.add(user_id="a", endpoint="recommend", policy="greedy", policy_version=0, model="m",
+                       model_version="v", items=[], candidates={"item_ids": []}, context={}) for _ in range(3)]
+        with EventStore(target) as other:  # another connection sees them at once
+            assert all(ImpressionLog(other).get(i) is not None for i in ids)
+        if isinstance(store, SqliteStore):  # the setting is restored: events are fsynced as before
+            assert store._conn.execute("PRAGMA synchronous").fetchone()[0] == 2  # FULL
+        else:
+            with store.transaction() as cur:
+                cur.execute("SELECT current_setting('synchronous_commit')")
+                assert cur.fetchone()[0] == "on"
+        assert store.add_events([{"user_id": "a", "item_id": "i", "event": "like"}])

@@ -46,6 +46,11 @@ class ServeConfig:
     ``explore_endpoints``: which lists the policy chooses (``recommend``, ``similar``, ``search``; the others
     are greedy). Linear policies learn from /recommend impressions only.
     ``log_impressions``: log every served list in the store (:mod:`avrec.serve.impressions`).
+    ``flush_impressions``: fsync every impression commit before the answer (off: committed before the
+    answer, flushed to disk by the next feedback commit or checkpoint; feedback is always flushed).
+    ``warm_pools``: how many of the model's users (most active first) get their /recommend candidates
+    built in the background when a model is loaded, so their first request is answered from the cache
+    (:mod:`avrec.serve.warm`; 0: none).
     ``rewards``: the reward of each feedback event (:class:`~avrec.policies.rewards.RewardConfig`).
     ``examination_decay``: slot j is examined with probability decay^(j-1) (position bias).
     ``rules``, ``profiles``, ``user_profiles``, ``default_profile``: content rules enforced on every
@@ -79,6 +84,8 @@ class ServeConfig:
     exploration: PolicyConfig = field(default_factory=PolicyConfig)
     explore_endpoints: list[str] = field(default_factory=lambda: ["recommend"])
     log_impressions: bool = True
+    flush_impressions: bool = False
+    warm_pools: int = 4096
     rewards: RewardConfig = field(default_factory=RewardConfig)
     examination_decay: float = 0.85
     rules: dict = field(default_factory=dict)
@@ -92,6 +99,8 @@ class ServeConfig:
         bad = [e for e in self.explore_endpoints if e not in ENDPOINTS]
         if bad:
             raise ConfigError(f"serve.explore_endpoints: {bad[0]!r} is not one of {', '.join(ENDPOINTS)}")
+        if int(self.warm_pools) < 0:
+            raise ConfigError(f"serve.warm_pools: must be 0 (off) or more, not {self.warm_pools}")
         for name in ("rate_limit", "rate_burst", "request_timeout"):
             if float(getattr(self, name)) < 0:
                 raise ConfigError(f"serve.{name}: must be 0 (off) or more, not {getattr(self, name)}")

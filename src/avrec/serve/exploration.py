@@ -107,12 +107,12 @@ class Explorer:
 
     def __init__(self, config: ServeConfig, store: EventStore, model_dir: Path | None, model: Any = None) -> None:
         self.config = config
-        self.impressions = ImpressionLog(store)
+        self.impressions = ImpressionLog(store, flush=config.flush_impressions)
         pconfig = served_policy_config(config, model_dir, model)
         self.policy = make_policy(pconfig)
         self.rng = np.random.default_rng(pconfig.seed)
         self.lock = threading.Lock()
-        self._features: tuple[int, FeatureBuilder] | None = None
+        self._features: tuple[tuple[int, int], FeatureBuilder] | None = None
         self.restored: dict[str, Any] = {}
         if self.policy.learns:
             self._restore(model_dir)
@@ -132,8 +132,10 @@ class Explorer:
                                 after_seq, after_event)
 
     def features(self, state: ModelState) -> FeatureBuilder:
-        if self._features is None or self._features[0] != id(state.model):
-            self._features = (id(state.model), FeatureBuilder(state.model))
+        # added items grow the same model object: its size is part of the key
+        key = (id(state.model), state.model.n_items)
+        if self._features is None or self._features[0] != key:
+            self._features = (key, FeatureBuilder(state.model))
         return self._features[1]
 
     def width(self, k: int) -> int:
@@ -155,12 +157,10 @@ class Explorer:
         if not pool:
             return {"items": [], "impression_id": None}
         scores = np.array([float(it["score"]) for it in pool])
-        if prepared is not None and prepared.features is not None and prepared.candidates_json is not None:
-            feats, candidates = prepared.features, prepared.candidates_json
+        if prepared is not None:
+            feats, candidates = self.prepare(state, prepared)
         else:
             feats, candidates = self._candidates(state, pool, scores, history)
-            if prepared is not None:
-                prepared.features, prepared.candidates_json = feats, candidates
         with self.lock:
             policy = self.policy if explore else make_policy("greedy")
             slate = self._choose(policy, scores, feats, k, prepared)
@@ -192,6 +192,14 @@ class Explorer:
             elif reusable is not None and same_every_time:
                 reusable.append(None)
         return {"items": items, "impression_id": impression_id, "policy": policy.name}
+
+    def prepare(self, state: ModelState, pool: Pool) -> tuple[np.ndarray, str]:
+        """The policy features of a cached pool's items and its logged candidates record (JSON), built
+        once and kept on the pool (so a pool built ahead of its first request has them ready)."""
+        if pool.features is None or pool.candidates_json is None:
+            scores = np.array([float(it["score"]) for it in pool.items])
+            pool.features, pool.candidates_json = self._candidates(state, pool.items, scores, pool.history)
+        return pool.features, pool.candidates_json
 
     def log_again(self, row: tuple | None, pending: list[Durable] | None = None) -> str | None:
         """Log one more impression of a list :meth:`present` made reusable (``row``); its new id."""

@@ -4,9 +4,13 @@ An impression is one answer of /recommend, /similar or /search: its id, time, us
 (name and version) and model (name and version) that made it, the shown items with their slot, score,
 propensity (:mod:`avrec.policies.base`) and whether the slot explored, the request's candidates with their
 scores and features (what an off-policy estimate of another policy needs), and the request's context.
-It is written in one durable transaction (WAL, ``synchronous=FULL``) before the answer is sent, so an
-``impression_id`` a client holds always exists. Feedback that names the impression is joined to it by
-``(impression_id, position)``: :meth:`ImpressionLog.rewards`.
+It is committed before the answer is sent, so an ``impression_id`` a client holds always exists, and a
+crash of the server loses none. The commit is not flushed to disk by default (SQLite ``synchronous=NORMAL``
+in WAL mode for that commit, PostgreSQL ``synchronous_commit = off``): the next feedback commit (always
+flushed) or checkpoint flushes it, so only an operating-system crash or power loss in that window can
+lose impressions, never a feedback event. ``serve.flush_impressions = true`` flushes each commit as
+well (one fsync per group commit, which the answers then wait for). Feedback that names the impression
+is joined to it by ``(impression_id, position)``: :meth:`ImpressionLog.rewards`.
 
 Storage: the candidates record (most of an impression's bytes) is the same for every answer served from
 one candidate pool, so it is stored once in ``candidate_sets`` under a digest of its JSON and the
@@ -100,8 +104,9 @@ class Impression:
 class ImpressionLog:
     """Impressions in the ``impressions`` table of an :class:`EventStore`'s database."""
 
-    def __init__(self, store: EventStore) -> None:
+    def __init__(self, store: EventStore, flush: bool = False) -> None:
         self.store = store
+        self.flush = flush  # fsync each commit (else committed, flushed by the next event commit or checkpoint)
         store.executescript(SCHEMA)
         # concurrent requests' impressions share one transaction (one fsync); each is acknowledged only
         # once its transaction has committed
@@ -142,6 +147,11 @@ class ImpressionLog:
         return (user_id, endpoint, policy, int(policy_version), model, model_version, json.dumps(items),
                 SET_PREFIX + digest, json.dumps(context, ensure_ascii=False), record)
 
+    @staticmethod
+    def for_user(row: tuple | None, user_id: str | None) -> tuple | None:
+        """A row made by :meth:`row`, shown to ``user_id`` instead (the popular list's answer template)."""
+        return None if row is None else (user_id, *row[1:])
+
     def submit_row(self, row: tuple, loop: asyncio.AbstractEventLoop | None = None) -> tuple[str, Durable]:
         """Queue an impression made by :meth:`row` under a new id and the current time (as :meth:`submit`;
         with ``loop``, the future is that event loop's, :class:`~avrec.serve.stores.group_commit.PendingWrites`)."""
@@ -157,7 +167,7 @@ class ImpressionLog:
         with self._sets_lock:
             new_sets = {r[9][len(SET_PREFIX):]: r[-1] for r in rows}
             new_sets = {d: rec for d, rec in new_sets.items() if d not in self._stored_sets}
-        with self.store.transaction() as cur:
+        with self.store.transaction(flush=self.flush) as cur:
             if new_sets:  # another process may have stored the same set: IGNORE keeps the first, identical one
                 cur.executemany("INSERT OR IGNORE INTO candidate_sets(digest, record) VALUES (?, ?)",
                                 list(new_sets.items()))

@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+import orjson
 
 #: entries kept per model state (a pool of 50 candidates with features is about 15 kB)
 DEFAULT_CAPACITY = 4096
@@ -57,26 +58,42 @@ class Pool:
 class Rendered:
     """A list served the same way every time (a greedy slate without ties): the response body around
     its impression id, and the impression row without id and time (None when impressions are not
-    logged). Serving it again logs one more impression (a new id, durable before the answer) and joins
-    ``head + id + tail``: nothing is ranked, chosen or serialised again."""
+    logged). Serving it again logs one more impression (a new id, committed before the answer) and joins
+    ``head + id + tail``: nothing is ranked, chosen or serialised again. With ``user_tail`` the answer is
+    every unknown user's (the popular list) and the user id is joined in too: ``… + "user_id": id +
+    user_tail``."""
 
     head: bytes
     tail: bytes | None
     row: tuple | None
+    user_tail: bytes | None = None
 
-    def body(self, impression_id: str | None) -> bytes:
-        if self.tail is None or impression_id is None:
-            return self.head
-        return self.head + impression_id.encode() + self.tail
+    def body(self, impression_id: str | None, user_id: str | None = None) -> bytes:
+        out = self.head if self.tail is None or impression_id is None else (
+            self.head + impression_id.encode() + self.tail)
+        if self.user_tail is None:
+            return out
+        return out + USER_KEY + orjson.dumps(user_id) + self.user_tail
 
     @staticmethod
-    def split(body: bytes, impression_id: str | None, row: tuple | None) -> Rendered | None:
-        """The template of ``body`` (serialised with ``impression_id`` in it once), None when the id is not
-        found exactly once (then the answer is not kept)."""
+    def split(body: bytes, impression_id: str | None, row: tuple | None,
+              user_id: str | None = None) -> Rendered | None:
+        """The template of ``body`` (serialised with ``impression_id`` in it once, and with ``user_id``
+        once after it when given), None when either is not found exactly once (then it is not kept)."""
+        user_tail = None
+        if user_id is not None:
+            parts = body.split(USER_KEY + orjson.dumps(user_id))
+            if len(parts) != 2:
+                return None
+            body, user_tail = parts
         if impression_id is None:
-            return Rendered(body, None, None) if row is None else None
+            return Rendered(body, None, None, user_tail) if row is None else None
         parts = body.split(impression_id.encode())
-        return Rendered(parts[0], parts[1], row) if len(parts) == 2 and row is not None else None
+        return Rendered(parts[0], parts[1], row, user_tail) if len(parts) == 2 and row is not None else None
+
+
+#: how the user id of an answer is serialised (orjson: no spaces)
+USER_KEY = b'"user_id":'
 
 
 class PoolCache:
@@ -99,6 +116,25 @@ class PoolCache:
             self._entries.move_to_end(key)
             self.hits += 1
             return pool
+
+    def peek(self, key: Hashable) -> Any:
+        """The entry of ``key`` or None, without counting a hit or a miss or refreshing its recency."""
+        with self._lock:
+            return self._entries.get(key)
+
+    def put_if_absent(self, key: Hashable, pool: Any) -> bool:
+        """Add ``pool`` unless ``key`` has an entry already (one a request made, with its kept answers, is
+        never replaced); whether it was added. A full cache takes it only in place of the oldest entry."""
+        if self.capacity <= 0:
+            return False
+        with self._lock:
+            if key in self._entries:
+                return False
+            self._entries[key] = pool
+            self._entries.move_to_end(key)
+            while len(self._entries) > self.capacity:
+                self._entries.popitem(last=False)
+            return True
 
     def put(self, key: Hashable, pool: Any) -> None:
         if self.capacity <= 0:

@@ -18,6 +18,7 @@ from avrec.serve.rules import RuleView
 from avrec.serve.state import ModelState
 from avrec.serve.store import EventStore
 from avrec.serve.text import item_summary
+from avrec.serve.warm import PoolWarmer
 
 
 class ServiceReads:
@@ -33,6 +34,7 @@ class ServiceReads:
     reloads: int
     reload_errors: int
     last_reload_error: str | None
+    warmer: PoolWarmer | None
 
     def _view(self, state: ModelState, profile: str | None, user_id: str | None) -> RuleView:
         raise NotImplementedError
@@ -102,6 +104,7 @@ class ServiceReads:
             "policy": self.explorer.describe(),
             "loaded_at": state.loaded_at,
             "reloads": self.reloads, "pid": os.getpid(), "pool_cache": state.pools.describe(),
+            "pool_warmup": self.warmer.describe() if self.warmer is not None else None,
             "changes": self.changes.describe(),
             # why the last reload failed (a corrupt or half-written folder); None once a reload succeeds
             "reload_error": self.last_reload_error, "reload_errors": self.reload_errors,

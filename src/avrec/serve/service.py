@@ -28,6 +28,7 @@ from avrec.serve.changes import ChangeWatermark
 from avrec.serve.config import ServeConfig
 from avrec.serve.errors import Conflict, NotFound, ServiceError
 from avrec.serve.exploration import Explorer
+from avrec.serve.impressions import ImpressionLog
 from avrec.serve.modality import ModalityNeighbours
 from avrec.serve.pools import Pool, Rendered
 from avrec.serve.reads import ServiceReads
@@ -39,6 +40,7 @@ from avrec.serve.store import EventStore
 from avrec.serve.stores.group_commit import Durable
 from avrec.serve.text import explain_item
 from avrec.serve.updates import UserProfile, user_profile
+from avrec.serve.warm import PoolWarmer
 
 log = logging.getLogger("avrec.serve")
 
@@ -64,12 +66,14 @@ class RecommenderService(ServiceReads):
         self.reloads = 0
         self.reload_errors = 0
         self.last_reload_error: str | None = None
+        self.warmer: PoolWarmer | None = None
         if model is None:
             if self.model_dir is None:
                 raise ConfigError("a model folder or a model is required")
             self.state = self._prepare(load_state(self.model_dir))
         else:
             self.state = self._prepare(ModelState(model, self.model_dir))
+        self._warm(self.state)
 
     # ---- model states: building, reloading, watching ----
     def _prepare(self, state: ModelState) -> ModelState:
@@ -108,9 +112,18 @@ class RecommenderService(ServiceReads):
             old, self.state = self.state, new
             self.reloads += 1
             self.last_reload_error = None
+            self._warm(new)
         log.info("model reloaded from %s (%s, %d items)", self.model_dir, new.model.name, new.model.n_items)
         return {"reloaded": True, "model": new.model.name, "n_items": new.model.n_items,
                 "previous_loaded_at": old.loaded_at, "loaded_at": new.loaded_at}
+
+    def _warm(self, state: ModelState) -> None:
+        """Build the pools of the state's most active users in the background (``serve.warm_pools``)."""
+        if self.config.warm_pools <= 0:
+            return
+        self.warmer = PoolWarmer(state, self.changes, self.explorer, self.reranker,
+                                 view_of=lambda st, uid: self._view(st, None, uid),
+                                 is_current=lambda st: self.state is st, limit=self.config.warm_pools).start()
 
     def start_watching(self) -> None:
         """Reload when a new model has been saved into the folder (``watch_interval`` > 0)."""
@@ -184,9 +197,13 @@ class RecommenderService(ServiceReads):
                     return None
                 pool = build_pool(state, uid, self._profile(state, uid), self.reranker, view, width)
                 state.pools.put(key, pool)
+            shared = pool.fallback and not explain  # the popular list: one answer template for every such user
+            if render is not None and shared:
+                render = (None, *render[1:])
             done = pool.responses.get(render) if render is not None else None
             if done is not None:
-                return done.body(self.explorer.log_again(done.row, pending))
+                row = ImpressionLog.for_user(done.row, uid) if done.user_tail is not None else done.row
+                return done.body(self.explorer.log_again(row, pending), uid)
             if kept_only:
                 return None
             reusable: list[tuple | None] = []
@@ -197,7 +214,8 @@ class RecommenderService(ServiceReads):
             if render is None:
                 return payload
             body = orjson.dumps(payload)
-            kept = Rendered.split(body, payload.get("impression_id"), reusable[0]) if reusable else None
+            kept = Rendered.split(body, payload.get("impression_id"), reusable[0],
+                                  uid if shared else None) if reusable else None
             if kept is not None:
                 pool.keep(render, kept)
             return body
@@ -407,6 +425,7 @@ class RecommenderService(ServiceReads):
             except BaseException:
                 self.store.remove_items(ids.tolist())
                 raise
+            self._warm(state)  # the addition emptied the pool cache
         return {"added": len(frame), "recommendable": state.can_add, "n_items": len(state.catalog)}
 
     def _apply_items(self, state: ModelState, frame: pd.DataFrame) -> None:

@@ -137,8 +137,13 @@ class EventStore:
         """Rows of a read-only query (SQLite dialect, ``?`` placeholders) on a reader connection."""
         raise NotImplementedError
 
-    def transaction(self) -> AbstractContextManager[Any]:
-        """A durable write transaction; yields a cursor whose ``execute(sql, args)`` takes SQLite's dialect."""
+    def transaction(self, flush: bool = True) -> AbstractContextManager[Any]:
+        """A durable write transaction; yields a cursor whose ``execute(sql, args)`` takes SQLite's dialect.
+
+        ``flush=False``: committed (every reader sees it, and a crash of this process loses nothing) but
+        not flushed to disk before it returns: the next flushed commit or checkpoint flushes it, so only an
+        operating-system crash or a power loss in between can take it back (SQLite ``synchronous=NORMAL``
+        in WAL mode, PostgreSQL ``synchronous_commit = off``). For the impression log, never for events."""
         raise NotImplementedError
 
     def executescript(self, sql: str) -> None:

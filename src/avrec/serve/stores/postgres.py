@@ -181,12 +181,14 @@ class PostgresStore(EventStore, backend="postgresql"):
         with self._reader() as conn:
             return conn.execute(to_postgres(sql), args).fetchall()
 
-    def transaction(self) -> AbstractContextManager[Any]:
-        return self._translated()
+    def transaction(self, flush: bool = True) -> AbstractContextManager[Any]:
+        return self._translated(flush)
 
     @contextmanager
-    def _translated(self) -> Iterator[_Cursor]:
+    def _translated(self, flush: bool) -> Iterator[_Cursor]:
         with self._write() as cur:
+            if not flush:  # this transaction only: the commit returns before the server flushes its WAL
+                cur.execute("SET LOCAL synchronous_commit TO OFF")
             yield _Cursor(cur)
 
     def executescript(self, sql: str) -> None:

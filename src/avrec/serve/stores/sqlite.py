@@ -24,7 +24,7 @@ import sqlite3
 import threading
 import time
 from collections.abc import Iterator
-from contextlib import AbstractContextManager, contextmanager
+from contextlib import AbstractContextManager, contextmanager, suppress
 from pathlib import Path
 from typing import cast
 
@@ -123,14 +123,17 @@ class SqliteStore(EventStore, backend="sqlite"):
                 pass
 
     @contextmanager
-    def _write(self) -> Iterator[sqlite3.Cursor]:
-        """``BEGIN IMMEDIATE`` … ``COMMIT`` on the writer connection; a store failure is StoreUnavailable."""
+    def _write(self, flush: bool = True) -> Iterator[sqlite3.Cursor]:
+        """``BEGIN IMMEDIATE`` … ``COMMIT`` on the writer connection; a store failure is StoreUnavailable.
+        ``flush=False``: this one commit under ``synchronous=NORMAL`` (:meth:`transaction`)."""
         with self._lock:
             fd = self._process_lock
             if fd is not None:
                 fcntl.flock(fd, fcntl.LOCK_EX)
             cur = self._conn.cursor()
             try:
+                if not flush:
+                    cur.execute("PRAGMA synchronous=NORMAL")
                 cur.execute("BEGIN IMMEDIATE")
                 yield cur
                 cur.execute("COMMIT")
@@ -144,13 +147,17 @@ class SqliteStore(EventStore, backend="sqlite"):
                 self._rollback()
                 raise
             finally:
+                if not flush:
+                    with suppress(sqlite3.Error):  # a setting of the connection, no I/O: it cannot fail the write
+                        self._conn.execute("PRAGMA synchronous=FULL")  # every other commit is flushed
                 if fd is not None:
                     fcntl.flock(fd, fcntl.LOCK_UN)
 
-    def transaction(self) -> AbstractContextManager[sqlite3.Cursor]:
+    def transaction(self, flush: bool = True) -> AbstractContextManager[sqlite3.Cursor]:
         """A durable write transaction (``BEGIN IMMEDIATE`` … ``COMMIT``, rolled back on any error) on the
-        writer connection; for other tables in this database (:mod:`avrec.serve.impressions`)."""
-        return self._write()
+        writer connection; for other tables in this database (:mod:`avrec.serve.impressions`). ``flush``:
+        as :meth:`EventStore.transaction <avrec.serve.stores.base.EventStore.transaction>` says."""
+        return self._write(flush)
 
     def executescript(self, sql: str) -> None:
         with self._lock:
