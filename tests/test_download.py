@@ -84,7 +84,7 @@ def tiny_source(server, monkeypatch, tmp_path):
     server.files["/ml-100k.zip"] = body
     server.files["/ml-100k.zip.md5"] = f"MD5 (ml-100k.zip) = {hashlib.md5(body).hexdigest()}\n".encode()
     monkeypatch.setattr(ml_100k, "SOURCE", Source(f"{server.url}/ml-100k.zip", "u.data"))
-    monkeypatch.setenv("AVREC_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setenv("AVREC_CACHE", str(tmp_path / "avrec-cache"))  # datasets go to its datasets/
     monkeypatch.delenv("AVREC_DATA", raising=False)
     monkeypatch.setenv("NO_PROXY", "127.0.0.1")
     return body
@@ -99,17 +99,17 @@ def fetch_recording(name: str, **kw) -> tuple[Path, list[str]]:
 
 def test_download_checks_md5_records_sha256_and_reuses_the_cache(server, tiny_source, tmp_path):
     path, warns = fetch_recording("ml-100k")
-    assert path == tmp_path / "cache" / "ml-100k"
+    assert path == tmp_path / "avrec-cache" / "datasets" / "ml-100k"
     assert (path / "u.data").read_text() == U_DATA  # the zip's top folder is flattened
     sha = hashlib.sha256(tiny_source).hexdigest()
     assert len(warns) == 1 and "pins no sha256" in warns[0] and "published MD5" in warns[0] and sha in warns[0]
-    digests = json.loads((tmp_path / "cache" / "digests.json").read_text())
+    digests = json.loads((tmp_path / "avrec-cache" / "datasets" / "digests.json").read_text())
     assert digests == {f"{server.url}/ml-100k.zip": sha}
     manifest = json.loads((path / MANIFEST).read_text())
     assert manifest["archive_sha256"] == sha and not manifest["archive_sha256_pinned"]
     assert set(manifest["files"]) == {"u.item", "u.data", "README"}
     assert server.hits == {"/ml-100k.zip": 1, "/ml-100k.zip.md5": 1}
-    assert [p.name for p in (tmp_path / "cache").iterdir() if p.name.startswith(".")] == []  # no temp left
+    assert [p.name for p in (tmp_path / "avrec-cache" / "datasets").iterdir() if p.name.startswith(".")] == []  # no temp left
 
     again, warns = fetch_recording("ml-100k")
     assert again == path and warns == []
@@ -124,8 +124,8 @@ def test_md5_mismatch_is_a_clear_error_and_leaves_nothing(server, tiny_source, t
     server.files["/ml-100k.zip.md5"] = b"MD5 (ml-100k.zip) = 0123456789abcdef0123456789abcdef\n"
     with pytest.raises(DataError, match=r"ml-100k\.zip: checksum mismatch: GroupLens publishes md5 0123456789abcdef"):
         fetch("ml-100k")
-    assert not (tmp_path / "cache" / "ml-100k").exists()
-    assert [p.name for p in (tmp_path / "cache").iterdir()] == []
+    assert not (tmp_path / "avrec-cache" / "datasets" / "ml-100k").exists()
+    assert [p.name for p in (tmp_path / "avrec-cache" / "datasets").iterdir()] == []
 
 
 def test_pinned_archive_sha256_mismatch(server, tiny_source, monkeypatch):
@@ -147,7 +147,7 @@ def test_pinned_member_sha256_mismatch(server, tiny_source, monkeypatch, tmp_pat
     monkeypatch.setattr(ml_100k, "SOURCE", src)
     with pytest.raises(DataError, match=r"ml-100k: checksum mismatch for u\.data: expected sha256 f{64}"):
         fetch_recording("ml-100k")
-    assert not (tmp_path / "cache" / "ml-100k").exists()
+    assert not (tmp_path / "avrec-cache" / "datasets" / "ml-100k").exists()
 
 
 def test_recorded_sha256_guards_later_downloads(server, tiny_source, tmp_path):
@@ -256,11 +256,11 @@ def test_ml25m_csv_parser_and_local_copy_wins(tmp_path, monkeypatch):
     assert items["user_tags"].tolist() == ["heist", ""]  # MovieLens user tags are kept apart from item tags
     # AVREC_DATA holding ml-25m wins over downloading: no server exists and no cache is written.
     monkeypatch.setenv("AVREC_DATA", str(tmp_path / "data"))
-    monkeypatch.setenv("AVREC_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setenv("AVREC_CACHE", str(tmp_path / "avrec-cache"))  # datasets go to its datasets/
     ds = load_dataset("ml-25m")
     assert (ds.n_users, ds.n_items, ds.n_interactions) == (2, 2, 3)
     assert set(ds.checksums) == {"movies.csv", "ratings.csv"}
-    assert not (tmp_path / "cache").exists()
+    assert not (tmp_path / "avrec-cache" / "datasets").exists()
     ds = load_dataset("ml-25m", data_dir=tmp_path / "data")
     assert ds.name == "ml-25m"
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import json
+import os
 import tomllib
 import types
 import typing
@@ -306,3 +307,10 @@ def merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
         else:
             out[key] = value
     return out
+
+
+def cache_home(*parts: str) -> Path:
+    """avrec's cache folder (``$AVREC_CACHE``, else ``~/.cache/avrec``), or ``parts`` inside it: the one
+    rule every cache (embeddings, ONNX exports, downloads, the generator's weights) follows."""
+    env = os.environ.get("AVREC_CACHE")
+    return (Path(env).expanduser() if env else Path.home() / ".cache" / "avrec").joinpath(*parts)

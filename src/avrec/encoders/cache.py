@@ -27,6 +27,7 @@ from typing import Protocol
 
 import numpy as np
 
+from avrec.config import cache_home
 from avrec.encoders.text import _as_text_list
 
 __all__ = ["EmbeddingCache", "encode_texts", "text_hash", "SupportsEncode"]
@@ -51,11 +52,6 @@ class SupportsEncode(Protocol):
 def text_hash(text: str) -> str:
     """sha256 hex digest of the exact text (UTF-8)."""
     return hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()
-
-
-def _default_root() -> Path:
-    env = os.environ.get("AVREC_CACHE")
-    return Path(env).expanduser() if env else Path.home() / ".cache" / "avrec"
 
 
 def _safe_name(model_id: str) -> str:
@@ -103,7 +99,7 @@ class EmbeddingCache:
     def __init__(self, root: str | os.PathLike[str] | None = None, dtype: str = "float32") -> None:
         if dtype not in _DTYPES:
             raise ValueError(f"dtype must be one of {sorted(_DTYPES)}, got {dtype!r}")
-        self.root = Path(root).expanduser() if root is not None else _default_root()
+        self.root = Path(root).expanduser() if root is not None else cache_home()
         self.dtype = dtype
         self._index_memo: dict[Path, tuple[tuple[int, int, int], dict]] = {}
 

@@ -22,6 +22,7 @@ from typing import Any
 
 import numpy as np
 
+from avrec.config import cache_home
 from avrec.errors import ConfigError
 
 __all__ = ["ONNX_BACKENDS", "OnnxTransformer", "load_onnx_transformer"]
@@ -62,11 +63,6 @@ class OnnxTransformer:
 def _tokenize(st: Any, texts: list[str]) -> Any:
     """``st.preprocess`` (sentence-transformers >= 6; ``tokenize`` before, now deprecated)."""
     return (getattr(st, "preprocess", None) or st.tokenize)(texts)
-
-
-def _cache_root() -> Path:
-    env = os.environ.get("AVREC_CACHE")
-    return (Path(env).expanduser() if env else Path.home() / ".cache" / "avrec") / "onnx"
 
 
 def _export(st: Any, target: Path, names: list[str]) -> None:
@@ -126,7 +122,7 @@ def load_onnx_transformer(st: Any, source_key: str, quantized: bool, threads: in
 
     names = [n for n in _INPUTS if n in _tokenize(st, ["x"])]
     digest = hashlib.sha256(f"{source_key}|{torch.__version__}|{onnxruntime.__version__}|{names}".encode())
-    folder = _cache_root() / digest.hexdigest()[:20]
+    folder = cache_home("onnx") / digest.hexdigest()[:20]
     path = folder / ("model-int8.onnx" if quantized else "model.onnx")
     key = (str(path), threads)
     with _LOCK:

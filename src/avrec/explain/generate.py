@@ -14,12 +14,12 @@ prompt only inside a ``<data>`` block that the instructions declare to be quoted
 from __future__ import annotations
 
 import importlib.util
-import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from avrec.config import cache_home
 from avrec.errors import ConfigError
 from avrec.explain.templates import ExplanationFacts, reason_parts, span_sentence
 
@@ -150,8 +150,7 @@ def generator_available() -> bool:
 
 
 def default_cache_dir() -> Path:
-    root = os.environ.get("AVREC_CACHE") or os.path.join(os.path.expanduser("~"), ".cache", "avrec")
-    return Path(root) / "smollm2-135m-instruct"
+    return cache_home("smollm2-135m-instruct")
 
 
 class SmolLMGenerator:

@@ -3,9 +3,10 @@
 This module knows no dataset by name: each dataset module (see :mod:`avrec.data.sources.registry`)
 describes its archive with a :class:`Source`, and :func:`locate` / :func:`fetch_source` do the rest.
 
-``fetch_source`` downloads the archive into the cache (``AVREC_CACHE`` or ``~/.cache/avrec/datasets``),
-streaming it to a temporary file while hashing it, checks it, unzips it into a temporary folder and
-renames that folder into place, so an interrupted download never leaves a half-written dataset behind.
+``fetch_source`` downloads the archive into the cache (``$AVREC_CACHE/datasets``, default
+``~/.cache/avrec/datasets``), streaming it to a temporary file while hashing it, checks it, unzips it
+into a temporary folder and renames that folder into place, so an interrupted download never leaves a
+half-written dataset behind.
 
 What is checked, honestly:
 
@@ -38,6 +39,7 @@ import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from avrec.config import cache_home
 from avrec.data.io import sha256_file
 from avrec.errors import DataError, DataWarning
 
@@ -61,11 +63,9 @@ _TIMEOUT = 60
 
 
 def cache_root(cache_dir: str | Path | None = None) -> Path:
-    """The download cache: ``cache_dir``, else ``AVREC_CACHE``, else ``~/.cache/avrec/datasets``."""
-    if cache_dir:
-        return Path(cache_dir)
-    env = os.environ.get("AVREC_CACHE")
-    return Path(env) if env else Path.home() / ".cache" / "avrec" / "datasets"
+    """The download cache: ``cache_dir``, else ``datasets`` in avrec's cache (``$AVREC_CACHE/datasets``,
+    default ``~/.cache/avrec/datasets``; the same root as the embedding cache)."""
+    return Path(cache_dir) if cache_dir else cache_home("datasets")
 
 
 def _console():
