@@ -123,6 +123,13 @@ def test_als_fold_in_is_the_exact_least_squares_step():
     direct = model.score_users(np.arange(3), None)
     for u in range(3):
         assert len(set(np.argsort(-folded[u])[:5]) & set(np.argsort(-direct[u])[:5])) >= 4
+    # a big batch (solved on every core) gives each user what a fold-in of that user alone (one thread) gives
+    from avrec.models.als import PARALLEL_FOLD_IN
+
+    rows = min(PARALLEL_FOLD_IN, data.n_users)
+    batch = model.score_histories(model.seen[:rows], None)
+    one_by_one = np.vstack([model.score_histories(model.seen[u:u + 1], None) for u in range(rows)])
+    np.testing.assert_allclose(batch, one_by_one, rtol=1e-4, atol=1e-5)
 
 
 @pytest.mark.parametrize("name", ["als", "bpr"])
