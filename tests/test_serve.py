@@ -586,6 +586,35 @@ def test_the_search_index_warms_up_its_query_encoder_before_it_is_ready(model_di
     assert queries == [([WARM_UP_QUERY], False)]
 
 
+def test_a_repeated_query_is_encoded_once(model_dir, tmp_path):
+    """/search keeps query vectors (``serve.query_cache``): the same text is answered without the encoder,
+    with the same answer; a cache of 0 encodes every time."""
+    for size, encodes_of_repeat in ((4096, 0), (0, 1)):
+        service = RecommenderService(model_dir, EventStore(tmp_path / f"e{size}.sqlite3"),
+                                     ServeConfig(search=False, watch_interval=0, query_cache=size))
+        state = service.state
+        queries: list[str] = []
+
+        class Encoder:
+            def encode(self, texts, show_progress=False):
+                queries.extend(texts)
+                return np.array([[len(t), 1.0, t.count("o"), 2.0] for t in texts], np.float32)
+
+        service.indexer.text_encoder = Encoder
+        service.indexer.encode_items = lambda items: np.random.default_rng(0).normal(size=(len(items), 4))
+        state.search_ready.clear()
+        service.indexer.build(state)
+        first = service.search("robots in space", k=5)
+        before = len(queries)
+        again = service.search("robots in space", k=5)
+        assert len(queries) - before == encodes_of_repeat
+        assert [i["item_id"] for i in again["items"]] == [i["item_id"] for i in first["items"]]
+        service.search("a love story", k=5)
+        assert queries[-1] == "a love story"
+        cache = service.health()["query_cache"]
+        assert cache["capacity"] == size and cache["hits"] == (1 if size else 0)
+
+
 # ---- the API key before the body, and a body size limit ------------------------------------------
 def _asgi_post(app, path: str, chunks: list[bytes], headers: dict[str, str], content_length: bool = True):
     """POST ``chunks`` to the ASGI app directly; returns (status, JSON body, how many chunks it read)."""

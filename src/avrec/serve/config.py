@@ -38,6 +38,7 @@ class ServeConfig:
     ``search``: build the natural-language search index (at start-up, in the background).
     ``encoder``: text encoder for search when the model has no ``encode_query``.
     ``personal_weight``: weight of the user's model scores when /search is personalised.
+    ``query_cache``: query vectors /search keeps (the same text is encoded once; 0: none).
     ``search_wait``: seconds a request waits for the search index being built before a 503.
     ``max_body_bytes``: the largest request body accepted (413 above it; 0 disables the limit). The
     default fits the largest batch, 10,000 items with long overviews in one ``POST /items``.
@@ -78,6 +79,7 @@ class ServeConfig:
     encoder: str = "default"
     cache_dir: str | None = None
     personal_weight: float = 0.3
+    query_cache: int = 4096
     search_wait: float = 120.0
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
     policy: str = "greedy"
@@ -99,8 +101,9 @@ class ServeConfig:
         bad = [e for e in self.explore_endpoints if e not in ENDPOINTS]
         if bad:
             raise ConfigError(f"serve.explore_endpoints: {bad[0]!r} is not one of {', '.join(ENDPOINTS)}")
-        if int(self.warm_pools) < 0:
-            raise ConfigError(f"serve.warm_pools: must be 0 (off) or more, not {self.warm_pools}")
+        for name in ("warm_pools", "query_cache"):
+            if int(getattr(self, name)) < 0:
+                raise ConfigError(f"serve.{name}: must be 0 (off) or more, not {getattr(self, name)}")
         for name in ("rate_limit", "rate_burst", "request_timeout"):
             if float(getattr(self, name)) < 0:
                 raise ConfigError(f"serve.{name}: must be 0 (off) or more, not {getattr(self, name)}")

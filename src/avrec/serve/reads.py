@@ -110,6 +110,7 @@ class ServiceReads:
             "reload_error": self.last_reload_error, "reload_errors": self.reload_errors,
             "search": "ready" if state.search is not None else ("building" if not state.search_ready.is_set()
                                                                    else "unavailable"),
+            "query_cache": state.search.queries.describe() if state.search is not None else None,
             "explanations": "avrec.explain" if state.explainer is not None else "unavailable",
             "profiles": sorted(self.rules.profiles), "rerank": self.reranker.describe(),
             "writes": "api-key" if self.config.effective_api_key() else (

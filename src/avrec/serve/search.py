@@ -19,11 +19,14 @@ import pandas as pd
 
 from avrec.serve.config import ServeConfig
 from avrec.serve.errors import Unavailable
+from avrec.serve.pools import PoolCache
 
 log = logging.getLogger("avrec.serve")
 
 #: the query encoded once before an index is marked ready, so the first /search pays no model load
 WARM_UP_QUERY = "a good story"
+#: query vectors kept per index (least recently used out; 384 floats each: about 6 MB when full)
+DEFAULT_QUERY_CACHE = 4096
 
 
 def minmax(x: np.ndarray) -> np.ndarray:
@@ -48,7 +51,8 @@ class TextSearch:
     norms grow with popularity do not drown the request's meaning.
     """
 
-    def __init__(self, encode: Callable[[list[str]], np.ndarray], vectors: np.ndarray, source: str) -> None:
+    def __init__(self, encode: Callable[[list[str]], np.ndarray], vectors: np.ndarray, source: str,
+                 cache_size: int = DEFAULT_QUERY_CACHE) -> None:
         from avrec.models.ann import ANNIndex  # exact below 50k items, HNSW above
 
         self._encode = encode
@@ -56,14 +60,25 @@ class TextSearch:
         self.index = ANNIndex().build(unit_rows(vectors))
         self.size = len(vectors)
         self._lock = threading.Lock()
+        # query text -> its unit vector: the encoder is most of a /search, and popular queries repeat
+        self.queries = PoolCache(cache_size)
 
     def encode(self, texts: list[str]) -> np.ndarray:
         with self._lock:  # one forward pass at a time: torch shares its thread pool
             return unit_rows(np.asarray(self._encode(texts), dtype=np.float32).reshape(len(texts), -1))
 
+    def query_vector(self, query: str) -> np.ndarray:
+        """The unit vector of ``query`` (1 × d), from the query cache when it was asked before."""
+        vec = self.queries.get(query)
+        if vec is None:
+            vec = self.encode([query])
+            vec.setflags(write=False)  # shared by every later request for the same text
+            self.queries.put(query, vec)
+        return vec
+
     def search(self, query: str, k: int) -> tuple[np.ndarray, np.ndarray]:
         """Catalogue rows and cosine scores of the ``k`` items closest to ``query``, best first."""
-        idx, scores = self.index.search(self.encode([query]), min(k, self.size))
+        idx, scores = self.index.search(self.query_vector(query), min(k, self.size))
         keep = idx[0] >= 0
         return idx[0][keep], scores[0][keep]
 
@@ -130,11 +145,13 @@ class SearchIndexer:
             vectors = model.item_vectors() if caps.text_queries else None
             if vectors is not None and len(vectors) == len(catalog):
                 encode_query = model.encode_query
-                search = TextSearch(lambda texts: np.stack([encode_query(t) for t in texts]), vectors, "model")
+                search = TextSearch(lambda texts: np.stack([encode_query(t) for t in texts]), vectors, "model",
+                                    self.config.query_cache)
             else:
                 encoder = self.text_encoder()
                 vectors = self.encode_items(catalog)
-                search = TextSearch(lambda texts: encoder.encode(texts, show_progress=False), vectors, "encoder")
+                search = TextSearch(lambda texts: encoder.encode(texts, show_progress=False), vectors, "encoder",
+                                    self.config.query_cache)
             search.warm_up()
             with state.lock.write():
                 if len(state.catalog) > len(catalog):  # items added while we encoded
