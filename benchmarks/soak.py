@@ -3,12 +3,14 @@
 Open-loop load (requests start on a fixed schedule, whatever the latency) at --rate req/s for --minutes,
 mixing GET /recommend (known and unknown users), GET /similar, GET /search, POST /recommend with a
 history and POST /feedback (so the store grows and fold-in runs). Search queries come from 2,000
-distinct ones built from the catalogue, drawn with popularity 1/rank (:func:`query_pool`). The server runs as `avrec serve`
-starts by default (search on); load starts once its search index is ready. Models: the one `make demo`
-serves (hybrid) and EASE beside it, one after the other. The server's resident memory is sampled every
-10 s; "flat" means the last third's median is within 10 % (or 30 MiB) of the first third's after warm-up.
+distinct ones built from the catalogue, drawn with popularity 1/rank (:func:`query_pool`). The server
+runs as `avrec serve` starts by default (search on), with any `--set` given; load starts once its search
+index is ready. Models: the one `make demo` serves (hybrid) and EASE beside it, one after the other. The
+server's resident memory is sampled every 10 s; "flat" means the last third's median is within 10 %
+(or 30 MiB) of the first third's after warm-up.
 
-    nice -n 10 python benchmarks/soak.py [--minutes 10] [--rate 300] [--models hybrid,ease] [--name serve_soak]
+    nice -n 10 python benchmarks/soak.py [--minutes 10] [--rate 300] [--models hybrid,ease] [--set KEY=VALUE]
+        [--name serve_soak]
 
 Writes benchmarks/results/serve_soak.{json,md} (or --name).
 """
@@ -159,7 +161,7 @@ P99_GOAL_MS = {"recommend": 20.0}
 P99_GOAL_OTHER_MS = 50.0
 
 
-def run_one(model: str, minutes: float, rate: float, workers: int = 1) -> dict:
+def run_one(model: str, minutes: float, rate: float, workers: int = 1, settings: list[str] | None = None) -> dict:
     import pandas as pd
 
     model_dir = ensure_model(model)
@@ -168,7 +170,8 @@ def run_one(model: str, minutes: float, rate: float, workers: int = 1) -> dict:
     items = pd.read_parquet(model_dir / "catalog" / "items.parquet")
     catalog = items["item_id"].astype(str).tolist()
     queries = query_pool(items)
-    server = Server(model_dir, "--workers", str(workers), api_key=KEY)
+    extra = [arg for setting in settings or [] for arg in ("--set", setting)]
+    server = Server(model_dir, "--workers", str(workers), *extra, api_key=KEY)
     try:
         search = wait_for_search(server)
         result = asyncio.run(soak(server, users, catalog[:3000], queries, rate, minutes * 60))
@@ -182,7 +185,8 @@ def run_one(model: str, minutes: float, rate: float, workers: int = 1) -> dict:
     p99 = {kind: {"p99_ms": v["p99_ms"], "goal_ms": P99_GOAL_MS.get(kind, P99_GOAL_OTHER_MS),
                   "met": v["p99_ms"] <= P99_GOAL_MS.get(kind, P99_GOAL_OTHER_MS)}
            for kind, v in result["latency"].items()}
-    return {"model": model, "workers": workers, "search": search, **result, "total_errors": n_err,
+    return {"model": model, "workers": workers, "settings": settings or [], "search": search, **result,
+            "total_errors": n_err,
             "memory_flat": flat, "rss_first_third_mb": first, "rss_last_third_mb": last, "p99_goals": p99,
             "meets_target": n_err == 0 and flat and result["achieved_rps"] >= 0.95 * rate
             and all(v["met"] for v in p99.values())}
@@ -196,14 +200,18 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--workers", type=int, default=1, help="avrec serve --workers")
     ap.add_argument("--name", default="serve_soak", help="results file name under benchmarks/results/ (a shorter "
                                                          "run can keep the 10-minute one)")
+    ap.add_argument("--set", dest="settings", action="append", default=[], metavar="KEY=VALUE",
+                    help="avrec serve --set, e.g. serve.switch_interval=0.001 (repeatable)")
     args = ap.parse_args(argv)
     info = machine()
-    runs = [run_one(m.strip(), args.minutes, args.rate, args.workers) for m in args.models.split(",") if m.strip()]
+    runs = [run_one(m.strip(), args.minutes, args.rate, args.workers, args.settings)
+            for m in args.models.split(",") if m.strip()]
     payload = {"benchmark": "soak", "minutes": args.minutes, "target_rps": args.rate, "runs": runs, "machine": info,
                "command": "nice -n 10 python benchmarks/soak.py " + " ".join(argv or sys.argv[1:])}
     lines = [f"# Soak: {args.minutes:g} min at {args.rate:g} req/s (open loop) per model, ml-latest-small", ""]
     for r in runs:
-        lines += [f"## {r['model']} (search {r['search']}, --workers {r['workers']})", "",
+        shown = "".join(f" --set {s}" for s in r["settings"])
+        lines += [f"## {r['model']} (search {r['search']}, --workers {r['workers']}{shown})", "",
                   f"Scheduled {r['requests']} requests; answered {r['answered']} ({r['achieved_rps']} req/s); "
                   f"left in the client queue at the end (server too slow): {r['unsent_backlog']}; "
                   f"errors {r['total_errors']} {r['errors'] or ''}; "
