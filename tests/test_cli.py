@@ -421,28 +421,3 @@ def test_limit_compute_threads_caps_blas_and_torch():
             assert torch.get_num_threads() == 1
         finally:
             torch.set_num_threads(before)
-
-
-def test_serve_switch_interval_is_checked_and_applied(capsys, tiny, tmp_path):
-    """``serve.switch_interval`` sets the process's GIL switch interval; a negative one is exit 2."""
-    import argparse
-    import sys
-
-    from avrec.cli.serve import _service_app
-
-    code, _, _ = run_cli(capsys, "fit", tiny, "--model", "pop", "--out", tmp_path / "m")
-    assert code == 0
-    code, _, err = run_cli(capsys, "serve", tmp_path / "m", "--set", "serve.switch_interval=-1")
-    assert code == 2 and "serve.switch_interval" in err and "Traceback" not in err
-    before = sys.getswitchinterval()
-    args = argparse.Namespace(model_dir=tmp_path / "m", host=None, port=None, store=str(tmp_path / "e.sqlite3"),
-                              watch_interval=0, insecure_dev=False, no_search=True, max_body_bytes=None,
-                              policy=None, config=None, set=["serve.switch_interval=0.0015"], log_level="warning",
-                              compute_threads=1)
-    try:
-        _, service, store, _, _ = _service_app(args)
-        assert sys.getswitchinterval() == pytest.approx(0.0015)
-        service.close()
-        store.close()
-    finally:
-        sys.setswitchinterval(before)

@@ -114,8 +114,6 @@ def _service_app(args: argparse.Namespace):
     host, port, store_path, config = serve_settings(args)
     logging.basicConfig(level=args.log_level.upper(), format="%(levelname)s %(name)s: %(message)s")
     limit_compute_threads(args.compute_threads)
-    if config.switch_interval > 0:
-        sys.setswitchinterval(config.switch_interval)
     store = EventStore(store_path or default_store(model_dir))
     service = RecommenderService(model_dir, store, config)
     return create_app(service), service, store, host, port

@@ -52,9 +52,6 @@ class ServeConfig:
     ``warm_pools``: how many of the model's users (most active first) get their /recommend candidates
     built in the background when a model is loaded, so their first request is answered from the cache
     (:mod:`avrec.serve.warm`; 0: none).
-    ``switch_interval``: seconds a thread may hold the GIL before another waiting for it gets a turn
-    (``sys.setswitchinterval``; Python's own default is 0.005). The event loop answering cached lists waits
-    that long behind a worker thread computing a fold-in or encoding a query; 0 keeps Python's value.
     ``rewards``: the reward of each feedback event (:class:`~avrec.policies.rewards.RewardConfig`).
     ``examination_decay``: slot j is examined with probability decay^(j-1) (position bias).
     ``rules``, ``profiles``, ``user_profiles``, ``default_profile``: content rules enforced on every
@@ -91,7 +88,6 @@ class ServeConfig:
     log_impressions: bool = True
     flush_impressions: bool = False
     warm_pools: int = 4096
-    switch_interval: float = 0.0
     rewards: RewardConfig = field(default_factory=RewardConfig)
     examination_decay: float = 0.85
     rules: dict = field(default_factory=dict)
@@ -108,7 +104,7 @@ class ServeConfig:
         for name in ("warm_pools", "query_cache"):
             if int(getattr(self, name)) < 0:
                 raise ConfigError(f"serve.{name}: must be 0 (off) or more, not {getattr(self, name)}")
-        for name in ("rate_limit", "rate_burst", "request_timeout", "switch_interval"):
+        for name in ("rate_limit", "rate_burst", "request_timeout"):
             if float(getattr(self, name)) < 0:
                 raise ConfigError(f"serve.{name}: must be 0 (off) or more, not {getattr(self, name)}")
         parse_keys(self.api_keys)  # one clear error at start-up for a malformed entry
