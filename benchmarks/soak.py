@@ -201,7 +201,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--name", default="serve_soak", help="results file name under benchmarks/results/ (a shorter "
                                                          "run can keep the 10-minute one)")
     ap.add_argument("--set", dest="settings", action="append", default=[], metavar="KEY=VALUE",
-                    help="avrec serve --set, e.g. serve.switch_interval=0.001 (repeatable)")
+                    help="avrec serve --set, e.g. serve.query_cache=0 (repeatable)")
     args = ap.parse_args(argv)
     info = machine()
     runs = [run_one(m.strip(), args.minutes, args.rate, args.workers, args.settings)
