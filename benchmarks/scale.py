@@ -224,7 +224,7 @@ def report(rows: list[dict]) -> None:
     import matplotlib.pyplot as plt
 
     fig, (ax_t, ax_m) = plt.subplots(1, 2, figsize=(12, 4.5))
-    colours = plt.get_cmap("tab20").colors  # eleven models: the default cycle has ten colours
+    colours = plt.get_cmap("tab10").colors  # ten colours for eleven models: the hybrid is drawn in black
     for n, name in enumerate(MODELS):
         mine = sorted((r for r in fitted if r["model"] == name), key=lambda r: r["cell_interactions"])
         if not mine:
@@ -237,7 +237,7 @@ def report(rows: list[dict]) -> None:
         lines.append(f"| {name} | {len(mine)} | {_fmt(st)} | {_fmt(sm)} | {big['cell_items']:,} items × "
                      f"{big['cell_interactions']:,} |")
         label = name if st is None else f"{name} (slope {st:.2f})"
-        colour = "black" if name == "hybrid" else colours[(2 * n) % len(colours)]
+        colour = "black" if name == "hybrid" else colours[n % len(colours)]
         ax_t.plot(x, t, "o-", color=colour, label=label)
         ax_m.plot(x, m, "o-", color=colour, label=name if sm is None else f"{name} (slope {sm:.2f})")
     for ax, what in ((ax_t, "fit time (s)"), (ax_m, "peak RSS (GB)")):
