@@ -331,3 +331,44 @@ def test_encode_texts_without_cache_dedupes() -> None:
     assert out.shape == (4, 8) and out.dtype == np.float32
     np.testing.assert_array_equal(out[0], out[2])
     assert encode_texts(spy, [], None).shape == (0, 8)
+
+
+def test_encode_texts_shares_a_live_result_and_rereads_once_it_is_gone(tmp_path: Path) -> None:
+    import gc
+
+    spy = CountingEncoder(HashEncoder())
+    cache = EmbeddingCache(tmp_path)
+    first = encode_texts(spy, ["a", "b", "c"], cache, show_progress=False)
+    again = encode_texts(spy, ["a", "b", "c"], EmbeddingCache(tmp_path), show_progress=False)
+    assert again is first  # one array for two callers, not a second copy
+    assert spy.encoded == ["a", "b", "c"]
+    other = encode_texts(spy, ["a", "b"], cache, show_progress=False)  # other texts: their own array
+    assert other is not first and other.shape == (2, 8)
+    np.testing.assert_array_equal(other, first[:2])
+    elsewhere = encode_texts(spy, ["a", "b", "c"], EmbeddingCache(tmp_path / "other"), show_progress=False)
+    assert elsewhere is not first  # another cache folder is not shared
+    expected = first.copy()
+    del first, again
+    gc.collect()
+    spy.calls.clear()
+    fresh = encode_texts(spy, ["a", "b", "c"], cache, show_progress=False)
+    assert spy.calls == []  # from disk, nothing encoded
+    np.testing.assert_array_equal(fresh, expected)
+    dup = encode_texts(spy, ["a", "a", "c"], cache, show_progress=False)
+    np.testing.assert_array_equal(dup, expected[[0, 0, 2]])
+
+
+def test_unit_rows_keeps_unit_rows_as_they_are() -> None:
+    from avrec.encoders import unit_rows
+
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((50, 8)).astype(np.float32)
+    x[3] = 0.0
+    out = unit_rows(x)
+    assert out is not x and out.dtype == np.float32
+    norms = np.linalg.norm(out, axis=1)
+    np.testing.assert_allclose(np.delete(norms, 3), 1.0, atol=1e-6)
+    assert not out[3].any()  # an all-zero row stays zero
+    unit = unit_rows(out[[0, 1, 2, 4]])
+    assert unit_rows(unit) is unit  # already unit: no copy
+    assert unit_rows(np.zeros((0, 8), np.float32)).shape == (0, 8)

@@ -22,6 +22,7 @@ import scipy.sparse as sp
 
 from avrec.data.dataset import TEXT_FIELDS, Dataset
 from avrec.data.documents import DocumentConfig, build_documents
+from avrec.encoders.vectors import unit_rows
 from avrec.errors import ScaleError
 from avrec.models.base import Capabilities, Recommender
 from avrec.models.towers import recency_of
@@ -65,7 +66,7 @@ class ContentModel(Recommender):
             vectors = blocks.vectors_for(items, c.embedding_cache)
         extra = [c.modality_weight * blocks.normalised(m, vectors[m]) for m in blocks.names]
         v = np.hstack([text, *extra]).astype(np.float32)
-        return v / np.maximum(np.linalg.norm(v, axis=1, keepdims=True), 1e-9)
+        return unit_rows(v)
 
     def _encode_text(self, items: pd.DataFrame) -> np.ndarray:
         from avrec.encoders import EmbeddingCache, TextEncoder, encode_texts
@@ -83,7 +84,7 @@ class ContentModel(Recommender):
                                  "2 CPU cores (benchmarks/results/encoder_speed.md); run `avrec embed` first, or raise "
                                  f"content.max_uncached (now {cap:,})")
         v = np.asarray(encode_texts(self._encoder, docs, cache, show_progress=len(docs) > 256), dtype=np.float32)
-        return v / np.maximum(np.linalg.norm(v, axis=1, keepdims=True), 1e-9)
+        return unit_rows(v)
 
     def _fit(self, dataset: Dataset, valid: Dataset | None, valid_candidates: np.ndarray | None) -> None:
         self.vectors = self._encode(dataset.items, fit=True)

@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from avrec.encoders.vectors import unit_rows
 from avrec.serve.config import ServeConfig
 from avrec.serve.errors import Unavailable
 from avrec.serve.pools import PoolCache
@@ -37,11 +38,6 @@ def minmax(x: np.ndarray) -> np.ndarray:
         return np.zeros_like(x)
     lo, hi = x[finite_].min(), x[finite_].max()
     return np.where(finite_, (x - lo) / (hi - lo) if hi > lo else 1.0, 0.0)
-
-
-def unit_rows(x: np.ndarray) -> np.ndarray:
-    x = np.asarray(x, dtype=np.float32)
-    return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-9)
 
 
 class TextSearch:
