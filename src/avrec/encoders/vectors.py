@@ -18,4 +18,4 @@ def unit_rows(x: np.ndarray) -> np.ndarray:
     squared = np.einsum("ij,ij->i", x, x, dtype=np.float64)
     if np.all(np.abs(squared - 1.0) < 1e-5):
         return x
-    return (x / np.maximum(np.sqrt(squared), 1e-9)[:, None]).astype(np.float32, copy=False)
+    return x / np.maximum(np.sqrt(squared), 1e-9).astype(np.float32)[:, None]  # float32 all through: no float64 copy
